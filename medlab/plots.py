@@ -1,0 +1,85 @@
+"""Figures and Markdown shared by every task: learning curves, comparison bars, tables."""
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: the scripts run on machines without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def read_history(path):
+    """A Keras `CSVLogger` file as {column: [values per epoch]}."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def plot_curves(histories, path, metrics=("loss",), titles=None):
+    """Training (solid) and validation (dashed) curves, one panel per metric, one colour per run.
+
+    `histories` maps a run's label to a history dict such as `read_history` returns.
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, (label, history) in enumerate(histories.items()):
+            colour = f"C{i}"
+            epochs = np.arange(1, len(history.get(metric, [])) + 1)
+            if metric in history:
+                ax.plot(epochs, history[metric], color=colour, label=f"{label} train")
+            if f"val_{metric}" in history:
+                ax.plot(epochs, history[f"val_{metric}"], color=colour, linestyle="--",
+                        label=f"{label} validation")
+        ax.set_title((titles or {}).get(metric, metric))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_spread(values, path, ylabel, title=""):
+    """One bar per run at the mean of its values, with every value drawn as a dot.
+
+    `values` maps a run's label to per-item scores (per image, per fold, per seed).
+    """
+    labels = list(values)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 4))
+    rng = np.random.default_rng(0)  # fixed jitter, so the figure is reproducible
+    for i, label in enumerate(labels):
+        scores = np.asarray(values[label], dtype=float)
+        scores = scores[np.isfinite(scores)]
+        if scores.size == 0:
+            continue
+        ax.bar(i, scores.mean(), color=f"C{i}", alpha=0.45)
+        ax.scatter(i + rng.uniform(-0.25, 0.25, scores.size), scores, s=8, color=f"C{i}", zorder=3)
+        ax.text(i, scores.mean(), f"{scores.mean():.3f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown_table(rows, columns, formats=None):
+    """Rows of dicts as a Markdown table; `formats` maps a column to a format spec like '.3f'."""
+    formats = formats or {}
+    def cell(row, column):
+        value = row.get(column, "")
+        if isinstance(value, float) and column in formats:
+            return "n/a" if not np.isfinite(value) else format(value, formats[column])
+        return str(value)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path, rows, columns):
+    with open(Path(path), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

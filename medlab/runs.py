@@ -1,0 +1,120 @@
+"""Run folders, saved configuration, seeds and the one-line error contract.
+
+Every script reports bad input by raising `UserError`; `main_guard` turns it into one line on
+stderr and exit code 2, so users never see a traceback for a mistake they can fix.
+"""
+import datetime
+import functools
+import json
+import os
+import platform
+import random
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+PACKAGES = ("tensorflow", "keras", "numpy", "matplotlib", "scikit-image", "opencv-python-headless",
+            "opencv-python", "scipy")
+
+
+class UserError(Exception):
+    """A problem with the user's input or parameters: reported in one line, exit code 2."""
+
+
+def main_guard(main):
+    """Decorate a script's `main` so that a `UserError` ends the program with exit code 2."""
+    @functools.wraps(main)
+    def guarded(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+    return guarded
+
+
+def set_seed(seed):
+    """Seed Python, NumPy and TensorFlow/Keras for a reproducible run."""
+    import keras
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def new_run_dir(root, name):
+    """Create `root/<timestamp>-<name>/`, a folder no earlier run has used."""
+    root = Path(root)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        suffix = "" if attempt == 0 else f"-{attempt}"
+        path = root / f"{stamp}-{name}{suffix}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise UserError(f"cannot create the output folder {path}: {error.strerror}; "
+                            "pass --out with a writable folder") from None
+    raise UserError(f"too many runs named {name} in {root} this second; try again")
+
+
+def package_versions():
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def write_json(path, data):
+    """Write `data` as indented JSON; NaN becomes null so every JSON reader accepts it."""
+    def clean(value):
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+    Path(path).write_text(json.dumps(clean(jsonable(data)), indent=2) + "\n")
+
+
+def save_config(run_dir, config):
+    """Save every parameter of a run with the command line and package versions."""
+    write_json(Path(run_dir) / "config.json", {
+        "parameters": config,
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "versions": package_versions(),
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+    })
+
+
+def banner(lines):
+    """Print a framed block, for facts a user must not miss (e.g. synthetic data)."""
+    width = max(len(line) for line in lines) + 4
+    print("#" * width)
+    for line in lines:
+        print(f"# {line.ljust(width - 4)} #")
+    print("#" * width)
