@@ -86,3 +86,15 @@ def load_class_split(root, val_fraction=0.2, seed=0):
     train, val = stratified_split(labels, val_fraction, seed)
     return ClassSplit(class_names, [paths[i] for i in train], labels[train],
                       [paths[i] for i in val], labels[val], "flat")
+
+
+def load_arrays(paths, size, channels, label="loading images"):
+    """Decode and resize `paths` one at a time into one float32 array (N, H, W, C) in [0, 1]."""
+    from medlab.images import load_image
+    from medlab.synthetic import progress
+    images = np.empty((len(paths), size[0], size[1], channels), dtype=np.float32)
+    bar = progress(len(paths), f"{label}: {len(paths)} images at {size[0]}x{size[1]}x{channels}")
+    for i, path in enumerate(paths):
+        images[i] = load_image(path, size, channels)
+        bar.update(i + 1)
+    return images
