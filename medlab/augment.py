@@ -25,28 +25,36 @@ def affine_matrix(height, width, angle, shift_y, shift_x, zoom, flip):
     return tf.stack([a0, a1, tx, b0, b1, ty, 0.0, 0.0])
 
 
-def random_affine(image, seed, rotation=10.0, shift=0.1, zoom=0.2, flip=True, fill_mode="NEAREST"):
-    """Apply one random transform to `image` (H, W, C) using a stateless `seed` (shape [2]).
+def random_affine(images, seed, rotation=10.0, shift=0.1, zoom=0.2, flip=True, fill_mode="NEAREST"):
+    """Apply a random transform to each image of a batch (B, H, W, C), or to one image (H, W, C).
 
-    rotation in degrees (uniform in +-rotation), shift as a fraction of height/width, zoom as in
-    Keras' `zoom_range` (scale uniform in [1-zoom, 1+zoom]), horizontal flip with probability 0.5.
+    `seed` is a stateless seed of shape [2], so the same seed gives the same transforms. rotation in
+    degrees (uniform in +-rotation), shift as a fraction of height/width, zoom as in Keras'
+    `zoom_range` (scale uniform in [1-zoom, 1+zoom]), horizontal flip with probability 0.5.
+    Transforming a whole batch in one op keeps augmentation cheap next to a training step.
     """
+    single = images.shape.rank == 3
+    batch = images[None] if single else images
+    count = tf.shape(batch)[0]
     seeds = tf.random.experimental.stateless_split(seed, 5)
-    uniform = lambda i, low, high: tf.random.stateless_uniform([], seeds[i], low, high)
+    uniform = lambda i, low, high: tf.random.stateless_uniform([count], seeds[i], low, high)
     angle = uniform(0, -rotation, rotation) * (math.pi / 180.0)
     shift_y, shift_x = uniform(1, -shift, shift), uniform(2, -shift, shift)
     scale = uniform(3, 1.0 - zoom, 1.0 + zoom)
-    flipped = tf.cast(uniform(4, 0.0, 1.0) < 0.5, tf.float32) if flip else tf.constant(0.0)
-    shape = tf.shape(image)
-    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    matrix = affine_matrix(height, width, angle, shift_y, shift_x, scale, flipped)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=matrix[None], output_shape=shape[:2],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode)[0]
+    flipped = tf.cast(uniform(4, 0.0, 1.0) < 0.5, tf.float32) * (1.0 if flip else 0.0)
+    shape = tf.shape(batch)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    matrices = tf.vectorized_map(
+        lambda p: affine_matrix(height, width, p[0], p[1], p[2], p[3], p[4]),
+        tf.stack([angle, shift_y, shift_x, scale, flipped], axis=1))
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=batch, transforms=matrices, output_shape=shape[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode)
+    return out[0] if single else out
 
 
 def augment_pair(image, mask, seed, **options):
-    """Transform image and mask together; the mask comes back binary (threshold 0.5)."""
+    """Transform images and masks together (one image or a batch); masks come back binary (>= 0.5)."""
     channels = tf.shape(image)[-1]
     stacked = random_affine(tf.concat([image, mask], axis=-1), seed, **options)
     new_mask = tf.cast(stacked[..., channels:] >= 0.5, mask.dtype)

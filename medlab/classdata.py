@@ -88,13 +88,9 @@ def load_class_split(root, val_fraction=0.2, seed=0):
                       [paths[i] for i in val], labels[val], "flat")
 
 
+
 def load_arrays(paths, size, channels, label="loading images"):
     """Decode and resize `paths` one at a time into one float32 array (N, H, W, C) in [0, 1]."""
-    from medlab.images import load_image
-    from medlab.synthetic import progress
-    images = np.empty((len(paths), size[0], size[1], channels), dtype=np.float32)
-    bar = progress(len(paths), f"{label}: {len(paths)} images at {size[0]}x{size[1]}x{channels}")
-    for i, path in enumerate(paths):
-        images[i] = load_image(path, size, channels)
-        bar.update(i + 1)
-    return images
+    from medlab.images import load_all, load_image
+    return load_all(paths, lambda path: load_image(path, size, channels),
+                    (size[0], size[1], channels), f"{label}: {len(paths)} images at {size[0]}x{size[1]}x{channels}")

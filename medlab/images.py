@@ -89,3 +89,14 @@ def save_image(path, image):
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), pixels):
         raise UserError(f"cannot write image {path}; check that the folder is writable")
+
+
+def load_all(paths, loader, shape, title):
+    """Apply `loader` to each path, one at a time with a progress bar, into one float32 array."""
+    from medlab.synthetic import progress
+    array = np.empty((len(paths), *shape), dtype=np.float32)
+    bar = progress(len(paths), title)
+    for i, path in enumerate(paths):
+        array[i] = loader(path)
+        bar.update(i + 1)
+    return array
