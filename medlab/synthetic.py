@@ -65,7 +65,8 @@ def blob_polygon(rng, centre, radii, size, roughness=0.08, exponent=2.0, points=
 
 
 def progress(total, label):
-    """A Keras progress bar with a title line (Keras' own bars, as in training)."""
+    """A Keras progress bar with a title line; in a log file (no terminal) only the final line."""
+    import sys
     import keras
     print(label)
-    return keras.utils.Progbar(total, unit_name="image")
+    return keras.utils.Progbar(total, unit_name="image", verbose=1 if sys.stdout.isatty() else 2)

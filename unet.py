@@ -1,0 +1,562 @@
+"""U-Net lung segmentation, one job per function: pairing, loading, splitting, augmentation,
+metrics and losses, the model, training, evaluation and figures. `main_segmentation.py` holds the
+parameters and calls these functions.
+
+Metric semantics (used everywhere, stated once):
+- Every score is computed per image, then averaged over images (no pooling of pixels across images).
+- Evaluation scores (`dice`, `iou`, `precision`, `recall`) compare binary masks, the prediction
+  thresholded at 0.5. A score whose denominator is zero is 1 when both masks are empty and 0 when
+  only one is, so an empty prediction for an empty truth is perfect and any other empty case fails.
+- HD95 is the symmetric 95th-percentile Hausdorff distance between mask boundaries, in pixels of
+  the evaluated image size: 0 when both masks are empty, and the image diagonal (the worst value
+  possible) when exactly one is.
+- The training metric and the Dice loss use the soft Dice of the lab,
+  (2 * sum(y * p) + s) / (sum(y) + sum(p) + s) with s = 1 on probabilities, per image; the
+  smoothing makes both-empty images score 1 and keeps the gradient finite.
+"""
+import time
+from pathlib import Path
+
+import numpy as np
+
+import medlab  # noqa: F401  (quiet TensorFlow start-up)
+import keras
+import tensorflow as tf
+from keras import layers
+from scipy import ndimage
+
+from medlab.augment import augment_pair
+from medlab.images import decode, list_images, load_all, load_image, resize, to_channels, to_unit_range
+from medlab.runs import UserError
+
+THRESHOLD = 0.5
+SOFT_DICE_SMOOTH = 1.0
+# A mask is "multi-label" when a grey level well away from 0 and from its maximum covers this
+# share of the pixels; JPEG ringing at the edges stays far below it.
+MULTI_LABEL_SHARE = 0.01
+
+
+# ----------------------------------------------------------------------------- data
+
+def find_pairs(data_dir):
+    """Image and mask paths of `data_dir/{Image,Mask}`, paired by identical file stem, sorted."""
+    data_dir = Path(data_dir)
+    folders = {name: data_dir / name for name in ("Image", "Mask")}
+    for name, folder in folders.items():
+        if not folder.is_dir():
+            raise UserError(f"missing folder {folder}; put X-rays in {data_dir}/Image and lung masks "
+                            f"with the same file names in {data_dir}/Mask")
+    by_stem = {name: {p.stem: p for p in list_images(folder)} for name, folder in folders.items()}
+    for name, files in by_stem.items():
+        if not files:
+            raise UserError(f"folder {folders[name]} has no images (png, jpg, bmp, tif); add them")
+    images, masks = by_stem["Image"], by_stem["Mask"]
+    lonely_images, lonely_masks = sorted(images.keys() - masks), sorted(masks.keys() - images)
+    if lonely_images or lonely_masks:
+        show = lambda names: ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise UserError(f"images and masks in {data_dir} do not pair up by file name: "
+                        f"{len(lonely_images)} image(s) without a mask ({show(lonely_images)}), "
+                        f"{len(lonely_masks)} mask(s) without an image ({show(lonely_masks)}); "
+                        "give each image a mask with the same name")
+    stems = sorted(images)
+    return [images[s] for s in stems], [masks[s] for s in stems]
+
+
+def load_images(paths, size):
+    """X-rays as float32 (N, size, size, 1) in [0, 1], whatever their size, depth and channels."""
+    return load_all(paths, lambda p: load_image(p, (size, size), channels=1), (size, size, 1),
+                    f"loading {len(paths)} images at {size}x{size}")
+
+
+def load_mask(path, size, warn=print):
+    """One mask as float32 (size, size, 1) in {0, 1}.
+
+    The mask is scaled by its own maximum (so 0/1 and 0/255 masks both work), resized by area
+    averaging and thresholded at 0.5, which also removes JPEG noise.
+    """
+    mask = to_channels(to_unit_range(decode(path)), 1)[..., 0]
+    peak = float(mask.max())
+    if peak > 0:
+        mask = mask / peak
+        if looks_multi_label(mask):
+            warn(f"warning: mask {path} has several grey levels; it is binarised at half its "
+                 "maximum, so check that it is a single lung mask")
+    return (resize(mask, (size, size)) >= THRESHOLD).astype(np.float32)
+
+
+def looks_multi_label(mask):
+    middle = mask[(mask > 0.15) & (mask < 0.85)]
+    if middle.size < MULTI_LABEL_SHARE * mask.size:
+        return False
+    levels = np.bincount(np.round(middle * 20).astype(int))
+    return levels.max() >= MULTI_LABEL_SHARE * mask.size
+
+
+def load_masks(paths, size):
+    """Masks in the same order as `paths`, as float32 (N, size, size, 1) in {0, 1}."""
+    return load_all(paths, lambda p: load_mask(p, size), (size, size, 1),
+                    f"loading {len(paths)} masks at {size}x{size}")
+
+
+def split_indices(count, val_fraction, seed):
+    """A seeded train/validation split of `count` pairs, the same for every experiment."""
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = max(1, int(round(count * val_fraction)))
+    if n_val >= count:
+        raise UserError(f"only {count} image/mask pair(s): too few to keep {val_fraction:.0%} for "
+                        "validation; add pairs or lower --val-fraction")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def make_dataset(images, masks, batch_size, shuffle=False, augment=False, seed=0):
+    """A `tf.data` pipeline of (image, mask) batches.
+
+    Training data is shuffled and, when `augment` is set, each batch gets one random transform per
+    pair, shared by image and mask. Validation data is neither shuffled nor augmented.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+    if shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(
+            lambda pair, batch_seed: augment_pair(pair[0], pair[1], batch_seed),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def overlap_counts(truth, prediction):
+    """True positives, false positives and false negatives per image of binary (N, H, W, 1) masks."""
+    truth, prediction = truth.astype(bool), prediction.astype(bool)
+    axes = tuple(range(1, truth.ndim))
+    tp = np.sum(truth & prediction, axis=axes)
+    fp = np.sum(~truth & prediction, axis=axes)
+    fn = np.sum(truth & ~prediction, axis=axes)
+    return tp.astype(float), fp.astype(float), fn.astype(float)
+
+
+def ratio(numerator, denominator, both_empty):
+    """numerator/denominator per image; where the denominator is 0: 1 if both masks are empty, else 0."""
+    safe = np.where(denominator > 0, denominator, 1.0)
+    return np.where(denominator > 0, numerator / safe, np.where(both_empty, 1.0, 0.0))
+
+
+def similarity_scores(truth, prediction):
+    """Per-image Dice, IoU, precision and recall of binary masks (see the module docstring)."""
+    tp, fp, fn = overlap_counts(truth, prediction)
+    both_empty = (tp + fp + fn) == 0
+    return {
+        "dice": ratio(2 * tp, 2 * tp + fp + fn, both_empty),
+        "iou": ratio(tp, tp + fp + fn, both_empty),
+        "precision": ratio(tp, tp + fp, both_empty),
+        "recall": ratio(tp, tp + fn, both_empty),
+    }
+
+
+def boundary(mask):
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def hd95(truth, prediction):
+    """Symmetric 95th-percentile Hausdorff distance (pixels) between two binary 2-D masks."""
+    truth, prediction = truth.astype(bool), prediction.astype(bool)
+    if not truth.any() and not prediction.any():
+        return 0.0
+    if not truth.any() or not prediction.any():
+        return float(np.hypot(*truth.shape))
+    edge_t, edge_p = boundary(truth), boundary(prediction)
+    to_p = ndimage.distance_transform_edt(~edge_p)[edge_t]
+    to_t = ndimage.distance_transform_edt(~edge_t)[edge_p]
+    return float(max(np.percentile(to_p, 95), np.percentile(to_t, 95)))
+
+
+@keras.saving.register_keras_serializable(package="unet")
+def dice_coefficient(y_true, y_pred):
+    """Soft Dice per image, averaged over the batch (the lab's formula, smoothing 1)."""
+    y_true = keras.ops.cast(y_true, y_pred.dtype)
+    axes = list(range(1, len(y_pred.shape)))
+    overlap = keras.ops.sum(y_true * y_pred, axis=axes)
+    total = keras.ops.sum(y_true, axis=axes) + keras.ops.sum(y_pred, axis=axes)
+    return keras.ops.mean((2.0 * overlap + SOFT_DICE_SMOOTH) / (total + SOFT_DICE_SMOOTH))
+
+
+@keras.saving.register_keras_serializable(package="unet")
+def dice_loss(y_true, y_pred):
+    """1 - soft Dice: optimises overlap directly, robust when lungs cover little of the image."""
+    return 1.0 - dice_coefficient(y_true, y_pred)
+
+
+LOSSES = {"bce": keras.losses.BinaryCrossentropy(name="bce"), "dice": dice_loss}
+
+
+# ----------------------------------------------------------------------------- model
+
+def conv_block(x, filters, batch_norm, name):
+    """Two 3x3 convolutions, each followed by (batch norm and) ReLU."""
+    for i in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv{i}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def build_unet(input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_norm=False):
+    """The lab's U-Net: `depth` levels of base * 2**level filters and a bottleneck of base * 2**depth.
+
+    Dropout (when > 0) follows every pooling and every skip concatenation; the decoder upsamples
+    with Conv2DTranspose; the output is one sigmoid channel.
+    """
+    size = input_shape[0]
+    if size % 2 ** depth or input_shape[1] % 2 ** depth:
+        raise UserError(f"image size {input_shape[0]}x{input_shape[1]} must be divisible by "
+                        f"2**depth = {2 ** depth}; choose --size {size - size % 2 ** depth or 2 ** depth}")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x, skips = inputs, []
+    for level in range(depth):
+        x = conv_block(x, base * 2 ** level, batch_norm, f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+        if dropout > 0:
+            x = layers.Dropout(dropout, name=f"down{level}_dropout")(x)
+    x = conv_block(x, base * 2 ** depth, batch_norm, "bottleneck")
+    for level in reversed(range(depth)):
+        x = layers.Conv2DTranspose(base * 2 ** level, 2, strides=2, padding="same", name=f"up{level}_transpose")(x)
+        x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
+        if dropout > 0:
+            x = layers.Dropout(dropout, name=f"up{level}_dropout")(x)
+        x = conv_block(x, base * 2 ** level, batch_norm, f"up{level}")
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
+    return keras.Model(inputs, outputs, name=f"unet_base{base}")
+
+
+# ----------------------------------------------------------------------------- training
+
+def compile_unet(model, loss, lr):
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=LOSSES[loss],
+                  metrics=[dice_coefficient] if loss == "dice" else [dice_coefficient, "binary_accuracy"])
+    return model
+
+
+def train(model, train_data, val_data, epochs, run_dir, verbose=1):
+    """Fit `model`, logging `history.csv`, keeping the best checkpoint (validation Dice) as
+    `best.keras`, and backing up every epoch so an interrupted run resumes where it stopped.
+
+    Returns the training time in seconds (of this call; a resumed run adds to its earlier time).
+    """
+    run_dir = Path(run_dir)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_dice_coefficient",
+                                        mode="max", save_best_only=True),
+    ]
+    start = time.perf_counter()
+    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
+              shuffle=False)  # the dataset shuffles itself
+    return time.perf_counter() - start
+
+
+def predict_masks(model, images, batch_size=8):
+    """Binary masks (N, H, W, 1) for `images`, the sigmoid output thresholded at 0.5."""
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    return (probabilities >= THRESHOLD).astype(np.float32)
+
+
+def evaluate(model, images, masks, batch_size=8):
+    """Per-image Dice, IoU, precision, recall and HD95 of `model` on `images` against `masks`."""
+    predictions = predict_masks(model, images, batch_size)
+    scores = similarity_scores(masks, predictions)
+    scores["hd95"] = np.array([hd95(t[..., 0], p[..., 0]) for t, p in zip(masks, predictions)])
+    return scores, predictions
+
+
+# ----------------------------------------------------------------------------- figures
+
+def plot_overlays(images, masks, predictions, dice, path, names=None, count=8):
+    """A grid of validation images with the true (green) and predicted (red) lung contours."""
+    import matplotlib.pyplot as plt
+    count = min(count, len(images))
+    columns = min(4, count)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, ax in zip(range(count), axes.ravel()):
+        ax.imshow(images[i][..., 0], cmap="gray", vmin=0, vmax=1)
+        ax.contour(masks[i][..., 0], levels=[0.5], colors="lime", linewidths=1)
+        if predictions[i].any():
+            ax.contour(predictions[i][..., 0], levels=[0.5], colors="red", linewidths=1)
+        label = f"{names[i]}  " if names is not None else ""
+        ax.set_title(f"{label}Dice {dice[i]:.3f}", fontsize=8)
+    fig.suptitle("validation: truth (green) vs prediction (red)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def overlay_mask(image, mask):
+    """An RGB picture of a grey image with the mask's area tinted red."""
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
+    rgb[..., 0] = np.where(mask[..., 0] > 0, 0.6 * rgb[..., 0] + 0.4, rgb[..., 0])
+    return rgb
+
+
+# ----------------------------------------------------------------------------- experiments
+
+HELP = {
+    "data_dir": "folder with Image/ and Mask/ subfolders (identical file names)",
+    "size": "images and masks are resized to SIZE x SIZE",
+    "base": "filters of the first U-Net level",
+    "depth": "number of U-Net levels; SIZE must be divisible by 2**DEPTH",
+    "dropout": "dropout rate after each pooling and skip concatenation, in [0, 1)",
+    "batch_norm": "batch normalisation between each convolution and its ReLU",
+    "augment": "joint random rotation 10 deg, shift 0.1, zoom 0.2 and flip of image and mask",
+    "loss": "training loss: bce or dice",
+    "batch_size": "pairs per training step",
+    "lr": "Adam learning rate",
+    "epochs": "training epochs per experiment",
+    "val_fraction": "share of pairs held out for validation",
+    "seed": "seed of the split, the weights, the shuffling and the augmentation",
+    "out": "folder that receives one new folder per run",
+}
+METRICS = ("dice", "iou", "hd95", "precision", "recall")
+
+
+def check_parameters(p):
+    """Reject nonsense parameters with a one-line message before any work starts."""
+    from medlab.cli import check_range
+    if p["loss"] not in LOSSES:
+        raise UserError(f"--loss {p['loss']} is unknown; choose one of {', '.join(LOSSES)}")
+    check_range("epochs", p["epochs"], 1, hint="; train for at least one epoch")
+    check_range("dropout", p["dropout"], 0.0, 1.0, high_open=True)
+    check_range("val_fraction", p["val_fraction"], 0.01, 0.9)
+    check_range("lr", p["lr"], 1e-12)
+    for name in ("batch_size", "base", "depth", "size"):
+        check_range(name, p[name], 1)
+    if p["size"] % 2 ** p["depth"]:
+        raise UserError(f"--size {p['size']} must be divisible by 2**depth = {2 ** p['depth']}; "
+                        f"try --size {max(2 ** p['depth'], p['size'] - p['size'] % 2 ** p['depth'])}")
+
+
+def choose_experiments(names, experiments):
+    if not names:
+        return list(experiments)
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in experiments]
+    if unknown:
+        raise UserError(f"unknown experiment {', '.join(unknown)}; choose from {', '.join(experiments)}")
+    return chosen
+
+
+def locate_data(parameters, flags, demo):
+    """The data folder and whether it is the synthetic demo set (then demo settings apply)."""
+    from medlab.synthetic import synthetic_banner
+    from medlab.synthetic_xray import synthetic_xray_set
+    if "data_dir" in flags or Path(parameters["data_dir"]).exists():
+        return Path(flags.get("data_dir", parameters["data_dir"])), {}
+    settings = {k: v for k, v in demo.items() if k != "pairs"}
+    seed = flags.get("seed", parameters["seed"])
+    folder = synthetic_xray_set(count=demo["pairs"], seed=seed)
+    shown = {**settings, **{k: v for k, v in flags.items() if k in settings}}
+    synthetic_banner(f"{demo['pairs']} generated chest X-rays (no {parameters['data_dir']} found)",
+                     folder, ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return folder, settings
+
+
+def load_pairs(data_dir, size, val_fraction, seed):
+    """Images and masks of `data_dir` at `size`, split into training and validation."""
+    image_paths, mask_paths = find_pairs(data_dir)
+    images, masks = load_images(image_paths, size), load_masks(mask_paths, size)
+    train_idx, val_idx = split_indices(len(images), val_fraction, seed)
+    print(f"{len(images)} pairs from {data_dir}: {len(train_idx)} training, {len(val_idx)} validation")
+    return {"train": (images[train_idx], masks[train_idx]), "val": (images[val_idx], masks[val_idx]),
+            "val_names": [image_paths[i].name for i in val_idx], "data_dir": str(data_dir)}
+
+
+def fit_experiment(p, data, run_dir):
+    """A fresh U-Net trained with parameters `p`; returns the final model and training seconds."""
+    from medlab.runs import set_seed
+    set_seed(p["seed"])
+    model = compile_unet(build_unet((p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"],
+                                    p["batch_norm"]), p["loss"], p["lr"])
+    train_data = make_dataset(*data["train"], p["batch_size"], shuffle=True, augment=p["augment"], seed=p["seed"])
+    val_data = make_dataset(*data["val"], p["batch_size"])
+    import sys
+    seconds = train(model, train_data, val_data, p["epochs"], run_dir, verbose=1 if sys.stdout.isatty() else 2)
+    model.save(run_dir / "model.keras")
+    return model, seconds
+
+
+def score_summary(scores, prefix="val_"):
+    summary = {}
+    for metric in METRICS:
+        summary[f"{prefix}{metric}"] = float(np.mean(scores[metric]))
+        summary[f"{prefix}{metric}_std"] = float(np.std(scores[metric]))
+    return summary
+
+
+def run_experiment(name, p, data, run_dir):
+    """Train, evaluate and draw one experiment into `run_dir`; returns its metrics."""
+    from medlab.plots import plot_curves, read_history, write_csv
+    from medlab.runs import save_config, write_json
+    print(f"\n=== experiment {name} -> {run_dir}")
+    save_config(run_dir, {"experiment": name, **p, "data_dir": data["data_dir"]})
+    model, seconds = fit_experiment(p, data, run_dir)
+    images, masks = data["val"]
+    scores, predictions = evaluate(model, images, masks, p["batch_size"])
+    best_scores, _ = evaluate(keras.models.load_model(run_dir / "best.keras"), images, masks, p["batch_size"])
+    history = read_history(run_dir / "history.csv")
+    best_epoch = int(np.argmax(history["val_dice_coefficient"])) + 1
+    metrics = {"experiment": name, **score_summary(scores), "epochs": len(history["loss"]),
+               "train_seconds": round(seconds, 1), "validation_images": len(images),
+               "best_checkpoint": {"epoch": best_epoch, **score_summary(best_scores),
+                                   "note": "epoch chosen on the validation set: optimistic"}}
+    write_json(run_dir / "metrics.json", metrics)
+    write_csv(run_dir / "per_image.csv", [{"image": n, **{m: scores[m][i] for m in METRICS}}
+                                           for i, n in enumerate(data["val_names"])], ["image", *METRICS])
+    plot_curves({name: history}, run_dir / "curves.png", metrics=("loss", "dice_coefficient"),
+                titles={"loss": f"loss ({p['loss']})", "dice_coefficient": "soft Dice"})
+    plot_overlays(images, masks, predictions, scores["dice"], run_dir / "overlays.png", data["val_names"])
+    print(f"{name}: validation Dice {metrics['val_dice']:.3f} +- {metrics['val_dice_std']:.3f}, "
+          f"HD95 {metrics['val_hd95']:.1f} px ({seconds:.0f} s)")
+    return metrics, scores
+
+
+def write_summary(summary_dir, runs):
+    """Compare the experiments of one invocation: summary.csv, summary.md and a Dice bar chart."""
+    import os
+    from medlab.plots import markdown_table, plot_spread, write_csv
+    rows = []
+    for name, (metrics, _, run_dir, p) in runs.items():
+        rows.append({"experiment": name, "loss": p["loss"], "dropout": p["dropout"], "base": p["base"],
+                     "batch_norm": p["batch_norm"], "augment": p["augment"],
+                     **{k: v for k, v in metrics.items() if k.startswith("val_")},
+                     "best_val_dice": metrics["best_checkpoint"]["val_dice"], "epochs": metrics["epochs"],
+                     "train_seconds": metrics["train_seconds"], "folder": os.path.relpath(run_dir, summary_dir)})
+    columns = list(rows[0])
+    write_csv(summary_dir / "summary.csv", rows, columns)
+    plot_spread({name: scores["dice"] for name, (_, scores, _, _) in runs.items()},
+                summary_dir / "dice.png", "validation Dice per image", "final models, threshold 0.5")
+    shown = ["experiment", "loss", "dropout", "base", "batch_norm", "augment", "val_dice", "val_dice_std",
+             "val_iou", "val_hd95", "val_precision", "val_recall", "best_val_dice", "epochs", "train_seconds"]
+    table = markdown_table(rows, shown, {c: ".3f" for c in shown if c.startswith(("val_", "best_"))})
+    figures = "\n\n".join(f"### {r['experiment']}\n\n![curves]({r['folder']}/curves.png)\n"
+                          f"![overlays]({r['folder']}/overlays.png)" for r in rows)
+    data_note = runs[next(iter(runs))][3]["data_dir"]
+    (summary_dir / "summary.md").write_text(
+        f"# U-Net lung segmentation: experiment summary\n\nData: `{data_note}`. Scores are per-image "
+        "means (and standard deviations) over the validation images, for the model after the last "
+        "epoch at threshold 0.5. `best_val_dice` is the checkpoint with the best validation Dice; "
+        "the epoch was chosen on the same images, so it is optimistic.\n\n"
+        f"{table}\n\n![Dice per image](dice.png)\n\n{figures}\n")
+
+
+def summary_folder(out, resume):
+    """A new folder for this invocation (or the one being resumed) and the stamp its runs share."""
+    from medlab.runs import new_run_dir
+    if resume:
+        folder = Path(resume)
+        if not (folder / "runs.json").is_file():
+            raise UserError(f"{folder} is not a summary folder of an earlier run (no runs.json); "
+                            "pass the *-summary folder that the interrupted run printed")
+        return folder
+    return new_run_dir(out, "summary")
+
+
+def run_command_line(argv, parameters, experiments, demo):
+    from medlab.runs import main_guard
+    main_guard(_run)(argv, parameters, experiments, demo)
+
+
+def parse_arguments(argv, parameters, experiments):
+    import argparse
+    from medlab.cli import add_parameter_flags
+    parser = argparse.ArgumentParser(
+        prog="main_segmentation.py", description="U-Net lung segmentation experiments 4a-4e (Task 4). "
+        "Use 'predict MODEL IMAGE...' to segment new images with a saved model.")
+    parser.add_argument("--experiments", help=f"comma-separated subset of {', '.join(experiments)} (default: all)")
+    parser.add_argument("--resume", metavar="SUMMARY_DIR", help="finish an interrupted invocation: "
+                        "completed experiments are kept, an interrupted one resumes from its last epoch")
+    add_parameter_flags(parser, parameters, HELP)
+    return parser.parse_args(argv)
+
+
+def _run(argv, parameters, experiments, demo):
+    import json
+    from medlab.cli import typed_flags
+    if argv and argv[0] == "predict":
+        return predict_command(argv[1:], parameters)
+    args = parse_arguments(argv, parameters, experiments)
+    flags = typed_flags(args, parameters)
+    if args.resume:
+        plan = json.loads((summary_folder(None, args.resume) / "runs.json").read_text())
+    else:
+        data_dir, demo_settings = locate_data(parameters, flags, demo)
+        plan = {name: {**parameters, **demo_settings, **experiments[name], **flags, "data_dir": str(data_dir)}
+                for name in choose_experiments(args.experiments, experiments)}
+    for p in plan.values():
+        check_parameters(p)
+    summary_dir = summary_folder(parameters["out"] if "out" not in flags else flags["out"], args.resume)
+    stamp = summary_dir.name.removesuffix("-summary")
+    (summary_dir / "runs.json").write_text(json.dumps(plan, indent=2))
+    first = next(iter(plan.values()))
+    data = load_pairs(first["data_dir"], first["size"], first["val_fraction"], first["seed"])
+    runs = {}
+    for name, p in plan.items():
+        run_dir = summary_dir.parent / f"{stamp}-{name}"
+        if (run_dir / "metrics.json").is_file():
+            print(f"{name}: already complete in {run_dir}")
+            metrics, scores = reload_run(run_dir)
+        else:
+            run_dir.mkdir(exist_ok=bool(args.resume))
+            metrics, scores = run_experiment(name, p, data, run_dir)
+        runs[name] = (metrics, scores, run_dir, p)
+    write_summary(summary_dir, runs)
+    print(f"\nsummary: {summary_dir / 'summary.md'}")
+
+
+def reload_run(run_dir):
+    import csv
+    import json
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with open(run_dir / "per_image.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return metrics, {m: np.array([float(r[m]) for r in rows]) for m in METRICS}
+
+
+def predict_command(argv, parameters):
+    """`predict MODEL IMAGE...`: binary masks at each image's own size, and overlays."""
+    import argparse
+    from medlab.images import save_image
+    from medlab.runs import new_run_dir
+    parser = argparse.ArgumentParser(prog="main_segmentation.py predict",
+                                     description="Segment new chest X-rays with a saved U-Net.")
+    parser.add_argument("model", help="a model.keras written by an experiment")
+    parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
+    parser.add_argument("--out", default=parameters["out"], help="folder for the new predict-* folder")
+    args = parser.parse_args(argv)
+    model = load_model(args.model)
+    size = model.input_shape[1]
+    out_dir = new_run_dir(args.out, "predict")
+    for path in map(Path, args.images):
+        original = to_channels(to_unit_range(decode(path)), 1)
+        probability = model.predict(resize(original, (size, size))[None], verbose=0)[0]
+        mask = (resize(probability, original.shape[:2]) >= THRESHOLD).astype(np.float32)
+        save_image(out_dir / f"{path.stem}_mask.png", mask)
+        save_image(out_dir / f"{path.stem}_overlay.png", overlay_mask(original, mask))
+        print(f"{path}: lung area {mask.mean():.1%} of the image")
+    print(f"masks and overlays: {out_dir}")
+
+
+def load_model(path):
+    if not Path(path).is_file():
+        raise UserError(f"model file {path} does not exist; pass a model.keras from a results folder")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras raises many types for a file that is not a model
+        raise UserError(f"cannot load model {path} ({type(error).__name__}); pass a .keras file "
+                        "saved by main_segmentation.py") from None
