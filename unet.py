@@ -500,11 +500,11 @@ def _run(argv, parameters, experiments, demo):
                 for name in choose_experiments(args.experiments, experiments)}
     for p in plan.values():
         check_parameters(p)
-    summary_dir = summary_folder(parameters["out"] if "out" not in flags else flags["out"], args.resume)
-    stamp = summary_dir.name.removesuffix("-summary")
-    (summary_dir / "runs.json").write_text(json.dumps(plan, indent=2))
     first = next(iter(plan.values()))
     data = load_pairs(first["data_dir"], first["size"], first["val_fraction"], first["seed"])
+    summary_dir = summary_folder(first["out"], args.resume)  # only once the data proved good
+    stamp = summary_dir.name.removesuffix("-summary")
+    (summary_dir / "runs.json").write_text(json.dumps(plan, indent=2))
     runs = {}
     for name, p in plan.items():
         run_dir = summary_dir.parent / f"{stamp}-{name}"

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import medlab  # noqa: E402,F401  (TensorFlow imported quietly, as in the scripts)
 
 
 def run_script(script, *args, cwd=None, timeout=600):

@@ -1,0 +1,125 @@
+"""main_segmentation.py as users run it: outputs, synthetic demo, resume, predict and bad input."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import unet
+from medlab.runs import UserError
+from medlab.synthetic_xray import chest_xray
+
+TINY = ["--epochs", "1", "--size", "32", "--depth", "2", "--base", "2", "--batch-size", "4"]
+RUN_FILES = ("config.json", "history.csv", "curves.png", "overlays.png", "model.keras", "best.keras",
+             "metrics.json", "per_image.csv")
+
+
+def xray_folder(root, count=10, size=48):
+    for i in range(count):
+        image, mask = chest_xray(np.random.default_rng([1, i]), size)
+        for folder, array in (("Image", image), ("Mask", mask.astype(np.float32))):
+            (root / "X_ray" / folder).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / "X_ray" / folder / f"p{i}.png"), np.uint8(array * 255))
+    return root / "X_ray"
+
+
+def folders(out, suffix):
+    return sorted(p for p in out.iterdir() if p.name.endswith(suffix))
+
+
+def test_two_experiments_write_every_output_and_a_summary(tmp_path, script):
+    data = xray_folder(tmp_path)
+    result = script("main_segmentation.py", "--data-dir", data, "--experiments", "4a,4e-dice",
+                    *TINY, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (summary,) = folders(tmp_path / "out", "-summary")
+    stamp = summary.name.removesuffix("-summary")
+    for name in ("4a", "4e-dice"):
+        run = tmp_path / "out" / f"{stamp}-{name}"
+        assert all((run / f).is_file() for f in RUN_FILES), sorted(p.name for p in run.iterdir())
+        metrics = json.loads((run / "metrics.json").read_text())
+        for key in ("val_dice", "val_iou", "val_hd95", "val_precision", "val_recall", "epochs", "train_seconds"):
+            assert key in metrics
+        assert 0.0 <= metrics["val_dice"] <= 1.0 and metrics["epochs"] == 1
+        config = json.loads((run / "config.json").read_text())
+        assert config["parameters"]["size"] == 32 and "tensorflow" in config["versions"]
+    config = json.loads((tmp_path / "out" / f"{stamp}-4e-dice" / "config.json").read_text())["parameters"]
+    assert (config["loss"], config["batch_norm"], config["augment"], config["dropout"]) == ("dice", True, True, 0.2)
+    assert config["base"] == 2          # the flag wins over the experiment's base 16
+    assert {"summary.md", "summary.csv", "dice.png"} <= {p.name for p in summary.iterdir()}
+    assert "4e-dice" in (summary / "summary.md").read_text()
+    assert str(summary / "summary.md") in result.stdout
+
+    predict_out = tmp_path / "predictions"
+    model = tmp_path / "out" / f"{stamp}-4a" / "model.keras"
+    big = np.uint8(chest_xray(np.random.default_rng(5), 80)[0] * 255)
+    cv2.imwrite(str(tmp_path / "new.jpg"), big)
+    result = script("main_segmentation.py", "predict", model, tmp_path / "new.jpg", "--out", predict_out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (prediction,) = folders(predict_out, "-predict")
+    mask = cv2.imread(str(prediction / "new_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (80, 80) and set(np.unique(mask)) <= {0, 255}
+    assert (prediction / "new_overlay.png").is_file()
+
+
+def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
+    result = script("main_segmentation.py", "--experiments", "4a", *TINY, "--out", tmp_path / "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SYNTHETIC DATA" in result.stdout
+    marker = json.loads((tmp_path / "data" / "synthetic" / "X_ray" / "SYNTHETIC.json").read_text())
+    assert marker["generator"] == "chest_xray"
+    assert len(list((tmp_path / "data" / "synthetic" / "X_ray" / "Mask").iterdir())) == marker["count"]
+
+
+def test_resume_keeps_finished_runs_and_redoes_the_rest(tmp_path, script):
+    data = xray_folder(tmp_path, count=8)
+    args = ["--data-dir", data, "--experiments", "4a,4b", *TINY, "--out", tmp_path / "out"]
+    assert script("main_segmentation.py", *args).returncode == 0
+    (summary,) = folders(tmp_path / "out", "-summary")
+    stamp = summary.name.removesuffix("-summary")
+    finished = (tmp_path / "out" / f"{stamp}-4a" / "metrics.json").read_text()
+    (tmp_path / "out" / f"{stamp}-4b" / "metrics.json").unlink()   # as if 4b had been interrupted
+    result = script("main_segmentation.py", "--resume", summary)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "4a: already complete" in result.stdout
+    assert (tmp_path / "out" / f"{stamp}-4a" / "metrics.json").read_text() == finished
+    assert (tmp_path / "out" / f"{stamp}-4b" / "metrics.json").is_file()
+    assert len(folders(tmp_path / "out", "-summary")) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--experiments", "4z"], "unknown experiment 4z"),
+    (["--size", "100"], "divisible by 2\\*\\*depth"),
+    (["--epochs", "-3"], "--epochs -3 is out of range"),
+    (["--dropout", "1.0"], "--dropout 1.0 is out of range"),
+    (["--loss", "focal"], "--loss focal is unknown"),
+])
+def test_nonsense_parameters_are_refused_before_any_work(tmp_path, flags, message):
+    data = xray_folder(tmp_path, count=3)
+    with pytest.raises(UserError, match=message):
+        unet._run(["--data-dir", str(data), "--out", str(tmp_path / "out"), *flags],
+                  *segmentation_blocks())
+    assert not (tmp_path / "out").exists()
+
+
+def segmentation_blocks():
+    import main_segmentation
+    return main_segmentation.PARAMETERS, main_segmentation.EXPERIMENTS, main_segmentation.SYNTHETIC_DEMO
+
+
+def test_bad_data_gives_one_line_exit_2_and_writes_nothing(tmp_path, script):
+    data = xray_folder(tmp_path, count=4)
+    (data / "Image" / "p1.png").write_bytes(b"not really a png")
+    (data / "Mask" / "p0.png").rename(data / "Mask" / "lonely.png")
+    out = tmp_path / "out"
+    cases = [(tmp_path / "nowhere", "missing folder"), (data, "do not pair up")]
+    for data_dir, message in cases:
+        result = script("main_segmentation.py", "--data-dir", data_dir, *TINY, "--out", out)
+        assert result.returncode == 2
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    (data / "Mask" / "lonely.png").rename(data / "Mask" / "p0.png")
+    result = script("main_segmentation.py", "--data-dir", data, *TINY, "--out", out)
+    assert result.returncode == 2 and "cannot read image" in result.stderr and "p1.png" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

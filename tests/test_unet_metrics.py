@@ -1,0 +1,67 @@
+"""Similarity metrics and losses against hand-computed values, including empty masks."""
+import numpy as np
+import pytest
+
+import unet
+
+
+def square(top, left, side, size=32):
+    mask = np.zeros((size, size, 1), np.float32)
+    mask[top:top + side, left:left + side] = 1
+    return mask
+
+
+def test_scores_on_a_known_pair():
+    truth = square(0, 0, 4)                       # 16 pixels
+    prediction = np.zeros_like(truth)
+    prediction[0:2, 0:4] = 1                       # 8 inside the truth
+    prediction[10:12, 10:12] = 1                   # 4 outside
+    scores = unet.similarity_scores(truth[None], prediction[None])
+    assert scores["dice"][0] == pytest.approx(2 * 8 / (16 + 12))
+    assert scores["iou"][0] == pytest.approx(8 / 20)
+    assert scores["precision"][0] == pytest.approx(8 / 12)
+    assert scores["recall"][0] == pytest.approx(8 / 16)
+
+
+def test_empty_mask_rules():
+    empty, full = np.zeros((1, 8, 8, 1)), square(0, 0, 4, 8)[None]
+    both_empty = unet.similarity_scores(empty, empty)
+    assert all(both_empty[m][0] == 1.0 for m in ("dice", "iou", "precision", "recall"))
+    missed = unet.similarity_scores(full, empty)      # nothing predicted
+    assert all(missed[m][0] == 0.0 for m in ("dice", "iou", "precision", "recall"))
+    invented = unet.similarity_scores(empty, full)    # lungs where there are none
+    assert all(invented[m][0] == 0.0 for m in ("dice", "iou", "precision", "recall"))
+
+
+def test_scores_are_per_image_then_averaged():
+    truth = np.stack([square(0, 0, 4), square(0, 0, 16)])
+    prediction = np.stack([square(0, 0, 4), np.zeros((32, 32, 1))])
+    dice = unet.similarity_scores(truth, prediction)["dice"]
+    # Pooling the pixels would give 2*16/(16+256+16) = 0.11; per image it is (1 + 0) / 2.
+    np.testing.assert_allclose(dice, [1.0, 0.0])
+
+
+def test_hd95_of_shifted_squares_is_the_shift():
+    a, b = square(10, 10, 10)[..., 0], square(10, 13, 10)[..., 0]
+    assert unet.hd95(a, b) == pytest.approx(3.0)
+    assert unet.hd95(a, a) == 0.0
+
+
+def test_hd95_empty_rules():
+    empty, some = np.zeros((30, 40)), square(2, 2, 5, 30)[..., 0]
+    some = np.pad(some, ((0, 0), (0, 10)))
+    assert unet.hd95(empty, empty) == 0.0
+    assert unet.hd95(some, empty) == pytest.approx(50.0)  # the diagonal of 30 x 40
+    assert unet.hd95(empty, some) == pytest.approx(50.0)
+
+
+def test_soft_dice_and_dice_loss():
+    truth = np.stack([square(0, 0, 8), np.zeros((32, 32, 1), np.float32)])
+    assert float(unet.dice_coefficient(truth, truth)) == pytest.approx(1.0, abs=1e-6)
+    assert float(unet.dice_loss(truth, truth)) == pytest.approx(0.0, abs=1e-6)
+    half = truth * 0.5
+    # Image 1: (2*32 + 1) / (64 + 32 + 1); image 2 (empty truth, empty prediction): 1.
+    expected = ((2 * 32 + 1) / (64 + 32 + 1) + 1.0) / 2
+    assert float(unet.dice_coefficient(truth, half)) == pytest.approx(expected, rel=1e-5)
+    inverted = 1.0 - truth[:1]
+    assert float(unet.dice_coefficient(truth[:1], inverted)) < 0.01
