@@ -25,7 +25,9 @@ def run_dirs(out):
     return sorted(p for p in out.iterdir() if p.is_dir())
 
 
-def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, tiny_bone, tmp_path):
+def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, tiny_bone, tmp_path, capsys,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
     common = ["--data-dir", tiny_bone, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", *TINY]
     first = script("transfer_vgg16.py", *common, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -48,9 +50,10 @@ def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, ti
     config = json.loads((run / "config.json").read_text())["parameters"]
     assert config["epochs"] == 2 and config["lr"] == 1e-5  # real data: the lab's defaults, not the demo's
 
-    second = script("transfer_vgg16.py", *common, "--folds", "2", cwd=tmp_path)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "skipped extraction" in second.stdout and "extracting VGG16" not in second.stdout
+    # The rest runs in-process, which spares two TensorFlow start-ups.
+    tv.main([str(a) for a in common] + ["--folds", "2"])
+    out = capsys.readouterr().out
+    assert "skipped extraction" in out and "extracting VGG16" not in out
     newest = run_dirs(tmp_path / "out")[-1]
     assert newest != run  # every run gets its own folder
     folds = json.loads((newest / "metrics.json").read_text())
@@ -58,13 +61,11 @@ def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, ti
     assert [r["name"] for r in folds["runs"]] == ["fold1", "fold2"]
 
     image = next(tiny_bone.glob("validation/NFF/*.png"))
-    predicted = script("transfer_vgg16.py", "predict", run / "transfer_vgg16.keras", image, cwd=tmp_path)
-    assert predicted.returncode == 0, predicted.stderr[-2000:]
-    line = predicted.stdout.strip().splitlines()[-1]
+    tv.main(["predict", str(run / "transfer_vgg16.keras"), str(image)])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith(f"{image}: ") and ("AFF" in line or "NFF" in line) and "probability" in line
-    p_transfer = [row.split(",") for row in (run / "predictions.csv").read_text().splitlines()
-                  if row.split(",")[2] == str(image)]
-    [[*_, p_one, _]] = p_transfer
+    [p_one] = [row.split(",")[4] for row in (run / "predictions.csv").read_text().splitlines()
+               if row.split(",")[2] == str(image)]
     shown = float(line.rsplit(" ", 1)[1].rstrip(")"))
     assert shown == pytest.approx(float(p_one) if "NFF" in line else 1 - float(p_one), abs=2e-3)
 
