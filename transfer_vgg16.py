@@ -37,6 +37,7 @@ PARAMETERS = {
     "scratch_channels": 3,      #   channels (1 = grayscale as in the lab's Task 3),
     "scratch_base": 8,          #   filters of the first block
     "scratch_lr": 1e-5,
+    "scratch_centre": True,     #   pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
     "augment": False,           # train-time rotation/shift/zoom/flip for the from-scratch model
     "folds": 0,                 # K >= 2: stratified K-fold cross-validation on train+validation
     "seeds": 1,                 # repeat every training with seeds seed, seed+1, ...
@@ -57,7 +58,7 @@ HELP = {
 
 # Without data, a generated set replaces data/Skin or data/Bone, and these settings replace the
 # defaults above (flags still win) so that the demo finishes in minutes on a laptop CPU.
-SYNTHETIC_DEMO = {"image_size": 128, "epochs": 40, "lr": 1e-4, "scratch_size": 96, "scratch_lr": 3e-4}
+SYNTHETIC_DEMO = {"image_size": 128, "epochs": 30, "lr": 1e-4, "scratch_size": 64, "scratch_lr": 1e-4}
 
 DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}
 POSITIVE_NAMES = ("Mel", "AFF")  # the diseases of the lab's two sets
@@ -67,6 +68,10 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # ImageNet means in BGR order, as keras.applications.vgg16.preprocess_input subtracts them.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 CACHE_VERSION = 1
+# (x - 0.5) / 0.25 as a Rescaling layer: without batch norm, the 13 plain convolutions of the
+# from-scratch model shrink [0, 1] inputs' variations until the output is constant and training
+# stalls at loss 0.693; centred inputs start learning within a few epochs.
+SCRATCH_CENTRING = (4.0, -2.0)
 
 
 # ----------------------------------------------------------------------------- backbone
@@ -263,9 +268,20 @@ def export_full_model(backbone, head, preprocess, image_size):
 
 
 def build_scratch(p):
+    """The lab's VGG16-style model, fed pixels centred on 0 (see SCRATCH_CENTRING), as one flat graph."""
+    import keras
+    from keras import layers
     from medlab.vgg import build_vgg16_style
-    return build_vgg16_style((p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
-                             base=p["scratch_base"], n_classes=1, name="scratch_vgg16")
+    core = build_vgg16_style((p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
+                             base=p["scratch_base"], n_classes=1)
+    inputs = keras.Input(shape=core.input_shape[1:], name="image")
+    x = inputs
+    if p["scratch_centre"]:
+        scale, offset = SCRATCH_CENTRING
+        x = layers.Rescaling(scale, offset=offset, name="centre_pixels")(x)
+    for layer in core.layers[1:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name="scratch_vgg16")
 
 
 # ----------------------------------------------------------------------------- experiments
