@@ -313,7 +313,9 @@ def randomisation_test(model, images, layer_name=None, class_index=None, seed=0)
 
 
 def class_map_correlation(explain, images):
-    """Mean Spearman correlation between each image's class-0 map and its class-1 map."""
+    """Mean Spearman correlation between each image's class-0 and class-1 maps, and how many of
+    those maps were all zero (no positive evidence for that class anywhere; correlation 0)."""
     maps0, _, _ = explain(images, 0)
     maps1, _, _ = explain(images, 1)
-    return mean_rank_correlation(maps0, maps1)
+    all_zero = int(sum(np.ptp(m) == 0 for m in np.concatenate([maps0, maps1])))
+    return mean_rank_correlation(maps0, maps1), all_zero

@@ -1,0 +1,139 @@
+"""cam_vgg16.py end to end on a tiny synthetic set, the explain command and one-line errors.
+
+One tiny training run (module fixture) feeds the output checks and the `explain` cases, so the
+file stays fast: TensorFlow starts in a subprocess only for the runs a user would type.
+"""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import cam_vgg16
+from medlab.synthetic_classes import synthetic_class_set
+
+TINY = ["--size", "32", "--base", "2", "--epochs", "2", "--batch-size", "8", "--grid-images", "4",
+        "--sanity-images", "4"]
+OUTPUTS = ["config.json", "history.csv", "curves.png", "cam_grid.png", "class_mean_cam.png",
+           "randomisation.png", "model.keras", "metrics.json", "sanity.json", "summary.md"]
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """A synthetic Bone set with region and marker masks, 8 + 8 images of 64x64."""
+    return synthetic_class_set("bone", n_train=8, n_val=8, size=64, root=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_set, tmp_path_factory):
+    from conftest import run_script
+    out = tmp_path_factory.mktemp("out")
+    result = run_script("cam_vgg16.py", "--data-dir", tiny_set, *TINY, "--out", out, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = list(out.iterdir())
+    assert len(runs) == 1
+    return runs[0], result
+
+
+def test_training_run_writes_every_output(tiny_run):
+    run_dir, result = tiny_run
+    for name in OUTPUTS:
+        assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("val_accuracy", "val_auc", "pointing_game", "energy_inside_region",
+                "marker_pointing_game", "randomisation_correlation", "class_map_correlation"):
+        assert key in metrics, key
+    assert 0 <= metrics["val_accuracy"] <= 1 and metrics["n_val"] == 8
+    assert metrics["layer"] == "Last_ConvLayer" and metrics["cam_resolution"] == "2x2"
+    # Region masks were found, so faithfulness is scored on every correctly classified image.
+    assert metrics["pointing_game_by_class"]["all"]["n"] == round(metrics["val_accuracy"] * 8)
+    sanity = json.loads((run_dir / "sanity.json").read_text())
+    assert sanity["randomisation_cascade"][0]["randomised_down_to"] == "prediction"
+    assert len(sanity["randomisation_cascade"]) == 17  # 13 convolutions + 4 dense layers
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["parameters"]["epochs"] == 2 and config["parameters"]["lr"] == 1e-5  # lab default
+    assert config["parameters"]["class_names"] == ["AFF", "NFF"]
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    summary = (run_dir / "summary.md").read_text()
+    for figure in ("cam_grid.png", "curves.png", "class_mean_cam.png", "randomisation.png"):
+        assert f"({figure})" in summary
+    assert "SYNTHETIC" not in result.stdout  # --data-dir is the user's data: no demo banner
+
+
+def test_explain_writes_overlays_at_the_original_size(tiny_run, tiny_set, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    image = sorted((tiny_set / "validation" / "AFF").glob("*.png"))[0]
+    cam_vgg16.main(["explain", str(run_dir / "model.keras"), str(image), "--out", str(tmp_path)])
+    overlay = cv2.imread(str(tmp_path / f"{image.stem}_cam.png"))
+    assert overlay is not None and overlay.shape == (64, 64, 3)  # the image's size, not the model's
+    out = capsys.readouterr().out
+    assert "predicted AFF" in out or "predicted NFF" in out  # class names from the run's config.json
+
+
+def expect_user_error(capsys, argv, message):
+    """Run the script in-process: exit code 2 and one line on stderr that contains `message`."""
+    with pytest.raises(SystemExit) as exit_info:
+        cam_vgg16.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert message in err, err
+
+
+@pytest.mark.parametrize("layer,message", [("nope", "no layer named 'nope'"),
+                                           ("dense1", "is not convolutional")])
+def test_explain_rejects_bad_layers(tiny_run, tiny_set, capsys, layer, message):
+    run_dir, _ = tiny_run
+    image = sorted((tiny_set / "validation" / "NFF").glob("*.png"))[0]
+    expect_user_error(capsys, ["explain", str(run_dir / "model.keras"), str(image), "--layer", layer], message)
+
+
+def test_explain_rejects_a_model_that_does_not_load(tmp_path, tiny_set, capsys):
+    broken = tmp_path / "model.keras"
+    broken.write_bytes(b"not a keras file")
+    image = str(next((tiny_set / "validation" / "AFF").glob("*.png")))
+    expect_user_error(capsys, ["explain", str(broken), image], "cannot load model")
+    expect_user_error(capsys, ["explain", str(tmp_path / "missing.keras"), image], "does not exist")
+
+
+def write_png(path, value=128, size=40):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((size, size), value, np.uint8))
+
+
+def two_class_folder(root):
+    for split in ("train", "validation"):
+        for name in ("A", "B"):
+            for i in range(2):
+                write_png(root / split / name / f"{i}.png", value=60 + 100 * (name == "B"))
+    return root
+
+
+def test_missing_folder_and_one_class_exit_2(tmp_path, script):
+    result = script("cam_vgg16.py", "--data-dir", tmp_path / "missing")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    write_png(tmp_path / "one" / "A" / "a.png")
+    result = script("cam_vgg16.py", "--data-dir", tmp_path / "one")
+    assert result.returncode == 2 and "exactly two class folders" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_image_exits_2(tmp_path, capsys):
+    root = two_class_folder(tmp_path / "set")
+    (root / "train" / "A" / "broken.png").write_bytes(b"\x89PNG garbage")
+    expect_user_error(capsys, ["--data-dir", str(root), "--out", str(tmp_path / "out")] + TINY,
+                      "cannot read image")
+
+
+def test_training_rejects_a_bad_layer_before_training(tmp_path, capsys):
+    root = two_class_folder(tmp_path / "set")
+    out = tmp_path / "out"
+    expect_user_error(capsys, ["--data-dir", str(root), "--out", str(out), "--layer", "flatten"] + TINY,
+                      "is not convolutional")
+    assert not out.exists()  # no half-filled run folder
+
+
+def test_shortcut_needs_the_synthetic_set(tmp_path, capsys):
+    root = two_class_folder(tmp_path / "set")
+    expect_user_error(capsys, ["--data-dir", str(root), "--shortcut"], "--shortcut")
