@@ -34,6 +34,7 @@ PARAMETERS = {
     "rotation": 10.0,         # training-only augmentation: degrees
     "shift": 0.1,             # fraction of width / height
     "flip": True,             # random horizontal flip
+    "centre": True,           # pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
     "layer": None,            # layer to explain; None: Last_ConvLayer (or the last convolution)
     "target_class": None,     # class to explain; None: each image's predicted class
     "grid_images": 12,        # validation images in cam_grid.png
@@ -45,6 +46,7 @@ PARAMETERS = {
 # barely move; these settings train the demo in minutes. Flags the user types still win.
 DEMO_SETTINGS = {"epochs": 20, "lr": 3e-4}
 SYNTHETIC_SET = {"n_train": 200, "n_val": 80, "size": 256, "seed": 0}  # the transfer script's set too
+CENTRING = (4.0, -2.0)  # (x - 0.5) / 0.25, as the transfer script's from-scratch model
 DATA_ROOT = Path("data")
 DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}
 # A map cannot place its maximum more precisely than one cell of the explained layer; a pointing
@@ -60,7 +62,7 @@ HELP = {
     "base": "filters of the first VGG block", "epochs": "training epochs",
     "lr": "Adam learning rate", "batch_size": "batch size", "seed": "random seed",
     "rotation": "augmentation rotation in degrees", "shift": "augmentation shift fraction",
-    "flip": "augmentation horizontal flip", "layer": "layer to explain",
+    "flip": "augmentation horizontal flip", "centre": "centre pixels inside the model", "layer": "layer to explain",
     "target_class": "class index to explain (default: predicted class)",
     "grid_images": "images in cam_grid.png", "sanity_images": "images for the sanity checks",
     "shortcut": "synthetic set with a class-correlated text marker", "out": "output root folder",
@@ -191,10 +193,22 @@ def region_masks(paths, size, side_path):
 # Model
 # ---------------------------------------------------------------------------------------------
 def build_model(params):
+    """The lab's VGG16-style network as one flat graph, optionally fed centred pixels."""
     import keras
+    from keras import layers
     from medlab.vgg import build_vgg16_style
-    model = build_vgg16_style((params["size"], params["size"], params["channels"]),
-                              base=params["base"], n_classes=2)
+    core = build_vgg16_style((params["size"], params["size"], params["channels"]),
+                             base=params["base"], n_classes=2)
+    if not params["centre"]:
+        model = core
+    else:
+        # Without batch norm the 13 plain convolutions shrink the variations of [0, 1] inputs until
+        # the output is constant and training stalls at loss 0.693; centred pixels start learning.
+        inputs = keras.Input(shape=core.input_shape[1:], name="pixels")
+        x = layers.Rescaling(CENTRING[0], offset=CENTRING[1], name="centre_pixels")(inputs)
+        for layer in core.layers[1:]:
+            x = layer(x)
+        model = keras.Model(inputs, x, name=core.name)
     model.compile(optimizer=keras.optimizers.Adam(params["lr"]), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     return model

@@ -31,17 +31,40 @@ SQUASHING = {"softmax", "sigmoid"}
 # ---------------------------------------------------------------------------------------------
 # Target layer and class score
 # ---------------------------------------------------------------------------------------------
-def is_spatial(layer):
+def model_node(model, layer):
+    """The call of `layer` that belongs to `model`'s graph.
+
+    A layer taken from another model (e.g. the layers of a builder's model re-applied after a new
+    input layer) has one call per graph, and `layer.output` is the first one: not connected to
+    this model's inputs.
+    """
+    in_model = {id(node) for nodes in getattr(model, "_nodes_by_depth", {}).values() for node in nodes}
+    nodes = [node for node in getattr(layer, "_inbound_nodes", []) if id(node) in in_model]
+    return nodes[0] if nodes else None
+
+
+def layer_output(model, layer):
+    node = model_node(model, layer)
+    return node.output_tensors[0] if node is not None else layer.output
+
+
+def layer_input(model, layer):
+    node = model_node(model, layer)
+    return node.input_tensors[0] if node is not None else layer.input
+
+
+def is_spatial(model, layer):
     """True for a layer that outputs feature maps (batch, height, width, channels)."""
     try:
-        return len(layer.output.shape) == 4 and not isinstance(layer, keras.layers.InputLayer)
-    except (AttributeError, ValueError):  # a layer shared between several calls has no single output
+        output = layer_output(model, layer)
+        return len(output.shape) == 4 and not isinstance(layer, keras.layers.InputLayer)
+    except (AttributeError, ValueError):
         return False
 
 
 def conv_layer_names(model):
     return [layer.name for layer in model.layers
-            if "Conv" in type(layer).__name__ and is_spatial(layer)]
+            if "Conv" in type(layer).__name__ and is_spatial(model, layer)]
 
 
 def nested_owner(model, name):
@@ -78,9 +101,11 @@ def find_target_layer(model, name=None):
                             "keras.Model(backbone.input, head(backbone.output))") from None
         raise UserError(f"model '{model.name}' has no layer named '{name}'; convolutional layers "
                         f"(last ones): {listing}") from None
-    if not is_spatial(layer):
-        shape = getattr(layer, "output", None)
-        shape = tuple(shape.shape) if shape is not None and hasattr(shape, "shape") else "?"
+    if not is_spatial(model, layer):
+        try:
+            shape = tuple(layer_output(model, layer).shape)
+        except (AttributeError, ValueError):
+            shape = "?"
         raise UserError(f"layer '{name}' ({type(layer).__name__}, output {shape}) is not "
                         f"convolutional: Grad-CAM needs spatial feature maps; choose one of: {listing}")
     return layer
@@ -119,11 +144,11 @@ class GradCAM:
         self.head = output_layer(model)
         self.squash = squashing_layer(self.head)
         if self.squash is not None:
-            self.kind, last = activation_name(self.squash), self.head.input
+            self.kind, last = activation_name(self.squash), layer_input(model, self.head)
         else:  # a linear output is already a logit; anything else is used as it is
             self.kind = "logit" if activation_name(self.head) == "linear" else "score"
             last = model.outputs[0]
-        self.score_model = keras.Model(model.inputs, [self.layer.output, last])
+        self.score_model = keras.Model(model.inputs, [layer_output(model, self.layer), last])
         self.n_outputs = int(model.outputs[0].shape[-1])
         self.n_classes = 2 if self.n_outputs == 1 else self.n_outputs
 

@@ -95,6 +95,18 @@ def test_default_layer_prefers_last_convlayer_then_last_convolution():
     assert gradcam.find_target_layer(square_model(conv_name="features")).name == "features"
 
 
+def test_layers_reused_from_a_builder_model_are_found_in_the_new_graph():
+    """Re-applying a built model's layers after a new input (e.g. a rescaling layer) gives each
+    layer a second call; Grad-CAM must use the call that belongs to the model it explains."""
+    core = square_model()
+    pixels = keras.Input((32, 32, 1))
+    x = layers.Rescaling(1.0, name="same_pixels")(pixels)
+    for layer in core.layers[1:]:
+        x = layer(x)
+    maps, _, targets = GradCAM(keras.Model(pixels, x))(grey_image()[None])
+    assert targets.tolist() == [1] and inside(peak(maps[0]), BRIGHT)
+
+
 def test_bad_layer_names_are_user_errors():
     model = square_model()
     with pytest.raises(UserError, match="no layer named 'nope'.*Last_ConvLayer"):
