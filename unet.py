@@ -415,6 +415,11 @@ def run_experiment(name, p, data, run_dir):
                "train_seconds": round(seconds, 1), "validation_images": len(images),
                "best_checkpoint": {"epoch": best_epoch, **score_summary(best_scores),
                                    "note": "epoch chosen on the validation set: optimistic"}}
+    metrics["collapsed"] = bool(masks.any() and not predictions.any())
+    if metrics["collapsed"]:
+        print(f"warning: {name} predicts no lung at all: training collapsed to the empty mask. Dice "
+              "loss does this when a high learning rate saturates the sigmoid (its gradient then "
+              "vanishes, unlike BCE's); rerun with a lower --lr.")
     write_json(run_dir / "metrics.json", metrics)
     write_csv(run_dir / "per_image.csv", [{"image": n, **{m: scores[m][i] for m in METRICS}}
                                            for i, n in enumerate(data["val_names"])], ["image", *METRICS])
@@ -436,7 +441,8 @@ def write_summary(summary_dir, runs):
                      "batch_norm": p["batch_norm"], "augment": p["augment"],
                      **{k: v for k, v in metrics.items() if k.startswith("val_")},
                      "best_val_dice": metrics["best_checkpoint"]["val_dice"], "epochs": metrics["epochs"],
-                     "train_seconds": metrics["train_seconds"], "folder": os.path.relpath(run_dir, summary_dir)})
+                     "train_seconds": metrics["train_seconds"], "collapsed": metrics.get("collapsed", False),
+                     "folder": os.path.relpath(run_dir, summary_dir)})
     columns = list(rows[0])
     write_csv(summary_dir / "summary.csv", rows, columns)
     plot_spread({name: scores["dice"] for name, (_, scores, _, _) in runs.items()},
@@ -447,11 +453,16 @@ def write_summary(summary_dir, runs):
     figures = "\n\n".join(f"### {r['experiment']}\n\n![curves]({r['folder']}/curves.png)\n"
                           f"![overlays]({r['folder']}/overlays.png)" for r in rows)
     data_note = runs[next(iter(runs))][3]["data_dir"]
+    collapsed = [r["experiment"] for r in rows if r["collapsed"]]
+    warning = (f"\n\n**Collapsed:** {', '.join(collapsed)} predict no lung at all. Pure Dice loss "
+               "collapses to the empty mask when a high learning rate saturates the sigmoid: Dice's "
+               "gradient then vanishes, unlike BCE's. Rerun these with a lower `--lr`."
+               if collapsed else "")
     (summary_dir / "summary.md").write_text(
         f"# U-Net lung segmentation: experiment summary\n\nData: `{data_note}`. Scores are per-image "
         "means (and standard deviations) over the validation images, for the model after the last "
         "epoch at threshold 0.5. `best_val_dice` is the checkpoint with the best validation Dice; "
-        "the epoch was chosen on the same images, so it is optimistic.\n\n"
+        f"the epoch was chosen on the same images, so it is optimistic.{warning}\n\n"
         f"{table}\n\n![Dice per image](dice.png)\n\n{figures}\n")
 
 
