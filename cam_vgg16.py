@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-# TensorFlow and Keras are imported inside the functions that need them, so that a mistake in the
-# command line or the data folder is reported in a second rather than after TensorFlow's start-up.
+# Keras and the medlab package (which starts TensorFlow) are imported inside the functions that
+# need them, so that --help and command-line mistakes are answered at once.
 
 # ---------------------------------------------------------------------------------------------
 # Parameters: the lab's defaults (LAB_SPEC Task 3); every one has a command-line flag.
@@ -371,7 +371,7 @@ def verdict(metrics, sanity):
     warnings = []
     if not metrics["val_auc"] >= MIN_USEFUL_AUC:  # also catches NaN
         warnings.append(f"**The model has not learnt the task** (validation AUC {fmt(metrics['val_auc'])}): "
-                        "its maps explain nothing yet; train longer or with a higher --lr.")
+                        "its maps explain nothing yet; train longer or on more data.")
     if not sanity["randomisation_passed"]:
         warnings.append("**The maps fail the randomisation check**: they change little when the weights "
                         "are random, so they show the image more than what the model learnt.")
