@@ -14,6 +14,8 @@ Metric semantics (used everywhere, stated once):
   (2 * sum(y * p) + s) / (sum(y) + sum(p) + s) with s = 1 on probabilities, per image; the
   smoothing makes both-empty images score 1 and keeps the gradient finite.
 """
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -385,7 +387,6 @@ def fit_experiment(p, data, run_dir):
                                     p["batch_norm"]), p["loss"], p["lr"])
     train_data = make_dataset(*data["train"], p["batch_size"], shuffle=True, augment=p["augment"], seed=p["seed"])
     val_data = make_dataset(*data["val"], p["batch_size"])
-    import sys
     seconds = train(model, train_data, val_data, p["epochs"], run_dir, verbose=1 if sys.stdout.isatty() else 2)
     model.save(run_dir / "model.keras")
     return model, seconds
@@ -497,7 +498,6 @@ def parse_arguments(argv, parameters, experiments):
 
 
 def _run(argv, parameters, experiments, demo):
-    import json
     from medlab.cli import typed_flags
     if argv and argv[0] == "predict":
         return predict_command(argv[1:], parameters)
@@ -532,7 +532,6 @@ def _run(argv, parameters, experiments, demo):
 
 def reload_run(run_dir):
     import csv
-    import json
     metrics = json.loads((run_dir / "metrics.json").read_text())
     with open(run_dir / "per_image.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
