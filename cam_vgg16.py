@@ -97,6 +97,9 @@ def explain_parser():
     parser.add_argument("--class", dest="target_class", type=int, default=None,
                         help="class index to explain (default: predicted class)")
     parser.add_argument("--out", default=None, help="output folder (default: results/cam/<time>-explain)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply the [0, 1] pixels by this before the model: 255 for models "
+                             "that take 0-255 images, e.g. transfer_vgg16.py's full model (default: 1)")
     return parser
 
 
@@ -556,7 +559,7 @@ def run_explain(argv):
         if not Path(image_path).is_file():
             raise UserError(f"image {image_path} does not exist")
         model_input = load_image(image_path, (shape[1], shape[2]), shape[3])
-        maps, probabilities, explained = explainer(model_input[None], args.target_class)
+        maps, probabilities, explained = explainer(model_input[None] * args.scale, args.target_class)
         original = to_channels(to_unit_range(decode(image_path)), 3)  # shown at its own size
         cam = upsample(maps[0], original.shape[:2])
         target = out / f"{Path(image_path).stem}_cam.png"
