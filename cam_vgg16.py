@@ -278,6 +278,9 @@ def sanity_checks(model, explainer, images, params):
         "n_images": int(len(sample)),
         "randomisation_cascade": [{"randomised_down_to": name, "spearman": corr} for name, corr in cascade],
         "randomisation_correlation": final,
+        # The drop need not be monotonic: report the step whose maps stayed closest to the trained ones.
+        "randomisation_highest": max(cascade, key=lambda step: step[1])[1],
+        "randomisation_highest_after": max(cascade, key=lambda step: step[1])[0],
         # Maps that survive re-initialising every weight describe the image, not what was learnt.
         "randomisation_passed": bool(final < 0.5),
         "class_map_correlation": class_corr,
@@ -421,7 +424,9 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
               f"- Model randomisation ({sanity['n_images']} images): rank correlation with the trained "
               f"maps is **{fmt(sanity['randomisation_correlation'])}** once every layer is "
               f"re-initialised (1 = unchanged): {'passed' if sanity['randomisation_passed'] else 'FAILED'} "
-              "(maps that survive random weights show the image, not what was learnt).",
+              "(maps that survive random weights show the image, not what was learnt). Highest along "
+              f"the cascade: {fmt(sanity['randomisation_highest'])} after randomising down to "
+              f"`{sanity['randomisation_highest_after']}`.",
               f"- Class 0 vs class 1 maps: mean rank correlation **{fmt(sanity['class_map_correlation'])}**: "
               f"{'they differ' if sanity['class_maps_differ'] else 'TOO SIMILAR'} "
               f"({sanity['class_maps_all_zero']} of {2 * sanity['n_images']} maps are all zero: no "
