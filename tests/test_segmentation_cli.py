@@ -27,7 +27,7 @@ def folders(out, suffix):
     return sorted(p for p in out.iterdir() if p.name.endswith(suffix))
 
 
-def test_two_experiments_write_every_output_and_a_summary(tmp_path, script):
+def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     data = xray_folder(tmp_path)
     result = script("main_segmentation.py", "--data-dir", data, "--experiments", "4a,4e-dice",
                     *TINY, "--out", tmp_path / "out")
@@ -61,6 +61,16 @@ def test_two_experiments_write_every_output_and_a_summary(tmp_path, script):
     assert mask.shape == (80, 80) and set(np.unique(mask)) <= {0, 255}
     assert (prediction / "new_overlay.png").is_file()
 
+    # Resume: as if 4e-dice had been interrupted, 4a is kept as it is and only 4e-dice is redone.
+    finished = (tmp_path / "out" / f"{stamp}-4a" / "metrics.json").read_text()
+    (tmp_path / "out" / f"{stamp}-4e-dice" / "metrics.json").unlink()
+    result = script("main_segmentation.py", "--resume", summary)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "4a: already complete" in result.stdout and "=== experiment 4e-dice" in result.stdout
+    assert (tmp_path / "out" / f"{stamp}-4a" / "metrics.json").read_text() == finished
+    assert (tmp_path / "out" / f"{stamp}-4e-dice" / "metrics.json").is_file()
+    assert len(folders(tmp_path / "out", "-summary")) == 1
+
 
 def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
     result = script("main_segmentation.py", "--experiments", "4a", *TINY, "--out", tmp_path / "out", cwd=tmp_path)
@@ -69,22 +79,6 @@ def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
     marker = json.loads((tmp_path / "data" / "synthetic" / "X_ray" / "SYNTHETIC.json").read_text())
     assert marker["generator"] == "chest_xray"
     assert len(list((tmp_path / "data" / "synthetic" / "X_ray" / "Mask").iterdir())) == marker["count"]
-
-
-def test_resume_keeps_finished_runs_and_redoes_the_rest(tmp_path, script):
-    data = xray_folder(tmp_path, count=8)
-    args = ["--data-dir", data, "--experiments", "4a,4b", *TINY, "--out", tmp_path / "out"]
-    assert script("main_segmentation.py", *args).returncode == 0
-    (summary,) = folders(tmp_path / "out", "-summary")
-    stamp = summary.name.removesuffix("-summary")
-    finished = (tmp_path / "out" / f"{stamp}-4a" / "metrics.json").read_text()
-    (tmp_path / "out" / f"{stamp}-4b" / "metrics.json").unlink()   # as if 4b had been interrupted
-    result = script("main_segmentation.py", "--resume", summary)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "4a: already complete" in result.stdout
-    assert (tmp_path / "out" / f"{stamp}-4a" / "metrics.json").read_text() == finished
-    assert (tmp_path / "out" / f"{stamp}-4b" / "metrics.json").is_file()
-    assert len(folders(tmp_path / "out", "-summary")) == 1
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -107,18 +101,20 @@ def segmentation_blocks():
     return main_segmentation.PARAMETERS, main_segmentation.EXPERIMENTS, main_segmentation.SYNTHETIC_DEMO
 
 
-def test_bad_data_gives_one_line_exit_2_and_writes_nothing(tmp_path, script):
+def test_bad_data_is_refused_before_anything_is_written(tmp_path):
     data = xray_folder(tmp_path, count=4)
-    (data / "Image" / "p1.png").write_bytes(b"not really a png")
     (data / "Mask" / "p0.png").rename(data / "Mask" / "lonely.png")
     out = tmp_path / "out"
-    cases = [(tmp_path / "nowhere", "missing folder"), (data, "do not pair up")]
-    for data_dir, message in cases:
-        result = script("main_segmentation.py", "--data-dir", data_dir, *TINY, "--out", out)
-        assert result.returncode == 2
-        assert message in result.stderr and "Traceback" not in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
-    (data / "Mask" / "lonely.png").rename(data / "Mask" / "p0.png")
+    for data_dir, message in ((tmp_path / "nowhere", "missing folder"), (data, "do not pair up")):
+        with pytest.raises(UserError, match=message):
+            unet._run(["--data-dir", str(data_dir), "--out", str(out)], *segmentation_blocks())
+    assert not out.exists()
+
+
+def test_corrupt_image_gives_one_line_exit_2_and_writes_nothing(tmp_path, script):
+    data = xray_folder(tmp_path, count=4)
+    (data / "Image" / "p1.png").write_bytes(b"not really a png")
+    out = tmp_path / "out"
     result = script("main_segmentation.py", "--data-dir", data, *TINY, "--out", out)
     assert result.returncode == 2 and "cannot read image" in result.stderr and "p1.png" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
