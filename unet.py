@@ -383,7 +383,7 @@ def evaluate_batches(model, batches, keep=8):
     """
     scores, shown = {}, ([], [], [])
     for images, masks in batches:
-        images, masks = np.asarray(images), np.asarray(masks)
+        images, masks = images.numpy(), masks.numpy()
         batch_scores, predictions = evaluate(model, images, masks, len(images))
         for metric, values in batch_scores.items():
             scores.setdefault(metric, []).append(values)
