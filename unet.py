@@ -88,7 +88,8 @@ def load_mask(path, size, warn=print):
         if looks_multi_label(mask):
             warn(f"warning: mask {path} has several grey levels; it is binarised at half its "
                  "maximum, so check that it is a single lung mask")
-    return (resize(mask, (size, size)) >= THRESHOLD).astype(np.float32)
+    # reshape: `resize` returns a mask already at `size` unchanged, without the channel axis
+    return (resize(mask, (size, size)) >= THRESHOLD).astype(np.float32).reshape(size, size, 1)
 
 
 def looks_multi_label(mask):
