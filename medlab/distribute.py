@@ -27,6 +27,8 @@ PRECISIONS = ("off", "float16", "bfloat16")
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 # CPU features that make bfloat16 arithmetic native (Intel Cooper Lake / Sapphire Rapids, AMD Zen 4).
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# The newest Keras (major, minor) seen failing to train on several workers (see check_keras_trains_on_several_workers).
+KERAS_MULTIWORKER_BROKEN_THROUGH = (3, 15)
 
 SCALING_PARAMETERS = {"strategy": "auto", "mixed_precision": "off", "jit": False}
 SCALING_HELP = {
@@ -81,6 +83,7 @@ def make_strategy(name, batch_size=None):
     check_scaling({"strategy": name, "mixed_precision": "off"})
     if name == "multiworker":
         check_tf_config(os.environ.get("TF_CONFIG"))
+        check_keras_trains_on_several_workers(os.environ["TF_CONFIG"])
         # Reads TF_CONFIG; must be created before TensorFlow runs any operation.
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     elif name == "mirrored" or (name == "auto" and gpu_count() > 1):
@@ -127,6 +130,22 @@ def check_tf_config(text):
     if not valid:
         raise UserError(f"TF_CONFIG is not a valid cluster description (a cluster with a worker list and "
                         f"this machine's task type and index); {example}")
+
+
+def check_keras_trains_on_several_workers(tf_config, keras_version=None):
+    """Refuse a cluster of several workers with a Keras known to fail there (one line, not a traceback).
+
+    Up to `KERAS_MULTIWORKER_BROKEN_THROUGH`, Keras 3's `fit` under MultiWorkerMirroredStrategy
+    with two or more workers fails before the first step (it reduces the first batch and the
+    scalar logs across workers in ways that strategy rejects; keras-team/keras#20585). One worker
+    runs; later Keras versions are allowed through so a fix is picked up without a change here.
+    """
+    import keras
+    version = tuple(int(part) for part in (keras_version or keras.version()).split(".")[:2])
+    workers = sum(len(hosts) for role, hosts in json.loads(tf_config)["cluster"].items() if role in ("worker", "chief"))
+    if workers > 1 and version <= KERAS_MULTIWORKER_BROKEN_THROUGH:
+        raise UserError(f"--strategy multiworker over {workers} workers fails in Keras {'.'.join(map(str, version))} "
+                        "fit() (keras-team/keras#20585); use --strategy mirrored on one machine with several GPUs")
 
 
 def configure_precision(mode):

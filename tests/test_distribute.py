@@ -51,9 +51,16 @@ def test_multiworker_without_a_usable_tf_config_is_a_one_line_error(monkeypatch,
     assert "\n" not in str(error.value)
 
 
-def test_a_two_machine_tf_config_is_accepted():
-    distribute.check_tf_config(json.dumps({"cluster": {"worker": ["host1:12345", "host2:12345"]},
-                                           "task": {"type": "worker", "index": 1}}))
+TWO_MACHINES = json.dumps({"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 1}})
+
+
+def test_a_two_machine_tf_config_is_valid_but_refused_while_keras_cannot_train_on_it():
+    distribute.check_tf_config(TWO_MACHINES)
+    with pytest.raises(UserError, match="fails in Keras 3.15 fit.*keras-team/keras#20585"):
+        distribute.check_keras_trains_on_several_workers(TWO_MACHINES, "3.15.0")
+    distribute.check_keras_trains_on_several_workers(TWO_MACHINES, "3.16.0")   # a fixed Keras may try
+    one_worker = json.dumps({"cluster": {"worker": ["localhost:2222"]}, "task": {"type": "worker", "index": 0}})
+    distribute.check_keras_trains_on_several_workers(one_worker, "3.15.0")
 
 
 @pytest.fixture
