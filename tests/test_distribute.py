@@ -10,6 +10,7 @@ import pytest
 import unet
 from medlab import distribute
 from medlab.runs import UserError
+from medlab.classify import compile_classifier
 from medlab.vgg import build_vgg16_style
 from conftest import ROOT
 
@@ -95,3 +96,6 @@ def test_jit_reaches_the_compiled_model():
     model = unet.build_unet((16, 16, 1), base=2, depth=2)
     assert unet.compile_unet(model, "bce", 1e-3, jit_compile=True).jit_compile is True
     assert unet.compile_unet(model, "bce", 1e-3).jit_compile is False
+    classifier = build_vgg16_style((32, 32, 1), base=2, dense_units=4, dense_layers=1)
+    assert compile_classifier(classifier, 1e-3, jit_compile=True).jit_compile is True
+    assert compile_classifier(classifier, 1e-3).jit_compile is False
