@@ -33,8 +33,9 @@ from medlab.runs import UserError
 
 THRESHOLD = 0.5
 CACHE_MODES = ("auto", "memory", "disk", "none")
-# Preloading holds the decoded arrays and the copy tf.data makes of them (measured by bench/memory.py).
-PRELOAD_COPIES = 2
+# Preloading holds the decoded arrays, the copy tf.data makes of them and the training shuffle
+# buffer: bench/memory.py measured 3.4 GB for 1 GB of decoded pairs (0.75 GB of it TensorFlow).
+PRELOAD_COPIES = 3
 # Share of the memory budget that the shuffle buffer of --cache disk may fill.
 DISK_SHUFFLE_SHARE = 0.25
 SOFT_DICE_SMOOTH = 1.0

@@ -5,7 +5,9 @@ once per mode, each in its own process, for one epoch of a tiny U-Net (base 2, d
 pipeline, not the model, decides the memory), and prints each process's peak resident set size
 with its training time. Target: streamed modes (none, disk) below 2 GB.
 
-    python bench/memory.py [--pairs 2000] [--size 256] [--modes memory,disk,none]
+    python bench/memory.py [--pairs 2000] [--size 256] [--modes memory,disk,none] [--memory-budget-gb 4]
+
+The budget only matters to --cache disk (its shuffle buffer may fill a quarter of it).
 """
 import argparse
 import json
@@ -42,6 +44,7 @@ def main():
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--modes", default="memory,disk,none")
+    parser.add_argument("--memory-budget-gb", default="4.0")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,12 +53,14 @@ def main():
             out = Path(tmp) / f"out-{mode}"
             code, peak_gb, wall = peak_memory_run([
                 sys.executable, str(ROOT / "main_segmentation.py"), "--data-dir", str(Path(tmp) / "X_ray"),
-                "--size", str(args.size), "--cache", mode, "--out", str(out), *TINY_UNET])
+                "--size", str(args.size), "--cache", mode, "--memory-budget-gb", args.memory_budget_gb,
+                "--out", str(out), *TINY_UNET])
             metrics = json.loads(next(out.glob("*-4a/metrics.json")).read_text()) if code == 0 else {}
             rows.append((mode, code, peak_gb, metrics.get("train_seconds", float("nan")), wall))
     decoded = unet.decoded_gb(args.pairs, args.size)
     print(f"\n{args.pairs} pairs at {args.size}x{args.size} ({decoded:.2f} GiB decoded as float32), "
-          f"one epoch of a base-2 depth-2 U-Net, batch 8, {os.cpu_count()} CPU(s)")
+          f"one epoch of a base-2 depth-2 U-Net, batch 8, memory budget {args.memory_budget_gb} GB, "
+          f"{os.cpu_count()} CPU(s)")
     print(f"{'--cache':8} {'peak RSS':>9} {'epoch+val':>10} {'whole run':>10}")
     for mode, code, peak_gb, train_seconds, wall in rows:
         status = "" if code == 0 else f"  (failed, exit {code})"
