@@ -15,6 +15,7 @@ Metric semantics (used everywhere, stated once):
   smoothing makes both-empty images score 1 and keeps the gradient finite.
 """
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,10 +29,17 @@ from keras import layers
 from scipy import ndimage
 
 from medlab.augment import augment_pair
+from medlab.distribute import SCALING_HELP
 from medlab.images import decode, list_images, load_all, load_image, resize, to_channels, to_unit_range
 from medlab.runs import UserError
 
 THRESHOLD = 0.5
+CACHE_MODES = ("auto", "memory", "disk", "none")
+# Preloading holds the decoded arrays, the copy tf.data makes of them and the training shuffle
+# buffer: bench/memory.py measured 3.4 GB for 1 GB of decoded pairs (0.75 GB of it TensorFlow).
+PRELOAD_COPIES = 3
+# Share of the memory budget that the shuffle buffer of --cache disk may fill.
+DISK_SHUFFLE_SHARE = 0.25
 SOFT_DICE_SMOOTH = 1.0
 # A mask is "multi-label" when a grey level well away from 0 and from its maximum covers this
 # share of the pixels; JPEG ringing at the edges stays far below it.
@@ -83,7 +91,8 @@ def load_mask(path, size, warn=print):
         if looks_multi_label(mask):
             warn(f"warning: mask {path} has several grey levels; it is binarised at half its "
                  "maximum, so check that it is a single lung mask")
-    return (resize(mask, (size, size)) >= THRESHOLD).astype(np.float32)
+    # reshape: `resize` returns a mask already at `size` unchanged, without the channel axis
+    return (resize(mask, (size, size)) >= THRESHOLD).astype(np.float32).reshape(size, size, 1)
 
 
 def looks_multi_label(mask):
@@ -111,21 +120,114 @@ def split_indices(count, val_fraction, seed):
 
 
 def make_dataset(images, masks, batch_size, shuffle=False, augment=False, seed=0):
-    """A `tf.data` pipeline of (image, mask) batches.
+    """A `tf.data` pipeline of (image, mask) batches from preloaded arrays.
 
     Training data is shuffled and, when `augment` is set, each batch gets one random transform per
     pair, shared by image and mask. Validation data is neither shuffled nor augmented.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+    pairs = tf.data.Dataset.from_tensor_slices((images, masks))
     if shuffle:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+        pairs = shuffled(pairs, len(images), seed)
+    return batched(pairs, batch_size, augment, seed)
+
+
+def stream_dataset(image_paths, mask_paths, size, batch_size, shuffle=False, augment=False, seed=0,
+                   cache_file=None, shuffle_buffer=None):
+    """The pipeline of `make_dataset`, decoding and resizing the files inside `tf.data`.
+
+    Without `cache_file`, the file names are shuffled before decoding: a full shuffle that holds
+    no pixels, in the same order as `make_dataset` for the same seed. With `cache_file`, the
+    decoded pairs are written there during the first epoch and read back afterwards; they are then
+    shuffled in a buffer of `shuffle_buffer` pairs (all of them by default).
+    """
+    count = len(image_paths)
+    paths = tf.data.Dataset.from_tensor_slices(([str(p) for p in image_paths], [str(p) for p in mask_paths]))
+    if cache_file is None:
+        if shuffle:
+            paths = shuffled(paths, count, seed)
+        return batched(decoded(paths, size), batch_size, augment, seed)
+    pairs = decoded(paths, size).cache(str(cache_file))
+    if shuffle:
+        pairs = shuffled(pairs, min(count, shuffle_buffer or count), seed)
+    return batched(pairs, batch_size, augment, seed)
+
+
+def shuffled(dataset, buffer, seed):
+    return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+
+
+def batched(pairs, batch_size, augment, seed):
+    """Batches of pairs, with one shared random transform per pair when `augment` is set."""
+    dataset = pairs.batch(batch_size)
     if augment:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             lambda pair, batch_seed: augment_pair(pair[0], pair[1], batch_seed),
             num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Pairs come from arrays or decoded file names, not from files TensorFlow can split between
+    # workers, so each worker of a multi-worker run keeps its share of the elements.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def decoded(paths, size):
+    """(image path, mask path) elements -> (image, mask) arrays, decoded in parallel by the loaders
+    of `load_images`/`load_masks`, so every format they read streams too."""
+    def decode_pair(image_path, mask_path):
+        return (load_image(image_path.decode(), (size, size), channels=1),
+                load_mask(mask_path.decode(), size, warn=warn_once))
+
+    def decode(image_path, mask_path):
+        image, mask = tf.numpy_function(decode_pair, [image_path, mask_path], [tf.float32, tf.float32],
+                                        stateful=False)
+        return tf.ensure_shape(image, (size, size, 1)), tf.ensure_shape(mask, (size, size, 1))
+
+    return paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+_warned = set()
+
+
+def warn_once(message):
+    """Print a warning the first time only: streamed masks are decoded again every epoch."""
+    if message not in _warned:
+        _warned.add(message)
+        print(message)
+
+
+def decoded_gb(count, size):
+    """GiB of `count` image/mask pairs decoded to float32 at size x size."""
+    return count * size * size * 2 * 4 / 2 ** 30
+
+
+def choose_cache(mode, count, size, budget_gb):
+    """`mode`, or for auto: memory when preloading fits `budget_gb`, else streaming (none)."""
+    if mode != "auto":
+        return mode
+    needed = PRELOAD_COPIES * decoded_gb(count, size)
+    choice = "memory" if needed <= budget_gb else "none"
+    print(f"--cache auto: preloading {count} pairs at {size}x{size} would take about {needed:.2f} GB, "
+          f"{'within' if choice == 'memory' else 'over'} the {budget_gb:g} GB memory budget: --cache {choice}")
+    return choice
+
+
+def pairs_dataset(data, part, batch_size, shuffle=False, augment=False, seed=0, cache_dir=None):
+    """Batches of `data[part]` ("train" or "val") from `load_pairs`: preloaded or streamed."""
+    if data["cache"] == "memory":
+        return make_dataset(*data[part], batch_size, shuffle, augment, seed)
+    if data["cache"] == "disk":
+        return stream_dataset(*data[part], data["size"], batch_size, shuffle, augment, seed,
+                              cache_file=Path(cache_dir) / part, shuffle_buffer=data["shuffle_buffer"])
+    return stream_dataset(*data[part], data["size"], batch_size, shuffle, augment, seed)
+
+
+def user_error_from_pipeline(error):
+    """A streamed file that fails to decode surfaces as a TensorFlow error; recover our one line."""
+    marker = "UserError: "
+    if marker in error.message:
+        return UserError(error.message.split(marker, 1)[1].splitlines()[0])
+    return error
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -231,14 +333,16 @@ def build_unet(input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_no
         if dropout > 0:
             x = layers.Dropout(dropout, name=f"up{level}_dropout")(x)
         x = conv_block(x, base * 2 ** level, batch_norm, f"up{level}")
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
+    # float32 even under a mixed-precision policy, so probabilities and losses keep full precision.
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
     return keras.Model(inputs, outputs, name=f"unet_base{base}")
 
 
 # ----------------------------------------------------------------------------- training
 
-def compile_unet(model, loss, lr):
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=LOSSES[loss],
+def compile_unet(model, loss, lr, jit_compile=False):
+    """Adam and the chosen loss; XLA only when asked (Keras' "auto" would turn it on for one GPU)."""
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=LOSSES[loss], jit_compile=jit_compile,
                   metrics=[dice_coefficient] if loss == "dice" else [dice_coefficient, "binary_accuracy"])
     return model
 
@@ -274,6 +378,22 @@ def evaluate(model, images, masks, batch_size=8):
     scores = similarity_scores(masks, predictions)
     scores["hd95"] = np.array([hd95(t[..., 0], p[..., 0]) for t, p in zip(masks, predictions)])
     return scores, predictions
+
+
+def evaluate_batches(model, batches, keep=8):
+    """`evaluate` over a dataset of (images, masks) batches, holding one batch at a time.
+
+    Returns the per-image scores and the first `keep` images, masks and predictions (for figures).
+    """
+    scores, shown = {}, ([], [], [])
+    for images, masks in batches:
+        images, masks = images.numpy(), masks.numpy()
+        batch_scores, predictions = evaluate(model, images, masks, len(images))
+        for metric, values in batch_scores.items():
+            scores.setdefault(metric, []).append(values)
+        for kept, arrays in zip(shown, (images, masks, predictions)):
+            kept.extend(arrays[:keep - len(kept)])
+    return {metric: np.concatenate(values) for metric, values in scores.items()}, tuple(map(np.array, shown))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -324,6 +444,10 @@ HELP = {
     "val_fraction": "share of pairs held out for validation",
     "seed": "seed of the split, the weights, the shuffling and the augmentation",
     "out": "folder that receives one new folder per run",
+    "cache": "auto (memory when preloading fits --memory-budget-gb, else none), memory (decode all "
+             "pairs once), disk (decode while training, cache to a file) or none (decode every epoch)",
+    "memory_budget_gb": "memory the decoded data set may use before --cache auto streams it",
+    **SCALING_HELP,
 }
 METRICS = ("dice", "iou", "hd95", "precision", "recall")
 
@@ -331,12 +455,17 @@ METRICS = ("dice", "iou", "hd95", "precision", "recall")
 def check_parameters(p):
     """Reject nonsense parameters with a one-line message before any work starts."""
     from medlab.cli import check_range
+    from medlab.distribute import check_scaling
     if p["loss"] not in LOSSES:
         raise UserError(f"--loss {p['loss']} is unknown; choose one of {', '.join(LOSSES)}")
     check_range("epochs", p["epochs"], 1, hint="; train for at least one epoch")
     check_range("dropout", p["dropout"], 0.0, 1.0, high_open=True)
     check_range("val_fraction", p["val_fraction"], 0.01, 0.9)
     check_range("lr", p["lr"], 1e-12)
+    check_range("memory_budget_gb", p["memory_budget_gb"], 0.01)
+    if p["cache"] not in CACHE_MODES:
+        raise UserError(f"--cache {p['cache']} is unknown; choose one of {', '.join(CACHE_MODES)}")
+    check_scaling(p)
     for name in ("batch_size", "base", "depth", "size"):
         check_range(name, p[name], 1)
     if p["size"] % 2 ** p["depth"]:
@@ -369,25 +498,42 @@ def locate_data(parameters, flags, demo):
     return folder, settings
 
 
-def load_pairs(data_dir, size, val_fraction, seed):
-    """Images and masks of `data_dir` at `size`, split into training and validation."""
+def load_pairs(data_dir, size, val_fraction, seed, cache="memory", memory_budget_gb=4.0):
+    """The pairs of `data_dir` split into training and validation: decoded at `size` (cache memory),
+    or as file paths for `pairs_dataset` to stream (cache none or disk; auto picks by size)."""
+    from medlab.images import check_readable
     image_paths, mask_paths = find_pairs(data_dir)
-    images, masks = load_images(image_paths, size), load_masks(mask_paths, size)
-    train_idx, val_idx = split_indices(len(images), val_fraction, seed)
-    print(f"{len(images)} pairs from {data_dir}: {len(train_idx)} training, {len(val_idx)} validation")
-    return {"train": (images[train_idx], masks[train_idx]), "val": (images[val_idx], masks[val_idx]),
-            "val_names": [image_paths[i].name for i in val_idx], "data_dir": str(data_dir)}
+    train_idx, val_idx = split_indices(len(image_paths), val_fraction, seed)
+    cache = choose_cache(cache, len(image_paths), size, memory_budget_gb)
+    parts = {part: ([image_paths[i] for i in idx], [mask_paths[i] for i in idx])
+             for part, idx in (("train", train_idx), ("val", val_idx))}
+    if cache == "memory":
+        parts = {part: (load_images(images, size), load_masks(masks, size)) for part, (images, masks) in parts.items()}
+    else:
+        check_readable(image_paths + mask_paths)  # streaming decodes later: catch bad files now
+    print(f"{len(image_paths)} pairs from {data_dir}: {len(train_idx)} training, {len(val_idx)} validation "
+          f"(--cache {cache})")
+    pair_gb = decoded_gb(1, size)
+    return {**parts, "val_names": [image_paths[i].name for i in val_idx], "data_dir": str(data_dir),
+            "cache": cache, "size": size, "shuffle_buffer": max(1, int(DISK_SHUFFLE_SHARE * memory_budget_gb / pair_gb))}
 
 
-def fit_experiment(p, data, run_dir):
-    """A fresh U-Net trained with parameters `p`; returns the final model and training seconds."""
-    from medlab.runs import set_seed
-    set_seed(p["seed"])
-    model = compile_unet(build_unet((p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"],
-                                    p["batch_norm"]), p["loss"], p["lr"])
-    train_data = make_dataset(*data["train"], p["batch_size"], shuffle=True, augment=p["augment"], seed=p["seed"])
-    val_data = make_dataset(*data["val"], p["batch_size"])
-    seconds = train(model, train_data, val_data, p["epochs"], run_dir, verbose=1 if sys.stdout.isatty() else 2)
+def experiment_datasets(p, data, batch_size, cache_dir=None):
+    """Training (shuffled, augmented when asked) and validation batches of `batch_size` pairs."""
+    return (pairs_dataset(data, "train", batch_size, shuffle=True, augment=p["augment"], seed=p["seed"],
+                          cache_dir=cache_dir),
+            pairs_dataset(data, "val", batch_size, cache_dir=cache_dir))
+
+
+def fit_experiment(p, datasets, run_dir, scaling):
+    """A fresh U-Net built and trained under `scaling`'s strategy; returns it and the training seconds."""
+    with scaling.scope():
+        model = compile_unet(build_unet((p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"],
+                                        p["batch_norm"]), p["loss"], p["lr"], jit_compile=scaling.jit)
+    try:
+        seconds = train(model, *datasets, p["epochs"], run_dir, verbose=1 if sys.stdout.isatty() else 2)
+    except tf.errors.OpError as error:
+        raise user_error_from_pipeline(error) from None
     model.save(run_dir / "model.keras")
     return model, seconds
 
@@ -400,20 +546,22 @@ def score_summary(scores, prefix="val_"):
     return summary
 
 
-def run_experiment(name, p, data, run_dir):
+def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     """Train, evaluate and draw one experiment into `run_dir`; returns its metrics."""
     from medlab.plots import plot_curves, read_history, write_csv
-    from medlab.runs import save_config, write_json
+    from medlab.runs import save_config, set_seed, write_json
     print(f"\n=== experiment {name} -> {run_dir}")
-    save_config(run_dir, {"experiment": name, **p, "data_dir": data["data_dir"]})
-    model, seconds = fit_experiment(p, data, run_dir)
-    images, masks = data["val"]
-    scores, predictions = evaluate(model, images, masks, p["batch_size"])
-    best_scores, _ = evaluate(keras.models.load_model(run_dir / "best.keras"), images, masks, p["batch_size"])
+    save_config(run_dir, {"experiment": name, **p, "data_dir": data["data_dir"], "cache_used": data["cache"],
+                          "replicas": scaling.replicas})
+    set_seed(p["seed"])
+    datasets = experiment_datasets(p, data, scaling.global_batch(p["batch_size"]), cache_dir)
+    model, seconds = fit_experiment(p, datasets, run_dir, scaling)
+    scores, (images, masks, predictions) = evaluate_batches(model, datasets[1])
+    best_scores, _ = evaluate_batches(keras.models.load_model(run_dir / "best.keras"), datasets[1])
     history = read_history(run_dir / "history.csv")
     best_epoch = int(np.argmax(history["val_dice_coefficient"])) + 1
     metrics = {"experiment": name, **score_summary(scores), "epochs": len(history["loss"]),
-               "train_seconds": round(seconds, 1), "validation_images": len(images),
+               "train_seconds": round(seconds, 1), "validation_images": len(scores["dice"]),
                "best_checkpoint": {"epoch": best_epoch, **score_summary(best_scores),
                                    "note": "epoch chosen on the validation set: optimistic"}}
     metrics["collapsed"] = bool(masks.any() and not predictions.any())
@@ -499,6 +647,7 @@ def parse_arguments(argv, parameters, experiments):
 
 def _run(argv, parameters, experiments, demo):
     from medlab.cli import typed_flags
+    from medlab.distribute import configure_scaling
     if argv and argv[0] == "predict":
         return predict_command(argv[1:], parameters)
     args = parse_arguments(argv, parameters, experiments)
@@ -512,10 +661,13 @@ def _run(argv, parameters, experiments, demo):
     for p in plan.values():
         check_parameters(p)
     first = next(iter(plan.values()))
-    data = load_pairs(first["data_dir"], first["size"], first["val_fraction"], first["seed"])
+    scaling = configure_scaling(first["strategy"], first["mixed_precision"], first["jit"], first["batch_size"])
+    data = load_pairs(first["data_dir"], first["size"], first["val_fraction"], first["seed"], first["cache"],
+                      first["memory_budget_gb"])
     summary_dir = summary_folder(first["out"], args.resume)  # only once the data proved good
     stamp = summary_dir.name.removesuffix("-summary")
     (summary_dir / "runs.json").write_text(json.dumps(plan, indent=2))
+    cache_dir = fresh_folder(summary_dir / "cache") if data["cache"] == "disk" else None
     runs = {}
     for name, p in plan.items():
         run_dir = summary_dir.parent / f"{stamp}-{name}"
@@ -524,10 +676,19 @@ def _run(argv, parameters, experiments, demo):
             metrics, scores = reload_run(run_dir)
         else:
             run_dir.mkdir(exist_ok=bool(args.resume))
-            metrics, scores = run_experiment(name, p, data, run_dir)
+            metrics, scores = run_experiment(name, p, data, run_dir, scaling, cache_dir)
         runs[name] = (metrics, scores, run_dir, p)
     write_summary(summary_dir, runs)
+    if cache_dir is not None:
+        shutil.rmtree(cache_dir)  # as large as the decoded data set; rebuilt if ever needed
     print(f"\nsummary: {summary_dir / 'summary.md'}")
+
+
+def fresh_folder(path):
+    """An empty folder at `path`: a cache left by an interrupted run is incomplete and locked."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+    return path
 
 
 def reload_run(run_dir):

@@ -24,10 +24,12 @@ def is_softmax_pair(model):
     return model.output_shape[-1] == 2
 
 
-def compile_classifier(model, lr):
-    """Adam with binary cross-entropy (one sigmoid unit) or categorical cross-entropy (softmax)."""
+def compile_classifier(model, lr, jit_compile=False):
+    """Adam with binary cross-entropy (one sigmoid unit) or categorical cross-entropy (softmax);
+    XLA only when asked (`--jit`; Keras' "auto" would turn it on for one GPU)."""
     loss = "categorical_crossentropy" if is_softmax_pair(model) else "binary_crossentropy"
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=["accuracy"],
+                  jit_compile=jit_compile)
     return model
 
 

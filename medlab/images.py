@@ -34,9 +34,22 @@ def decode(path):
     data = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        raise UserError(f"cannot read image {path}: the file is corrupt or not an image; "
-                        "replace or remove it")
+        raise unreadable(path)
     return image
+
+
+def unreadable(path):
+    return UserError(f"cannot read image {path}: the file is corrupt or not an image; replace or remove it")
+
+
+def check_readable(paths):
+    """Raise `UserError` for the first file whose header OpenCV does not recognise, without decoding.
+
+    For pipelines that decode later (streaming): a bad file then stops the run before it starts.
+    """
+    for path in paths:
+        if not cv2.haveImageReader(str(path)):
+            raise unreadable(path)
 
 
 def to_unit_range(image):

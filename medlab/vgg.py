@@ -28,5 +28,6 @@ def build_vgg16_style(input_shape=(128, 128, 1), base=8, n_classes=2, dense_unit
         x = layers.Dense(dense_units, activation="relu", name=f"dense{i}")(x)
         x = layers.Dropout(dropout, name=f"dropout{i}")(x)
     activation = "sigmoid" if n_classes == 1 else "softmax"
-    outputs = layers.Dense(n_classes, activation=activation, name="prediction")(x)
+    # float32 even under a mixed-precision policy, so probabilities and losses keep full precision.
+    outputs = layers.Dense(n_classes, activation=activation, dtype="float32", name="prediction")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -87,6 +87,10 @@ def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
     (["--epochs", "-3"], "--epochs -3 is out of range"),
     (["--dropout", "1.0"], "--dropout 1.0 is out of range"),
     (["--loss", "focal"], "--loss focal is unknown"),
+    (["--cache", "ram"], "--cache ram is unknown; choose one of auto, memory, disk, none"),
+    (["--memory-budget-gb", "0"], "--memory-budget-gb 0.0 is out of range"),
+    (["--strategy", "tpu"], "--strategy tpu is unknown; choose one of auto, default, mirrored, multiworker"),
+    (["--mixed-precision", "fp8"], "--mixed-precision fp8 is unknown"),
 ])
 def test_nonsense_parameters_are_refused_before_any_work(tmp_path, flags, message):
     data = xray_folder(tmp_path, count=3)

@@ -67,6 +67,14 @@ def test_jpeg_and_0_1_masks_load_binary_and_faithful(tmp_path):
     assert warnings == []
 
 
+def test_images_and_masks_already_at_the_target_size_keep_their_channel(tmp_path):
+    write(tmp_path / "Image" / "a.png", lung_like_mask(32))
+    write(tmp_path / "Mask" / "a.png", lung_like_mask(32))
+    assert unet.load_images([tmp_path / "Image" / "a.png"], 32).shape == (1, 32, 32, 1)
+    masks = unet.load_masks([tmp_path / "Mask" / "a.png"], 32)
+    assert masks.shape == (1, 32, 32, 1) and masks.sum() == (lung_like_mask(32) > 0).sum()
+
+
 def test_multi_label_mask_gets_a_warning(tmp_path):
     mask = lung_like_mask(64)
     mask[:, 32:] //= 2                          # right lung labelled 127, left 255

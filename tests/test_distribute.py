@@ -1,0 +1,101 @@
+"""tf.distribute strategies, precision policies and XLA as the scripts use them."""
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import unet
+from medlab import distribute
+from medlab.runs import UserError
+from medlab.classify import compile_classifier
+from medlab.vgg import build_vgg16_style
+from conftest import ROOT
+
+
+def test_mirrored_on_two_cpus_matches_one_device_for_the_same_seed_and_global_batch():
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "two_replica_training.py")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "strategy auto: _DefaultDistributionStrategy, 1 replica(s)" in result.stdout   # CPUs are not GPUs
+    assert "strategy mirrored: MirroredStrategy, 2 replica(s); global batch 8 = 4 per replica x 2" in result.stdout
+    assert outcome["replicas"] == [1, 2]
+    single, mirrored = outcome["losses"]
+    assert single[-1] < single[0]                      # it learned, so equal weights mean something
+    np.testing.assert_allclose(mirrored, single, rtol=1e-5)
+    assert outcome["max_weight_difference"] < 1e-5 * outcome["max_weight"]
+
+
+def test_default_strategy_has_one_replica_and_the_global_batch_is_printed(capsys):
+    scaling = distribute.configure_scaling("default", batch_size=6)
+    assert scaling.replicas == 1 and scaling.global_batch(6) == 6 and not scaling.jit
+    assert "strategy default: _DefaultDistributionStrategy, 1 replica(s); global batch 6 = 6 per replica x 1" \
+        in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "needs the TF_CONFIG environment variable"),
+    ("{not json", "not a valid cluster description"),
+    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "not a valid cluster"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "not a valid cluster"),
+])
+def test_multiworker_without_a_usable_tf_config_is_a_one_line_error(monkeypatch, text, message):
+    if text is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", text)
+    with pytest.raises(UserError, match=message) as error:
+        distribute.make_strategy("multiworker")
+    assert "\n" not in str(error.value)
+
+
+TWO_MACHINES = json.dumps({"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 1}})
+
+
+def test_a_two_machine_tf_config_is_valid_but_refused_while_keras_cannot_train_on_it():
+    distribute.check_tf_config(TWO_MACHINES)
+    with pytest.raises(UserError, match="fails in Keras 3.15 fit.*keras-team/keras#20585"):
+        distribute.check_keras_trains_on_several_workers(TWO_MACHINES, "3.15.0")
+    distribute.check_keras_trains_on_several_workers(TWO_MACHINES, "3.16.0")   # a fixed Keras may try
+    one_worker = json.dumps({"cluster": {"worker": ["localhost:2222"]}, "task": {"type": "worker", "index": 0}})
+    distribute.check_keras_trains_on_several_workers(one_worker, "3.15.0")
+
+
+@pytest.fixture
+def restore_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("mode", ["float16", "bfloat16"])
+def test_16_bit_modes_need_hardware_that_runs_them(monkeypatch, restore_policy, mode):
+    monkeypatch.setattr(distribute, "gpu_count", lambda: 0)
+    monkeypatch.setattr(distribute, "cpu_supports_bfloat16", lambda: False)
+    with pytest.raises(UserError, match=f"--mixed-precision {mode} needs"):
+        distribute.configure_precision(mode)
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_mixed_precision_keeps_the_output_layers_in_float32(monkeypatch, restore_policy):
+    monkeypatch.setattr(distribute, "cpu_supports_bfloat16", lambda: True)
+    assert distribute.configure_precision("bfloat16") == "mixed_bfloat16"
+    model = unet.build_unet((16, 16, 1), base=2, depth=2)
+    classifier = build_vgg16_style((32, 32, 1), base=2, dense_units=4, dense_layers=1)
+    assert model.get_layer("down0_conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("down0_conv1").variable_dtype == "float32"
+    for layer in (model.get_layer("mask"), classifier.get_layer("prediction")):
+        assert layer.compute_dtype == "float32"
+    assert model.predict(np.zeros((1, 16, 16, 1), np.float32), verbose=0).dtype == np.float32
+    assert distribute.configure_precision("off") == "float32"
+
+
+def test_jit_reaches_the_compiled_model():
+    model = unet.build_unet((16, 16, 1), base=2, depth=2)
+    assert unet.compile_unet(model, "bce", 1e-3, jit_compile=True).jit_compile is True
+    assert unet.compile_unet(model, "bce", 1e-3).jit_compile is False
+    classifier = build_vgg16_style((32, 32, 1), base=2, dense_units=4, dense_layers=1)
+    assert compile_classifier(classifier, 1e-3, jit_compile=True).jit_compile is True
+    assert compile_classifier(classifier, 1e-3).jit_compile is False
