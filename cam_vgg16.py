@@ -158,23 +158,16 @@ def load_data(split, params):
 def training_dataset(images, labels, params):
     """Shuffled batches, each image with its own random rotation, shift and flip (no zoom)."""
     import tensorflow as tf
-    from medlab.augment import random_affine
-    one_hot = tf.one_hot(labels, 2)
-    batches = (tf.data.Dataset.from_tensor_slices((images, one_hot))
-               .shuffle(len(images), seed=params["seed"], reshuffle_each_iteration=True)
-               .batch(params["batch_size"]))
-    # A fresh stateless seed per batch, different every epoch but the same for the same --seed.
-    seeds = tf.data.Dataset.random(seed=params["seed"], rerandomize_each_iteration=True).batch(2)
-    augment = lambda batch, seed: (random_affine(batch[0], seed, rotation=params["rotation"],
-                                                 shift=params["shift"], zoom=0.0,
-                                                 flip=params["flip"]), batch[1])
-    return tf.data.Dataset.zip(batches, seeds).map(augment).prefetch(tf.data.AUTOTUNE)
+    from medlab.classify import image_dataset
+    augment = {"rotation": params["rotation"], "shift": params["shift"], "zoom": 0.0, "flip": params["flip"]}
+    return image_dataset(images, tf.one_hot(labels, 2), params["batch_size"], shuffle=True,
+                         augment=augment, seed=params["seed"])
 
 
 def validation_dataset(images, labels, params):
     import tensorflow as tf
-    return (tf.data.Dataset.from_tensor_slices((images, tf.one_hot(labels, 2)))
-            .batch(params["batch_size"]).prefetch(tf.data.AUTOTUNE))
+    from medlab.classify import image_dataset
+    return image_dataset(images, tf.one_hot(labels, 2), params["batch_size"])
 
 
 def region_masks(paths, size, side_path):

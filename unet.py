@@ -28,7 +28,7 @@ import tensorflow as tf
 from keras import layers
 from scipy import ndimage
 
-from medlab.augment import augment_pair
+from medlab.augment import augment_pair, augmented_batches
 from medlab.distribute import SCALING_HELP
 from medlab.images import decode, list_images, load_all, load_image, resize, to_channels, to_unit_range
 from medlab.runs import UserError
@@ -158,12 +158,7 @@ def shuffled(dataset, buffer, seed):
 
 def batched(pairs, batch_size, augment, seed):
     """Batches of pairs, with one shared random transform per pair when `augment` is set."""
-    dataset = pairs.batch(batch_size)
-    if augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda pair, batch_seed: augment_pair(pair[0], pair[1], batch_seed),
-            num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = augmented_batches(pairs, batch_size, augment_pair if augment else None, seed)
     options = tf.data.Options()
     # Pairs come from arrays or decoded file names, not from files TensorFlow can split between
     # workers, so each worker of a multi-worker run keeps its share of the elements.

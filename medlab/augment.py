@@ -59,3 +59,17 @@ def augment_pair(image, mask, seed, **options):
     stacked = random_affine(tf.concat([image, mask], axis=-1), seed, **options)
     new_mask = tf.cast(stacked[..., channels:] >= 0.5, mask.dtype)
     return stacked[..., :channels], new_mask
+
+
+def augmented_batches(pairs, batch_size, transform=None, seed=0):
+    """Batch a `tf.data` dataset of (input, target) pairs, the last partial batch kept.
+
+    With a `transform`, every batch becomes `transform(inputs, targets, batch_seed)`, where the
+    stateless seed differs from batch to batch and epoch to epoch yet repeats with `seed`.
+    """
+    dataset = pairs.batch(batch_size)
+    if transform is None:
+        return dataset
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(dataset, seeds).map(
+        lambda pair, batch_seed: transform(pair[0], pair[1], batch_seed), num_parallel_calls=tf.data.AUTOTUNE)

@@ -13,7 +13,7 @@ import medlab  # noqa: F401  (quiet TensorFlow start-up)
 import keras
 import tensorflow as tf
 
-from medlab.augment import random_affine
+from medlab.augment import augmented_batches, random_affine
 from medlab.runs import UserError
 
 # Retracing notices (each new model or last partial batch) are noise to the scripts' users.
@@ -44,19 +44,18 @@ def targets_for(model, labels):
 def image_dataset(images, targets, batch_size, shuffle=False, augment=False, seed=0):
     """A `tf.data` pipeline of (image, target) batches; the last partial batch is kept.
 
-    Only training data should be shuffled and augmented: each batch gets one random rotation (10
-    degrees), shift (0.1), zoom (0.2) and horizontal flip per image, as the lab's generator did.
+    Only training data should be shuffled and augmented. `augment=True` gives each image of a batch
+    its own random rotation (10 degrees), shift (0.1), zoom (0.2) and horizontal flip, as the lab's
+    generator did; a dict of `random_affine` options (e.g. `{"zoom": 0.0}`) changes them.
     """
     dataset = tf.data.Dataset.from_tensor_slices((images, targets))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+    options = augment if isinstance(augment, dict) else {}
+    transform = None
     if augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda batch, batch_seed: (random_affine(batch[0], batch_seed), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        transform = lambda inputs, targets, batch_seed: (random_affine(inputs, batch_seed, **options), targets)
+    return augmented_batches(dataset, batch_size, transform, seed).prefetch(tf.data.AUTOTUNE)
 
 
 def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None):
