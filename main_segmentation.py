@@ -47,7 +47,7 @@ EXPERIMENTS = {
 
 # With no data, a built-in synthetic set is generated and these demo settings replace the
 # defaults above (flags still win), so the whole demo finishes in minutes on a laptop CPU.
-SYNTHETIC_DEMO = {"pairs": 100, "size": 64, "batch_size": 4, "epochs": 20, "lr": 5e-4}
+SYNTHETIC_DEMO = {"pairs": 100, "size": 64, "batch_size": 4, "epochs": 16, "lr": 7e-4}
 
 if __name__ == "__main__":
     unet.run_command_line(sys.argv[1:], PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO)
