@@ -41,6 +41,10 @@ PARAMETERS = {
     "sanity_images": 16,      # validation images used by the sanity checks
     "shortcut": False,        # synthetic only: a text marker that gives the class away
     "out": "results/cam",
+    # Scaling (docs/scaling.md; medlab.distribute.SCALING_PARAMETERS): batch_size is per replica.
+    "strategy": "auto",       # auto, default, mirrored (local GPUs) or multiworker (TF_CONFIG)
+    "mixed_precision": "off", # off, float16 (GPU) or bfloat16
+    "jit": False,             # XLA compilation of the training step
 }
 # On the built-in synthetic set the lab's 80 epochs at lr 1e-5 would take long on a laptop CPU and
 # barely move; these settings train the demo in minutes. Flags the user types still win.
@@ -66,6 +70,8 @@ HELP = {
     "target_class": "class index to explain (default: predicted class)",
     "grid_images": "images in cam_grid.png", "sanity_images": "images for the sanity checks",
     "shortcut": "synthetic set with a class-correlated text marker", "out": "output root folder",
+    "strategy": "auto, default, mirrored or multiworker (BATCH_SIZE is per replica)",
+    "mixed_precision": "off, float16 (GPU) or bfloat16", "jit": "XLA compilation of the training step",
 }
 
 
@@ -125,6 +131,8 @@ def check_parameters(params):
     for name, ok, rule in rules:
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {params[name]} must be {rule}")
+    from medlab.distribute import check_scaling
+    check_scaling(params)
     if params["target_class"] is not None and params["target_class"] not in (0, 1):
         raise UserError(f"--class {params['target_class']} must be 0 or 1 (two classes)")
 
@@ -188,7 +196,7 @@ def region_masks(paths, size, side_path):
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
-def build_model(params):
+def build_model(params, jit_compile=False):
     """The lab's VGG16-style network as one flat graph, optionally fed centred pixels."""
     import keras
     from keras import layers
@@ -206,7 +214,7 @@ def build_model(params):
             x = layer(x)
         model = keras.Model(inputs, x, name=core.name)
     model.compile(optimizer=keras.optimizers.Adam(params["lr"]), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
 
@@ -448,6 +456,7 @@ def run_training(argv):
 
     import keras
     from medlab.classmetrics import roc_auc
+    from medlab.distribute import configure_scaling
     from medlab.gradcam import GradCAM
     from medlab.plots import plot_curves, read_history
     from medlab.runs import new_run_dir, save_config, set_seed, write_json
@@ -456,13 +465,16 @@ def run_training(argv):
     set_seed(params["seed"])
     train_images, val_images = load_data(split, params)
     names = split.class_names
-    model = build_model(params)
+    scaling = configure_scaling(params["strategy"], params["mixed_precision"], params["jit"], params["batch_size"])
+    with scaling.scope():
+        model = build_model(params, jit_compile=scaling.jit)
     explainer = GradCAM(model, params["layer"])  # fails early on a bad --layer, before training
     run_dir = new_run_dir(params["out"], Path(folder).name.lower())
     save_config(run_dir, {**params, "data_folder": str(folder), "synthetic": synthetic,
                           "class_names": names, "demo_settings": DEMO_SETTINGS if synthetic else None})
-    train(model, training_dataset(train_images, split.train_labels, params),
-          validation_dataset(val_images, split.val_labels, params), params, run_dir)
+    batches = {**params, "batch_size": scaling.global_batch(params["batch_size"])}
+    train(model, training_dataset(train_images, split.train_labels, batches),
+          validation_dataset(val_images, split.val_labels, batches), params, run_dir)
     model.save(run_dir / "model.keras")
     plot_curves({"VGG16": read_history(run_dir / "history.csv")}, run_dir / "curves.png",
                 metrics=("loss", "accuracy"))

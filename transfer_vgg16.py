@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlab.distribute import SCALING_HELP, SCALING_PARAMETERS
 from medlab.runs import UserError, main_guard  # light imports: TensorFlow loads only when needed
 
 PARAMETERS = {
@@ -47,6 +48,7 @@ PARAMETERS = {
     "bootstrap": 2000,          # resamples for the 95% confidence intervals
     "cache_dir": "data/cache/vgg16-features",
     "out": "results/transfer",
+    **SCALING_PARAMETERS,       # strategy, mixed_precision, jit (docs/scaling.md); batch_size is per replica
 }
 
 HELP = {
@@ -54,6 +56,7 @@ HELP = {
     "weights": "imagenet, none, or a path to a VGG16 notop .h5/.weights.h5 file",
     "preprocess": "vgg16 or rescale", "folds": "K-fold cross-validation (0 = use the split)",
     "seeds": "number of repeats with different seeds", "positive": "positive class name",
+    **SCALING_HELP,
 }
 
 # Without data, a generated set replaces data/Skin or data/Bone, and these settings replace the
@@ -230,7 +233,8 @@ def build_head(feature_shape, dense_units, dropout):
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="prediction")(x)
+    # float32 even under a mixed-precision policy, so probabilities and losses keep full precision.
+    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="prediction")(x)
     return keras.Model(inputs, outputs, name="transfer_head")
 
 
@@ -297,27 +301,31 @@ def plan_evaluations(split, folds, seed):
     return [("split", np.arange(n_train), np.arange(n_train, labels.size))]
 
 
-def train_transfer(features, labels, train, val, p, csv_path):
+def train_transfer(features, labels, train, val, p, csv_path, scaling):
     """A fresh head trained on cached features; returns it with validation scores and seconds."""
     from medlab.classify import class_one_scores, compile_classifier, fit_logged
-    head = compile_classifier(build_head(features.shape[1:], p["dense_units"], p["dropout"]), p["lr"])
-    seconds = fit_logged(head, (features[train], labels[train, None]),
-                         (features[val], labels[val, None]), p["epochs"], csv_path, p["batch_size"])
+    with scaling.scope():
+        head = compile_classifier(build_head(features.shape[1:], p["dense_units"], p["dropout"]), p["lr"],
+                                  jit_compile=scaling.jit)
+    seconds = fit_logged(head, (features[train], labels[train, None]), (features[val], labels[val, None]),
+                         p["epochs"], csv_path, scaling.global_batch(p["batch_size"]))
     return head, class_one_scores(head, features[val]), seconds
 
 
-def train_scratch(images, labels, train, val, p, seed, csv_path):
+def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
     from medlab.classify import class_one_scores, compile_classifier, fit_logged, image_dataset
-    model = compile_classifier(build_scratch(p), p["scratch_lr"])
+    with scaling.scope():
+        model = compile_classifier(build_scratch(p), p["scratch_lr"], jit_compile=scaling.jit)
     targets = labels.astype(np.float32)[:, None]
-    train_data = image_dataset(images[train], targets[train], p["batch_size"], shuffle=True,
+    batch_size = scaling.global_batch(p["batch_size"])
+    train_data = image_dataset(images[train], targets[train], batch_size, shuffle=True,
                                augment=p["augment"], seed=seed)
-    val_data = image_dataset(images[val], targets[val], p["batch_size"])
+    val_data = image_dataset(images[val], targets[val], batch_size)
     seconds = fit_logged(model, train_data, val_data, p["epochs"], csv_path)
     return model, class_one_scores(model, images[val]), seconds
 
 
-def run_evaluations(data, p, run_dir):
+def run_evaluations(data, p, run_dir, scaling):
     """Train both models for every (seed, fold); keep the first run's models for export."""
     from medlab.runs import set_seed
     runs, kept = [], {}
@@ -328,10 +336,11 @@ def run_evaluations(data, p, run_dir):
             print(f"\n=== {name}, seed {seed}: {len(train)} training, {len(val)} validation images")
             set_seed(seed)
             head, transfer_scores, head_seconds = train_transfer(
-                data["features"], data["labels"], train, val, p, run_dir / f"history_transfer{tag}.csv")
+                data["features"], data["labels"], train, val, p, run_dir / f"history_transfer{tag}.csv", scaling)
             set_seed(seed)
             scratch, scratch_scores, scratch_seconds = train_scratch(
-                data["images"], data["labels"], train, val, p, seed, run_dir / f"history_scratch{tag}.csv")
+                data["images"], data["labels"], train, val, p, seed, run_dir / f"history_scratch{tag}.csv",
+                scaling)
             if not runs:
                 kept = {"head": head, "scratch": scratch}
             runs.append({"name": name, "seed": seed, "tag": tag, "val": val,
@@ -565,6 +574,8 @@ def locate_data(p, flags):
 
 def check_parameters(p):
     from medlab.cli import check_range
+    from medlab.distribute import check_scaling
+    check_scaling(p)
     if p["preprocess"] not in ("vgg16", "rescale"):
         raise UserError(f"--preprocess {p['preprocess']} is unknown; choose vgg16 or rescale")
     for name, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1), ("image_size", 32),
@@ -611,6 +622,7 @@ def train_command(argv):
     import medlab  # noqa: F401  (quiet TensorFlow start-up)
     from medlab.classdata import load_class_split
     from medlab.cli import typed_flags
+    from medlab.distribute import configure_scaling
     from medlab.runs import new_run_dir, save_config, set_seed, write_json
     args = parse_arguments(argv)
     flags = typed_flags(args, PARAMETERS)
@@ -631,7 +643,9 @@ def train_command(argv):
     print(f"writing results to {run_dir}")
     save_config(run_dir, {**p, "data_dir": str(data_dir), "synthetic": synthetic,
                           "class_names": split.class_names, "positive_class": split.class_names[positive]})
-    runs, kept = run_evaluations(data, p, run_dir)
+    # After the features are cached: a 16-bit policy must not reach the backbone or its cache.
+    scaling = configure_scaling(p["strategy"], p["mixed_precision"], p["jit"], p["batch_size"])
+    runs, kept = run_evaluations(data, p, run_dir, scaling)
     metrics, (truth, scores) = summarise(runs, data["labels"], positive, p)
     evaluation = (f"stratified {p['folds']}-fold cross-validation on train+validation" if p["folds"] >= 2
                   else f"the {split.layout}-layout validation set") + f", {p['seeds']} seed(s)"

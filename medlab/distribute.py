@@ -58,6 +58,12 @@ class Scaling:
         return self.strategy.scope()
 
 
+def single_device():
+    """The scaling of a run without flags: the default strategy, no XLA (for tests and helpers)."""
+    import tensorflow as tf
+    return Scaling(tf.distribute.get_strategy())
+
+
 def check_scaling(p):
     """Reject unknown --strategy / --mixed-precision values with a one-line `UserError`."""
     for name, choices in (("strategy", STRATEGIES), ("mixed_precision", PRECISIONS)):

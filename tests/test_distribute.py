@@ -99,3 +99,14 @@ def test_jit_reaches_the_compiled_model():
     classifier = build_vgg16_style((32, 32, 1), base=2, dense_units=4, dense_layers=1)
     assert compile_classifier(classifier, 1e-3, jit_compile=True).jit_compile is True
     assert compile_classifier(classifier, 1e-3).jit_compile is False
+
+
+def test_transfer_and_cam_take_the_same_flags_and_refuse_unknown_values():
+    import cam_vgg16
+    import transfer_vgg16
+    assert {name: cam_vgg16.PARAMETERS[name] for name in distribute.SCALING_PARAMETERS} == distribute.SCALING_PARAMETERS
+    assert {name: transfer_vgg16.PARAMETERS[name] for name in distribute.SCALING_PARAMETERS} == distribute.SCALING_PARAMETERS
+    with pytest.raises(UserError, match="--strategy tpu is unknown"):
+        transfer_vgg16.check_parameters({**transfer_vgg16.PARAMETERS, "strategy": "tpu"})
+    with pytest.raises(UserError, match="--mixed-precision fp8 is unknown"):
+        cam_vgg16.check_parameters({**cam_vgg16.PARAMETERS, "mixed_precision": "fp8"})

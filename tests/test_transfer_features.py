@@ -6,6 +6,7 @@ import pytest
 
 import transfer_vgg16 as tv
 from medlab.classdata import load_class_split
+from medlab.distribute import single_device
 from medlab.images import load_image
 from medlab.runs import UserError
 
@@ -96,7 +97,8 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
     features, _ = tv.cached_features(random_backbone, paths, SIZE, "vgg16", tmp_path / "cache", "w")
     params = {**tv.PARAMETERS, "epochs": 3, "lr": 1e-3, "batch_size": 4}
     train, val = np.arange(8), np.arange(8, 16)
-    head, scores, _ = tv.train_transfer(features, labels, train, val, params, tmp_path / "history.csv")
+    head, scores, _ = tv.train_transfer(features, labels, train, val, params, tmp_path / "history.csv",
+                                        single_device())
     assert not random_backbone.trainable
     for old, new in zip(before, random_backbone.get_weights()):
         np.testing.assert_array_equal(old, new)
