@@ -622,7 +622,7 @@ def train_command(argv):
     import medlab  # noqa: F401  (quiet TensorFlow start-up)
     from medlab.classdata import load_class_split
     from medlab.cli import typed_flags
-    from medlab.distribute import configure_scaling
+    from medlab.distribute import configure_precision, configure_scaling
     from medlab.runs import new_run_dir, save_config, set_seed, write_json
     args = parse_arguments(argv)
     flags = typed_flags(args, PARAMETERS)
@@ -635,6 +635,9 @@ def train_command(argv):
         raise UserError(f"--positive {p['positive']} is not a class; choose one of "
                         f"{', '.join(split.class_names)}")
     positive = positive_label(split.class_names, p["positive"])
+    # The strategy before TensorFlow runs anything (MultiWorkerMirroredStrategy needs that); the
+    # precision policy only after the features are cached, so it never reaches the backbone.
+    scaling = configure_scaling(p["strategy"], jit=p["jit"], batch_size=p["batch_size"])
     set_seed(p["seed"])  # a random backbone (--weights none) is then the same in every run
     backbone = load_backbone(p["weights"], p["image_size"])
     data = prepare_data(split, backbone, p)  # before the run folder: a corrupt image stops here
@@ -643,8 +646,7 @@ def train_command(argv):
     print(f"writing results to {run_dir}")
     save_config(run_dir, {**p, "data_dir": str(data_dir), "synthetic": synthetic,
                           "class_names": split.class_names, "positive_class": split.class_names[positive]})
-    # After the features are cached: a 16-bit policy must not reach the backbone or its cache.
-    scaling = configure_scaling(p["strategy"], p["mixed_precision"], p["jit"], p["batch_size"])
+    configure_precision(p["mixed_precision"])
     runs, kept = run_evaluations(data, p, run_dir, scaling)
     metrics, (truth, scores) = summarise(runs, data["labels"], positive, p)
     evaluation = (f"stratified {p['folds']}-fold cross-validation on train+validation" if p["folds"] >= 2
