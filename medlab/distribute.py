@@ -59,7 +59,7 @@ class Scaling:
 
 
 def single_device():
-    """The scaling of a run without flags: the default strategy, no XLA (for tests and helpers)."""
+    """One device (the default strategy) and no XLA: training as before this module (tests, helpers)."""
     import tensorflow as tf
     return Scaling(tf.distribute.get_strategy())
 
