@@ -41,7 +41,7 @@ PARAMETERS = {
     "sanity_images": 16,      # validation images used by the sanity checks
     "shortcut": False,        # synthetic only: a text marker that gives the class away
     "out": "results/cam",
-    # Scaling (docs/scaling.md; medlab.distribute.SCALING_PARAMETERS): batch_size is per replica.
+    # Scaling (README, "Scaling"; medlab.distribute.SCALING_PARAMETERS): batch_size is per replica.
     "strategy": "auto",       # auto, default, mirrored (local GPUs) or multiworker (TF_CONFIG)
     "mixed_precision": "off", # off, float16 (GPU) or bfloat16
     "jit": False,             # XLA compilation of the training step

@@ -26,7 +26,7 @@ PARAMETERS = {
     "val_fraction": 0.2,        # the same seeded split for every experiment
     "seed": 42,
     "out": "results/segmentation",
-    # Scaling (docs/scaling.md): batch_size above is per replica; the global batch is printed.
+    # Scaling (README, "Scaling"): batch_size above is per replica; the global batch is printed.
     "cache": "auto",            # memory, disk or none; auto preloads when it fits the budget below
     "memory_budget_gb": 4.0,
     "strategy": "auto",         # auto, default, mirrored (all local GPUs) or multiworker (TF_CONFIG)

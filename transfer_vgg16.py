@@ -48,7 +48,7 @@ PARAMETERS = {
     "bootstrap": 2000,          # resamples for the 95% confidence intervals
     "cache_dir": "data/cache/vgg16-features",
     "out": "results/transfer",
-    **SCALING_PARAMETERS,       # strategy, mixed_precision, jit (docs/scaling.md); batch_size is per replica
+    **SCALING_PARAMETERS,       # strategy, mixed_precision, jit (README, "Scaling"); batch_size is per replica
 }
 
 HELP = {

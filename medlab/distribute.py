@@ -122,7 +122,7 @@ def describe_strategy(name, strategy, batch_size=None):
 def check_tf_config(text):
     """Raise a one-line `UserError` unless `text` is a usable multi-worker TF_CONFIG."""
     example = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}\' (see docs/scaling.md)')
+               '"task": {"type": "worker", "index": 0}}\' (see the README, "Scaling")')
     if not text:
         raise UserError(f"--strategy multiworker needs the TF_CONFIG environment variable on every machine; {example}")
     try:
