@@ -10,6 +10,9 @@ import numpy as np
 
 from medlab.runs import UserError
 
+# OpenCV warns about harmless TIFF tag quirks on stderr; real decoding failures still raise below.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # Files that are never images and never worth a warning.
 SILENT_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
