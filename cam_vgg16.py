@@ -525,20 +525,6 @@ def run_training(argv):
     return run_dir
 
 
-def load_saved_model(path):
-    import keras
-    from medlab.runs import UserError
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist; pass a .keras file saved by cam_vgg16.py "
-                        "or another Keras script")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a bad file; the user needs one line
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load model {path}: {reason}") from None
-
-
 def class_names_for(model_path, n_classes):
     """Class names from the run's config.json next to the model, else class0, class1, ..."""
     import json
@@ -557,7 +543,8 @@ def run_explain(argv):
     from medlab.gradcam import GradCAM, overlay, upsample
     from medlab.images import decode, load_image, save_image, to_channels, to_unit_range
     from medlab.runs import UserError, new_run_dir
-    model = load_saved_model(args.model)
+    from medlab.runs import load_keras_model
+    model = load_keras_model(args.model, "cam_vgg16.py or another Keras script", compile=False)
     explainer = GradCAM(model, args.layer)
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[3] not in (1, 3) or shape[1] is None:

@@ -691,19 +691,12 @@ def predict_command(argv):
 
 
 def load_saved_model(path):
-    import keras
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist; pass a .keras file from a results folder")
+    from medlab.runs import load_keras_model
     info_path = path.with_suffix(".json")
-    if not info_path.is_file():
+    if path.is_file() and not info_path.is_file():
         raise UserError(f"{info_path} is missing; predict needs the class names a run writes next "
                         "to transfer_vgg16.keras and scratch_vgg16.keras")
-    try:
-        model = keras.models.load_model(path)
-    except Exception as error:
-        raise UserError(f"cannot load model {path} ({type(error).__name__}); pass a .keras file "
-                        "written by transfer_vgg16.py") from None
-    return model, json.loads(info_path.read_text())
+    return load_keras_model(path, "transfer_vgg16.py"), json.loads(info_path.read_text())
 
 
 def main(argv=None):

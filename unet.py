@@ -31,7 +31,7 @@ from scipy import ndimage
 from medlab.augment import augment_pair, augmented_batches
 from medlab.distribute import SCALING_HELP
 from medlab.images import decode, list_images, load_all, load_image, resize, to_channels, to_unit_range
-from medlab.runs import UserError
+from medlab.runs import UserError, load_keras_model
 
 THRESHOLD = 0.5
 CACHE_MODES = ("auto", "memory", "disk", "none")
@@ -705,7 +705,7 @@ def predict_command(argv, parameters):
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     parser.add_argument("--out", default=parameters["out"], help="folder for the new predict-* folder")
     args = parser.parse_args(argv)
-    model = load_model(args.model)
+    model = load_keras_model(args.model, "main_segmentation.py")
     size = model.input_shape[1]
     out_dir = new_run_dir(args.out, "predict")
     for path in map(Path, args.images):
@@ -716,13 +716,3 @@ def predict_command(argv, parameters):
         save_image(out_dir / f"{path.stem}_overlay.png", overlay_mask(original, mask))
         print(f"{path}: lung area {mask.mean():.1%} of the image")
     print(f"masks and overlays: {out_dir}")
-
-
-def load_model(path):
-    if not Path(path).is_file():
-        raise UserError(f"model file {path} does not exist; pass a model.keras from a results folder")
-    try:
-        return keras.models.load_model(path)
-    except Exception as error:  # Keras raises many types for a file that is not a model
-        raise UserError(f"cannot load model {path} ({type(error).__name__}); pass a .keras file "
-                        "saved by main_segmentation.py") from None

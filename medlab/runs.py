@@ -118,3 +118,16 @@ def banner(lines):
     for line in lines:
         print(f"# {line.ljust(width - 4)} #")
     print("#" * width)
+
+
+def load_keras_model(path, made_by, compile=True):
+    """A saved `.keras` model, or a one-line `UserError` naming the file and what to pass instead."""
+    import keras
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as error:  # Keras raises many types for a file that is not a model
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load model {path} ({reason}); pass a .keras file saved by {made_by}") from None
