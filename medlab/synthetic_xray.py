@@ -103,7 +103,8 @@ def write_chest_xrays(folder, count, size, seed):
     image_dir, mask_dir = Path(folder) / "Image", Path(folder) / "Mask"
     image_dir.mkdir(parents=True)
     mask_dir.mkdir(parents=True)
-    bar = progress(count, f"generating {count} synthetic chest X-rays ({size}x{size}) in {folder}")
+    final = str(folder).removesuffix(".tmp")  # written beside it, then renamed by ensure_synthetic
+    bar = progress(count, f"generating {count} synthetic chest X-rays ({size}x{size}) in {final}")
     for i in range(count):
         image, mask = chest_xray(np.random.default_rng([seed, i]), size)
         save_image(image_dir / f"cxr_{i:04d}.png", image)
