@@ -35,6 +35,10 @@ PARAMETERS = {
     "shift": 0.1,             # fraction of width / height
     "flip": True,             # random horizontal flip
     "centre": True,           # pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
+    "batch_norm": False,      # BatchNormalization after every convolution (not in the lab's model)
+    "pooling": "flatten",     # top of the convolutions: flatten (the lab's), max or avg (global pooling)
+    "dropout": 0.4,           # after each of the 3 Dense(64) layers
+    "lr_schedule": "constant",  # constant, or cosine: decays to 0 over the run
     "layer": None,            # layer to explain; None: Last_ConvLayer (or the last convolution)
     "target_class": None,     # class to explain; None: each image's predicted class
     "grid_images": 12,        # validation images in cam_grid.png
@@ -46,10 +50,18 @@ PARAMETERS = {
     "mixed_precision": "off", # off, float16 (GPU) or bfloat16
     "jit": False,             # XLA compilation of the training step
 }
-# On the built-in synthetic set the lab's 80 epochs at lr 1e-5 would take long on a laptop CPU and
-# barely move; these settings train the demo in minutes. Flags the user types still win.
-DEMO_SETTINGS = {"epochs": 20, "lr": 3e-4}
-SYNTHETIC_SET = {"n_train": 200, "n_val": 80, "size": 256, "seed": 0}  # the transfer script's set too
+# Settings that replace the defaults on the built-in synthetic sets (flags still win). The lab's
+# exact network (no batch norm, Flatten, dropout 0.4) stays at chance on the fracture set within a
+# CPU budget: only evidence as large as a burned-in text label gets it off its starting plateau
+# (README, Task 3). So the plain demo trains a variant that learns the fracture in minutes, and the
+# shortcut demo trains the lab's own network, which picks up the text marker as the course's did.
+DEMO_SETTINGS = {"epochs": 12, "lr": 1e-3, "lr_schedule": "cosine", "batch_norm": True,
+                 "pooling": "max", "dropout": 0.0}
+SHORTCUT_DEMO_SETTINGS = {"epochs": 20, "lr": 3e-4}
+# Training images: enough for the fracture; for the shortcut as few as the course had, since with
+# more the lab's network, once the marker has got it going, goes on to learn the faint cracks too.
+SYNTHETIC_SET = {"n_train": 600, "n_val": 80, "size": 256, "seed": 0}
+SHORTCUT_SET = {**SYNTHETIC_SET, "n_train": 200}
 CENTRING = (4.0, -2.0)  # (x - 0.5) / 0.25, as the transfer script's from-scratch model
 DATA_ROOT = Path("data")
 DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}
@@ -67,6 +79,9 @@ HELP = {
     "lr": "Adam learning rate", "batch_size": "batch size", "seed": "random seed",
     "rotation": "augmentation rotation in degrees", "shift": "augmentation shift fraction",
     "flip": "augmentation horizontal flip", "centre": "centre pixels inside the model", "layer": "layer to explain",
+    "batch_norm": "batch normalisation after every convolution",
+    "pooling": "flatten (the lab's), max or avg: global pooling instead of Flatten",
+    "dropout": "dropout after each dense layer (0: none)", "lr_schedule": "constant or cosine",
     "target_class": "class index to explain (default: predicted class)",
     "grid_images": "images in cam_grid.png", "sanity_images": "images for the sanity checks",
     "shortcut": "synthetic set with a class-correlated text marker", "out": "output root folder",
@@ -88,7 +103,8 @@ def train_parser():
                                 action=argparse.BooleanOptionalAction, help=text)
         else:
             kind = FLAG_TYPES.get(name, type(default))
-            choices = {"dataset": list(DATASET_FOLDERS), "channels": [1, 3]}.get(name)
+            choices = {"dataset": list(DATASET_FOLDERS), "channels": [1, 3], "pooling": ["flatten", "max", "avg"],
+                       "lr_schedule": ["constant", "cosine"]}.get(name)
             parser.add_argument(*flags, dest=name, default=None, type=kind, choices=choices, help=text)
     return parser
 
@@ -113,10 +129,14 @@ def resolve_parameters(args, synthetic):
     """Lab defaults, then demo settings on synthetic data, then the flags the user typed."""
     params = dict(PARAMETERS)
     if synthetic:
-        params.update(DEMO_SETTINGS)
+        params.update(demo_settings(args.shortcut))
     params.update({k: v for k, v in vars(args).items() if k in PARAMETERS and v is not None})
     check_parameters(params)
     return params
+
+
+def demo_settings(shortcut):
+    return SHORTCUT_DEMO_SETTINGS if shortcut else DEMO_SETTINGS
 
 
 def check_parameters(params):
@@ -126,6 +146,7 @@ def check_parameters(params):
              ("lr", params["lr"] > 0, "positive"), ("batch_size", params["batch_size"] >= 1, "at least 1"),
              ("rotation", 0 <= params["rotation"] <= 180, "in [0, 180]"),
              ("shift", 0 <= params["shift"] < 1, "in [0, 1)"),
+             ("dropout", 0 <= params["dropout"] < 1, "in [0, 1)"),
              ("grid_images", params["grid_images"] >= 1, "at least 1"),
              ("sanity_images", params["sanity_images"] >= 1, "at least 1")]
     for name, ok, rule in rules:
@@ -152,7 +173,8 @@ def find_data(args):
     if user_folder.is_dir() and not args.shortcut:
         return user_folder, False
     from medlab.synthetic_classes import synthetic_class_set
-    return synthetic_class_set(dataset, shortcut=bool(args.shortcut), **SYNTHETIC_SET), True
+    recipe = SHORTCUT_SET if args.shortcut else SYNTHETIC_SET
+    return synthetic_class_set(dataset, shortcut=bool(args.shortcut), **recipe), True
 
 
 def load_data(split, params):
@@ -196,13 +218,14 @@ def region_masks(paths, size, side_path):
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
-def build_model(params, jit_compile=False):
+def build_model(params, steps_per_epoch=1, jit_compile=False):
     """The lab's VGG16-style network as one flat graph, optionally fed centred pixels."""
     import keras
     from keras import layers
     from medlab.vgg import build_vgg16_style
-    core = build_vgg16_style((params["size"], params["size"], params["channels"]),
-                             base=params["base"], n_classes=2)
+    core = build_vgg16_style((params["size"], params["size"], params["channels"]), base=params["base"],
+                             n_classes=2, dropout=params["dropout"], batch_norm=params["batch_norm"],
+                             pooling=None if params["pooling"] == "flatten" else params["pooling"])
     if not params["centre"]:
         model = core
     else:
@@ -213,7 +236,10 @@ def build_model(params, jit_compile=False):
         for layer in core.layers[1:]:
             x = layer(x)
         model = keras.Model(inputs, x, name=core.name)
-    model.compile(optimizer=keras.optimizers.Adam(params["lr"]), loss="categorical_crossentropy",
+    lr = params["lr"]
+    if params["lr_schedule"] == "cosine":  # ends the run with small steps: the last epoch's weights are settled
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=params["epochs"] * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
@@ -245,9 +271,15 @@ def tolerance_pixels(explainer, size):
 
 
 def faithfulness(maps, masks, tolerance):
-    """Pointing-game hit rate and mean energy inside the masks, with what chance would give."""
+    """Pointing-game hit rate and mean energy inside the masks, with what chance would give.
+
+    Images with an empty mask have nothing to point at (a normal femur has no fracture) and are left out.
+    """
     import cv2
     from medlab.gradcam import energy_inside, pointing_hit
+    if masks is not None:
+        has_region = masks.any(axis=(1, 2))
+        maps, masks = maps[has_region], masks[has_region]
     if masks is None or len(maps) == 0:
         return {"hit_rate": None, "energy_inside": None, "chance_hit_rate": None, "n": 0}
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance + 1,) * 2)
@@ -393,7 +425,7 @@ def where_maps_point(metrics):
         return (f"**The maps go to the burned-in text marker** ({fmt(marker)} of the maxima) more "
                 f"often than to the discriminative region ({fmt(region)}): the classifier uses a shortcut.")
     return (f"The maps point at the discriminative region in {fmt(region)} of the correctly "
-            f"classified images (text marker: {fmt(marker)}).")
+            f"classified images that have one (text marker: {fmt(marker)}).")
 
 
 def write_summary(run_dir, params, metrics, sanity, data_note):
@@ -405,7 +437,7 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
              verdict(metrics, sanity), "",
              "![learning curves](curves.png)", "", "## Where the model looks", "",
              "![Grad-CAM grid](cam_grid.png)", "", "![mean map per class](class_mean_cam.png)", ""]
-    lines += ["## Faithfulness (correctly classified validation images)", ""]
+    lines += ["## Faithfulness (correctly classified validation images with a known region)", ""]
     if region["all"]["n"] == 0 or region["all"]["hit_rate"] is None:
         lines += ["No region masks for these images (only the synthetic sets record where the "
                   "evidence is), so the pointing game is not computed.", ""]
@@ -447,9 +479,11 @@ def run_training(argv):
     params = resolve_parameters(args, synthetic)
     if synthetic:
         from medlab.synthetic import synthetic_banner
-        chosen = {k: params[k] for k in DEMO_SETTINGS}
-        synthetic_banner(f"{folder.name} ({'text marker tied to the class' if params['shortcut'] else 'crack / lesion'})",
-                         folder, ", ".join(f"{k}={v}" for k, v in chosen.items()) + " (flags override)")
+        chosen = {k: params[k] for k in demo_settings(params["shortcut"])}
+        what = ("text marker tied to the class; the lab's network" if params["shortcut"] else
+                "fracture / lesion; the lab's network with batch norm and global max pooling")
+        synthetic_banner(f"{folder.name} ({what})", folder,
+                         ", ".join(f"{k}={v}" for k, v in chosen.items()) + " (flags override)")
     from medlab.classdata import load_class_split
     split = load_class_split(folder, seed=params["seed"])  # checks the folders before TensorFlow starts
     print(split.describe())
@@ -466,13 +500,14 @@ def run_training(argv):
     train_images, val_images = load_data(split, params)
     names = split.class_names
     scaling = configure_scaling(params["strategy"], params["mixed_precision"], params["jit"], params["batch_size"])
+    global_batch = scaling.global_batch(params["batch_size"])
     with scaling.scope():
-        model = build_model(params, jit_compile=scaling.jit)
+        model = build_model(params, int(np.ceil(len(train_images) / global_batch)), jit_compile=scaling.jit)
     explainer = GradCAM(model, params["layer"])  # fails early on a bad --layer, before training
     run_dir = new_run_dir(params["out"], Path(folder).name.lower())
     save_config(run_dir, {**params, "data_folder": str(folder), "synthetic": synthetic,
-                          "class_names": names, "demo_settings": DEMO_SETTINGS if synthetic else None})
-    batches = {**params, "batch_size": scaling.global_batch(params["batch_size"])}
+                          "class_names": names, "demo_settings": demo_settings(params["shortcut"]) if synthetic else None})
+    batches = {**params, "batch_size": global_batch}
     train(model, training_dataset(train_images, split.train_labels, batches),
           validation_dataset(val_images, split.val_labels, batches), params, run_dir)
     model.save(run_dir / "model.keras")

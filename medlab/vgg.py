@@ -5,28 +5,37 @@ from keras import layers
 LAST_CONV_LAYER = "Last_ConvLayer"
 # Filters of each block as multiples of `base`, with the number of convolutions in the block.
 VGG16_BLOCKS = ((1, 2), (2, 2), (4, 3), (8, 3), (8, 3))
+POOLING = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2D}
 
 
 def build_vgg16_style(input_shape=(128, 128, 1), base=8, n_classes=2, dense_units=64,
-                      dense_layers=3, dropout=0.4, name="vgg16_style"):
+                      dense_layers=3, dropout=0.4, batch_norm=False, pooling=None, name="vgg16_style"):
     """VGG16 blocks [b,b] [2b,2b] [4b x3] [8b x3] [8b x3] of 3x3 'same' convs + ReLU + max-pooling,
     then Flatten and `dense_layers` x (Dense(dense_units, relu), Dropout(dropout)).
 
+    The lab's network is the default. Two options help it learn small, movable evidence (a
+    fracture line) from few images: `batch_norm` puts a BatchNormalization after every
+    convolution's ReLU (so each convolution, `Last_ConvLayer` included, still outputs rectified
+    maps for Grad-CAM), and `pooling` ("max" or "avg") replaces Flatten by global pooling, as
+    `keras.applications` models do. Dropout 0 leaves the Dropout layers out.
+
     The output is a softmax over `n_classes`, or a single sigmoid unit when `n_classes` is 1.
-    The last convolution is named `Last_ConvLayer`, the layer Grad-CAM explains by default.
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     for block, (multiple, convs) in enumerate(VGG16_BLOCKS, start=1):
         for conv in range(1, convs + 1):
             is_last = block == len(VGG16_BLOCKS) and conv == convs
-            x = layers.Conv2D(base * multiple, 3, padding="same", activation="relu",
-                              name=LAST_CONV_LAYER if is_last else f"block{block}_conv{conv}")(x)
+            conv_name = LAST_CONV_LAYER if is_last else f"block{block}_conv{conv}"
+            x = layers.Conv2D(base * multiple, 3, padding="same", activation="relu", name=conv_name)(x)
+            if batch_norm:
+                x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    x = layers.Flatten(name="flatten")(x)
+    x = POOLING[pooling](name=f"global_{pooling}_pool")(x) if pooling else layers.Flatten(name="flatten")(x)
     for i in range(1, dense_layers + 1):
         x = layers.Dense(dense_units, activation="relu", name=f"dense{i}")(x)
-        x = layers.Dropout(dropout, name=f"dropout{i}")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"dropout{i}")(x)
     activation = "sigmoid" if n_classes == 1 else "softmax"
     # float32 even under a mixed-precision policy, so probabilities and losses keep full precision.
     outputs = layers.Dense(n_classes, activation=activation, dtype="float32", name="prediction")(x)

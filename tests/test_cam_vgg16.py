@@ -45,8 +45,11 @@ def test_training_run_writes_every_output(tiny_run):
         assert key in metrics, key
     assert 0 <= metrics["val_accuracy"] <= 1 and metrics["n_val"] == 8
     assert metrics["layer"] == "Last_ConvLayer" and metrics["cam_resolution"] == "2x2"
-    # Region masks were found, so faithfulness is scored on every correctly classified image.
-    assert metrics["pointing_game_by_class"]["all"]["n"] == round(metrics["val_accuracy"] * 8)
+    # Region masks were found: the marker is scored on every correctly classified image, the
+    # fracture region only on AFF images (a normal femur has no region to point at).
+    assert metrics["marker_pointing_game_by_class"]["all"]["n"] == round(metrics["val_accuracy"] * 8)
+    regions = metrics["pointing_game_by_class"]
+    assert regions["NFF"]["n"] == 0 and regions["all"]["n"] == regions["AFF"]["n"]
     sanity = json.loads((run_dir / "sanity.json").read_text())
     assert sanity["randomisation_cascade"][0]["randomised_down_to"] == "prediction"
     assert len(sanity["randomisation_cascade"]) == 17  # 13 convolutions + 4 dense layers
@@ -139,3 +142,59 @@ def test_training_rejects_a_bad_layer_before_training(tmp_path, capsys):
 def test_shortcut_needs_the_synthetic_set(tmp_path, capsys):
     root = two_class_folder(tmp_path / "set")
     expect_user_error(capsys, ["--data-dir", str(root), "--shortcut"], "--shortcut")
+
+
+def demo_model_params(**changes):
+    params = {**cam_vgg16.PARAMETERS, **cam_vgg16.DEMO_SETTINGS, "size": 32, "base": 2, "epochs": 3}
+    return {**params, **changes}
+
+
+def test_demo_model_options_change_the_lab_network_where_documented():
+    import keras
+    lab = cam_vgg16.build_model({**cam_vgg16.PARAMETERS, "size": 32, "base": 2})
+    demo = cam_vgg16.build_model(demo_model_params())
+    lab_kinds = [type(layer).__name__ for layer in lab.layers]
+    demo_kinds = [type(layer).__name__ for layer in demo.layers]
+    assert "Flatten" in lab_kinds and lab_kinds.count("Dropout") == 3 and "BatchNormalization" not in lab_kinds
+    assert "GlobalMaxPooling2D" in demo_kinds and "Flatten" not in demo_kinds and "Dropout" not in demo_kinds
+    assert demo_kinds.count("BatchNormalization") == demo_kinds.count("Conv2D") == 13
+    assert demo_kinds.count("Dense") == lab_kinds.count("Dense") == 4  # 3 x Dense(64) + the softmax
+    # Batch norm follows the ReLU, so the explained layer still outputs rectified maps.
+    last = demo.get_layer("Last_ConvLayer")
+    assert last.get_config()["activation"] == "relu"
+    assert type(demo.layers[demo.layers.index(last) + 1]).__name__ == "BatchNormalization"
+    maps, _, _ = __import__("medlab.gradcam", fromlist=["GradCAM"]).GradCAM(demo)(np.random.rand(2, 32, 32, 1))
+    assert maps.shape == (2, 2, 2) and np.isfinite(maps).all()
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run():
+    import keras
+    model = cam_vgg16.build_model(demo_model_params(lr=1e-3, epochs=3), steps_per_epoch=5)
+    schedule = keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(8)) == pytest.approx(5e-4, rel=0.2)
+    assert float(schedule(15)) == pytest.approx(0.0, abs=1e-9)  # 3 epochs x 5 steps
+    constant = cam_vgg16.build_model(demo_model_params(lr_schedule="constant"))
+    assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
+
+
+def test_pointing_game_leaves_out_images_without_a_region():
+    cams = np.zeros((3, 16, 16))
+    cams[:, 2, 2] = 1.0  # every map peaks at (2, 2)
+    masks = np.zeros((3, 16, 16), bool)
+    masks[0, :4, :4] = True    # hit
+    masks[1, 10:, 10:] = True  # miss
+    # masks[2] is empty: nothing to point at, so it must not count as a miss
+    scores = cam_vgg16.faithfulness(cams, masks, tolerance=0)
+    assert scores["n"] == 2 and scores["hit_rate"] == 0.5
+    assert cam_vgg16.faithfulness(cams[:0], masks[:0], tolerance=0)["n"] == 0  # e.g. no correct AFF
+
+
+def test_demo_settings_plain_demo_gets_the_variant_shortcut_demo_the_lab_network():
+    parse = lambda *argv: cam_vgg16.resolve_parameters(cam_vgg16.train_parser().parse_args(list(argv)), True)
+    plain, shortcut = parse(), parse("--shortcut")
+    assert plain["batch_norm"] and plain["pooling"] == "max" and plain["dropout"] == 0.0
+    assert not shortcut["batch_norm"] and shortcut["pooling"] == "flatten" and shortcut["dropout"] == 0.4
+    assert parse("--pooling", "avg", "--epochs", "3")["pooling"] == "avg"  # flags still win
+    real = cam_vgg16.resolve_parameters(cam_vgg16.train_parser().parse_args([]), False)
+    assert real["epochs"] == 80 and real["lr"] == 1e-5 and real["pooling"] == "flatten"  # the lab's

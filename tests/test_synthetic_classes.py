@@ -55,28 +55,37 @@ def test_generated_once_then_reused(tmp_path):
     assert json.loads((folder / "SYNTHETIC.json").read_text())["dataset"] == "skin"
 
 
-def test_region_mask_covers_the_crack(tmp_path, monkeypatch):
-    """Every pixel the crack darkens lies inside the stored region of its AFF image."""
-    cracks = []
+def test_region_mask_covers_the_fracture(tmp_path, monkeypatch):
+    """Every pixel a fracture darkens, complete or not, lies inside the stored region of its AFF image."""
+    cracks, complete = [], []
     draw_crack = sc.draw_crack
 
-    def recording_crack(image, *args):
-        cracked = draw_crack(image, *args)
+    def recording_crack(image, rng, femur, crack_at, is_complete, *args):
+        cracked = draw_crack(image, rng, femur, crack_at, is_complete, *args)
         cracks.append((image - cracked) > 0.02)
+        complete.append(is_complete)
         return cracked
 
     monkeypatch.setattr(sc, "draw_crack", recording_crack)
-    folder = make(tmp_path, "bone", n_val=2)
+    folder = make(tmp_path, "bone", n_train=12, n_val=4)
     aff = sorted(folder.glob("train/AFF/*.png")) + sorted(folder.glob("validation/AFF/*.png"))
-    assert len(cracks) == len(aff) == 5  # NFF bones never get a crack
+    assert len(cracks) == len(aff) == 8  # NFF bones never get a fracture
+    assert 0 < sum(complete) < 8  # both kinds are drawn
     for crack, path in zip(cracks, aff):
         region = read(sc.region_mask_path(path)) > 127
         assert crack.sum() > 3
         assert (crack & region).sum() >= 0.95 * crack.sum(), path
         assert region.mean() < 0.1  # a local region, not the whole image
-    for path in folder.glob("train/NFF/*.png"):  # NFF: the same stretch of cortex, still local
-        region = read(sc.region_mask_path(path)) > 127
-        assert 0 < region.mean() < 0.1
+    for path in folder.glob("*/NFF/*.png"):  # a normal femur: nothing to point at
+        assert not (read(sc.region_mask_path(path)) > 127).any()
+
+
+def test_shortcut_sets_draw_only_subtle_fractures(tmp_path, monkeypatch):
+    styles = []
+    draw_crack = sc.draw_crack
+    monkeypatch.setattr(sc, "draw_crack", lambda *args: styles.append(args[5]) or draw_crack(*args))
+    make(tmp_path, "bone", n_train=8, n_val=2, shortcut=True)
+    assert styles and all(style is sc.FRACTURES["subtle"] for style in styles)
 
 
 def test_region_mask_is_the_darker_lesion(tmp_path):
@@ -107,7 +116,7 @@ def test_marker_masks_mark_burned_in_text(tmp_path):
 @pytest.mark.parametrize("shortcut", [False, True])
 def test_marker_correlates_with_class_only_in_shortcut_sets(tmp_path, shortcut):
     folder = make(tmp_path, "bone", n_train=60, size=64, shortcut=shortcut)
-    assert folder.name == ("Bone-shortcut" if shortcut else "Bone")
+    assert folder.name == ("Bone-shortcut-60" if shortcut else "Bone-60")
     agree = [marker_is_top(p) == (p.parent.name == "AFF") for p in folder.glob("train/*/*.png")]
     share = np.mean(agree)
     if shortcut:
