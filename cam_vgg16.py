@@ -70,6 +70,9 @@ DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}
 POINTING_TOLERANCE_CELLS = 0.5
 # Below this validation AUC the summary warns that the maps of an unlearnt model mean nothing.
 MIN_USEFUL_AUC = 0.7
+# The summary calls the marker a shortcut when accuracy on (at least this many) images whose marker
+# belongs to the other class is lower by more than this than on the other images.
+MIN_CONTRADICTING, MARKER_ACCURACY_GAP = 3, 0.25
 
 FLAG_TYPES = {"data_dir": str, "layer": str, "target_class": int}
 HELP = {
@@ -292,6 +295,22 @@ def faithfulness(maps, masks, tolerance):
             "chance_energy": float(np.mean([m.mean() for m in masks])), "n": int(len(maps))}
 
 
+def marker_test(labels, correct, marker_classes):
+    """Accuracy where the text marker agrees with the class and where it belongs to the other
+    class (synthetic sets record which): a classifier that reads the marker fails the second group."""
+    if marker_classes is None:
+        return None
+    agrees = marker_classes == labels
+    group = lambda keep: {"n": int(keep.sum()), "accuracy": float(correct[keep].mean()) if keep.any() else None}
+    return {"marker_agrees": group(agrees), "marker_contradicts": group(~agrees)}
+
+
+def relies_on_marker(test):
+    agree, contradict = test["marker_agrees"], test["marker_contradicts"]
+    return (contradict["n"] >= MIN_CONTRADICTING and agree["accuracy"] is not None
+            and contradict["accuracy"] < agree["accuracy"] - MARKER_ACCURACY_GAP)
+
+
 def faithfulness_by_class(maps, masks, labels, correct, tolerance, class_names):
     """Faithfulness on correctly classified images: all together and per class."""
     pick = lambda keep: faithfulness(maps[keep], None if masks is None else masks[keep], tolerance)
@@ -414,7 +433,19 @@ def verdict(metrics, sanity):
     if not sanity["randomisation_passed"]:
         warnings.append("**The maps fail the randomisation check**: they change little when the weights "
                         "are random, so they show the image more than what the model learnt.")
-    return " ".join(warnings + [where_maps_point(metrics)])
+    sentences = warnings + [where_maps_point(metrics), marker_sentence(metrics["marker_test"])]
+    return " ".join(sentence for sentence in sentences if sentence)
+
+
+def marker_sentence(test):
+    if test is None:
+        return ""
+    agree, contradict = test["marker_agrees"], test["marker_contradicts"]
+    numbers = (f"accuracy {fmt(contradict['accuracy'])} on the {contradict['n']} validation images whose "
+               f"text marker belongs to the other class, {fmt(agree['accuracy'])} on the {agree['n']} others")
+    if relies_on_marker(test):
+        return f"**The classifier relies on the text marker**: {numbers}."
+    return f"The text marker does not decide the class: {numbers}."
 
 
 def where_maps_point(metrics):
@@ -494,7 +525,7 @@ def run_training(argv):
     from medlab.gradcam import GradCAM
     from medlab.plots import plot_curves, read_history
     from medlab.runs import new_run_dir, save_config, set_seed, write_json
-    from medlab.synthetic_classes import marker_mask_path, region_mask_path
+    from medlab.synthetic_classes import marker_class, marker_mask_path, region_mask_path
 
     set_seed(params["seed"])
     train_images, val_images = load_data(split, params)
@@ -523,6 +554,8 @@ def run_training(argv):
     tolerance = tolerance_pixels(explainer, size)
     regions = region_masks(split.val_paths, size, region_mask_path)
     markers = region_masks(split.val_paths, size, marker_mask_path)
+    marker_classes = [marker_class(path) for path in split.val_paths]
+    marker_classes = None if None in marker_classes else np.array(marker_classes)
 
     grid = pick_grid_images(labels, predicted, params["grid_images"])
     plot_cam_grid(run_dir / "cam_grid.png", val_images[grid], cams[grid], labels[grid], predicted[grid],
@@ -546,6 +579,7 @@ def run_training(argv):
         "marker_pointing_game": marker_scores["all"]["hit_rate"],
         "randomisation_correlation": sanity["randomisation_correlation"],
         "class_map_correlation": sanity["class_map_correlation"],
+        "marker_test": marker_test(labels, correct, marker_classes),
         "pointing_game_by_class": region_scores, "marker_pointing_game_by_class": marker_scores,
     }
     write_json(run_dir / "metrics.json", metrics)

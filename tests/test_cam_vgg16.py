@@ -198,3 +198,17 @@ def test_demo_settings_plain_demo_gets_the_variant_shortcut_demo_the_lab_network
     assert parse("--pooling", "avg", "--epochs", "3")["pooling"] == "avg"  # flags still win
     real = cam_vgg16.resolve_parameters(cam_vgg16.train_parser().parse_args([]), False)
     assert real["epochs"] == 80 and real["lr"] == 1e-5 and real["pooling"] == "flatten"  # the lab's
+
+
+def test_marker_test_compares_images_whose_marker_lies_with_the_others():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    marker_classes = np.array([0, 0, 1, 1, 1, 1, 0, 0])  # images 2, 3, 6, 7: the marker lies
+    reads_marker = marker_classes == marker_classes[[0, 0, 0, 0, 4, 4, 4, 4]]  # right where it agrees
+    test = cam_vgg16.marker_test(labels, reads_marker, marker_classes)
+    assert test["marker_contradicts"] == {"n": 4, "accuracy": 0.0}
+    assert test["marker_agrees"] == {"n": 4, "accuracy": 1.0}
+    assert cam_vgg16.relies_on_marker(test)
+    assert "relies on the text marker" in cam_vgg16.marker_sentence(test)
+    honest = cam_vgg16.marker_test(labels, np.ones(8, bool), marker_classes)
+    assert not cam_vgg16.relies_on_marker(honest)
+    assert cam_vgg16.marker_test(labels, np.ones(8, bool), None) is None  # real data: no markers known

@@ -118,6 +118,8 @@ def test_marker_correlates_with_class_only_in_shortcut_sets(tmp_path, shortcut):
     folder = make(tmp_path, "bone", n_train=60, size=64, shortcut=shortcut)
     assert folder.name == ("Bone-shortcut-60" if shortcut else "Bone-60")
     agree = [marker_is_top(p) == (p.parent.name == "AFF") for p in folder.glob("train/*/*.png")]
+    # The recorded marker class is the class whose style (AFF: "R" top left) the image carries.
+    assert all((sc.marker_class(p) == 0) == marker_is_top(p) for p in folder.glob("*/*/*.png"))
     share = np.mean(agree)
     if shortcut:
         assert 0.8 <= share < 1.0  # ~90%: a strong shortcut, but not a perfect one
