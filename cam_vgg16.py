@@ -5,9 +5,11 @@
     python cam_vgg16.py --data-dir PATH             # any two-class folder, lab or flat layout
     python cam_vgg16.py explain MODEL IMAGE... [--layer L] [--class C] [--out DIR]
 
-Trains the lab's VGG16-style network, then explains validation images with Grad-CAM and checks
-that the maps mean something: the model-randomisation test, class-0 vs class-1 maps and, where
-the discriminative region is known (synthetic sets), the pointing game and the energy inside it.
+Trains the lab's VGG16-style network (the plain synthetic demo: with batch norm and global max
+pooling, which learn the fracture in minutes), then explains validation images with Grad-CAM and
+checks that the maps mean something: the model-randomisation test, class-0 vs class-1 maps and,
+where the synthetic sets record the truth, the pointing game, the energy inside the region and
+the marker test (accuracy where the burned-in text marker lies about the class).
 Everything goes to results/cam/<timestamp>-<dataset>/ (see summary.md there).
 """
 import argparse
@@ -70,9 +72,9 @@ DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}
 POINTING_TOLERANCE_CELLS = 0.5
 # Below this validation AUC the summary warns that the maps of an unlearnt model mean nothing.
 MIN_USEFUL_AUC = 0.7
-# The summary calls the marker a shortcut when accuracy on (at least this many) images whose marker
-# belongs to the other class is lower by more than this than on the other images.
-MIN_CONTRADICTING, MARKER_ACCURACY_GAP = 3, 0.25
+# The summary calls the marker a shortcut when accuracy on the images whose marker belongs to the
+# other class is lower by more than the gap than on the rest, and significantly so (Fisher, one-sided).
+MARKER_ACCURACY_GAP, MARKER_P_VALUE = 0.25, 0.01
 
 FLAG_TYPES = {"data_dir": str, "layer": str, "target_class": int}
 HELP = {
@@ -203,6 +205,15 @@ def validation_dataset(images, labels, params):
     return image_dataset(images, tf.one_hot(labels, 2), params["batch_size"])
 
 
+def marker_labels(paths, class_names):
+    """The class each image's text marker stands for (synthetic sets), as labels; None if unknown."""
+    from medlab.synthetic_classes import marker_classes
+    found = marker_classes(paths)
+    if any(name not in class_names for name in found):
+        return None
+    return np.array([class_names.index(name) for name in found])
+
+
 def region_masks(paths, size, side_path):
     """Masks stored next to synthetic images (resized to the model input), or None if any is missing."""
     import cv2
@@ -221,14 +232,16 @@ def region_masks(paths, size, side_path):
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------
-def build_model(params, steps_per_epoch=1, jit_compile=False):
-    """The lab's VGG16-style network as one flat graph, optionally fed centred pixels."""
+def build_model(params, steps_per_epoch=None, jit_compile=False):
+    """The lab's VGG16-style network as one flat graph, optionally fed centred pixels.
+
+    `steps_per_epoch` (batches per epoch) is needed by the cosine schedule, which spans the run."""
     import keras
     from keras import layers
     from medlab.vgg import build_vgg16_style
     core = build_vgg16_style((params["size"], params["size"], params["channels"]), base=params["base"],
                              n_classes=2, dropout=params["dropout"], batch_norm=params["batch_norm"],
-                             pooling=None if params["pooling"] == "flatten" else params["pooling"])
+                             pooling=params["pooling"])
     if not params["centre"]:
         model = core
     else:
@@ -241,6 +254,8 @@ def build_model(params, steps_per_epoch=1, jit_compile=False):
         model = keras.Model(inputs, x, name=core.name)
     lr = params["lr"]
     if params["lr_schedule"] == "cosine":  # ends the run with small steps: the last epoch's weights are settled
+        if not steps_per_epoch:
+            raise ValueError("the cosine schedule needs steps_per_epoch")
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=params["epochs"] * steps_per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=jit_compile)
@@ -296,19 +311,31 @@ def faithfulness(maps, masks, tolerance):
 
 
 def marker_test(labels, correct, marker_classes):
-    """Accuracy where the text marker agrees with the class and where it belongs to the other
-    class (synthetic sets record which): a classifier that reads the marker fails the second group."""
+    """Accuracy where the text marker agrees with the class and where it belongs to the other class
+    (synthetic sets record which), with the one-sided Fisher exact p-value of "fewer correct where
+    the marker lies": a classifier that reads the marker fails there."""
     if marker_classes is None:
         return None
-    agrees = marker_classes == labels
+    lies = marker_classes != labels
     group = lambda keep: {"n": int(keep.sum()), "accuracy": float(correct[keep].mean()) if keep.any() else None}
-    return {"marker_agrees": group(agrees), "marker_contradicts": group(~agrees)}
+    return {"marker_agrees": group(~lies), "marker_contradicts": group(lies),
+            "p_value": fisher_lower_tail(int(correct[lies].sum()), int(lies.sum()), int(correct.sum()), len(labels))}
 
 
-def relies_on_marker(test):
-    agree, contradict = test["marker_agrees"], test["marker_contradicts"]
-    return (contradict["n"] >= MIN_CONTRADICTING and agree["accuracy"] is not None
-            and contradict["accuracy"] < agree["accuracy"] - MARKER_ACCURACY_GAP)
+def fisher_lower_tail(hits, draws, successes, total):
+    """P(X <= hits), X hypergeometric: `draws` of `total` images, `successes` of them correct."""
+    from math import comb
+    return sum(comb(successes, i) * comb(total - successes, draws - i) for i in range(hits + 1)) / comb(total, draws)
+
+
+def marker_outcome(test):
+    """'relies', 'no evidence', or 'untestable' when no image (or every image) has a lying marker."""
+    agree, lies = test["marker_agrees"], test["marker_contradicts"]
+    if agree["n"] == 0 or lies["n"] == 0:
+        return "untestable"
+    if test["p_value"] < MARKER_P_VALUE and lies["accuracy"] < agree["accuracy"] - MARKER_ACCURACY_GAP:
+        return "relies"
+    return "no evidence"
 
 
 def faithfulness_by_class(maps, masks, labels, correct, tolerance, class_names):
@@ -424,6 +451,14 @@ def fmt(value, spec=".3f"):
     return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
 
 
+def describe_network(params):
+    changes = [name for name, on in (("batch norm", params["batch_norm"]),
+                                     (f"global {params['pooling']} pooling", params["pooling"] != "flatten"),
+                                     (f"dropout {params['dropout']}", params["dropout"] != PARAMETERS["dropout"]))
+               if on]
+    return "the lab's network" + (" with " + ", ".join(changes) if changes else "")
+
+
 def verdict(metrics, sanity):
     """Plain sentences: can the maps be trusted, and where do they point?"""
     warnings = []
@@ -440,39 +475,50 @@ def verdict(metrics, sanity):
 def marker_sentence(test):
     if test is None:
         return ""
-    agree, contradict = test["marker_agrees"], test["marker_contradicts"]
-    numbers = (f"accuracy {fmt(contradict['accuracy'])} on the {contradict['n']} validation images whose "
-               f"text marker belongs to the other class, {fmt(agree['accuracy'])} on the {agree['n']} others")
-    if relies_on_marker(test):
+    agree, lies = test["marker_agrees"], test["marker_contradicts"]
+    outcome = marker_outcome(test)
+    if outcome == "untestable":
+        return (f"The marker test needs images whose text marker matches the class and images whose "
+                f"marker does not; this set has {agree['n']} and {lies['n']}.")
+    numbers = (f"accuracy {fmt(lies['accuracy'])} on the {lies['n']} validation images whose text marker "
+               f"belongs to the other class, {fmt(agree['accuracy'])} on the {agree['n']} others "
+               f"(one-sided Fisher p = {test['p_value']:.2g})")
+    if outcome == "relies":
         return f"**The classifier relies on the text marker**: {numbers}."
-    return f"The text marker does not decide the class: {numbers}."
+    return f"No sign that the text marker decides the class: {numbers}."
 
 
 def where_maps_point(metrics):
+    """Region and marker hit rates, both over the correctly classified images that have a region."""
     region, marker = metrics["pointing_game"], metrics["marker_pointing_game"]
-    if region is None:
+    if not metrics["region_masks"]:
         return "Where the evidence really is is unknown for these images: judge the maps by eye."
+    if region is None:
+        return "No correctly classified image has a known region, so there is no pointing game."
     if marker is not None and marker > region:
         return (f"**The maps go to the burned-in text marker** ({fmt(marker)} of the maxima) more "
-                f"often than to the discriminative region ({fmt(region)}): the classifier uses a shortcut.")
+                f"often than to the discriminative region ({fmt(region)}) on the correctly classified "
+                "images that have one: the classifier uses a shortcut.")
     return (f"The maps point at the discriminative region in {fmt(region)} of the correctly "
-            f"classified images that have one (text marker: {fmt(marker)}).")
+            f"classified images that have one (at the text marker: {fmt(marker)}).")
 
 
 def write_summary(run_dir, params, metrics, sanity, data_note):
     region, marker = metrics["pointing_game_by_class"], metrics["marker_pointing_game_by_class"]
     lines = [f"# Grad-CAM of the from-scratch VGG16 ({metrics['dataset_name']})", "", data_note, "",
              f"Validation accuracy **{fmt(metrics['val_accuracy'])}**, ROC AUC **{fmt(metrics['val_auc'])}** "
-             f"({metrics['n_val']} images, weights of the last epoch). Explained layer "
+             f"({metrics['n_val']} images, weights of the last epoch) of {describe_network(params)}. Explained layer "
              f"`{metrics['layer']}`, class: {metrics['explained_class']}.", "",
              verdict(metrics, sanity), "",
              "![learning curves](curves.png)", "", "## Where the model looks", "",
              "![Grad-CAM grid](cam_grid.png)", "", "![mean map per class](class_mean_cam.png)", ""]
     lines += ["## Faithfulness (correctly classified validation images with a known region)", ""]
-    if region["all"]["n"] == 0 or region["all"]["hit_rate"] is None:
+    if not metrics["region_masks"]:
         lines += ["No region masks for these images (only the synthetic sets record where the "
                   "evidence is), so the pointing game is not computed.", ""]
     else:
+        if region["all"]["n"] == 0:
+            lines += ["No correctly classified validation image has a region to score.", ""]
         lines += [f"Pointing game: a hit when the map's maximum is inside the region, allowing "
                   f"{metrics['pointing_tolerance_px']} px (half a cell of the {metrics['cam_resolution']} "
                   "map). Chance: a random point / a flat map.", "",
@@ -511,8 +557,8 @@ def run_training(argv):
     if synthetic:
         from medlab.synthetic import synthetic_banner
         chosen = {k: params[k] for k in demo_settings(params["shortcut"])}
-        what = ("text marker tied to the class; the lab's network" if params["shortcut"] else
-                "fracture / lesion; the lab's network with batch norm and global max pooling")
+        what = ("text marker tied to the class" if params["shortcut"] else "fracture / lesion") + \
+            f"; {describe_network(params)}"
         synthetic_banner(f"{folder.name} ({what})", folder,
                          ", ".join(f"{k}={v}" for k, v in chosen.items()) + " (flags override)")
     from medlab.classdata import load_class_split
@@ -525,7 +571,7 @@ def run_training(argv):
     from medlab.gradcam import GradCAM
     from medlab.plots import plot_curves, read_history
     from medlab.runs import new_run_dir, save_config, set_seed, write_json
-    from medlab.synthetic_classes import marker_class, marker_mask_path, region_mask_path
+    from medlab.synthetic_classes import marker_mask_path, region_mask_path
 
     set_seed(params["seed"])
     train_images, val_images = load_data(split, params)
@@ -554,8 +600,9 @@ def run_training(argv):
     tolerance = tolerance_pixels(explainer, size)
     regions = region_masks(split.val_paths, size, region_mask_path)
     markers = region_masks(split.val_paths, size, marker_mask_path)
-    marker_classes = [marker_class(path) for path in split.val_paths]
-    marker_classes = None if None in marker_classes else np.array(marker_classes)
+    marker_classes = marker_labels(split.val_paths, names)
+    has_region = None if regions is None else regions.any(axis=(1, 2))
+    scored = correct if has_region is None else correct & has_region  # the pointing game's images
 
     grid = pick_grid_images(labels, predicted, params["grid_images"])
     plot_cam_grid(run_dir / "cam_grid.png", val_images[grid], cams[grid], labels[grid], predicted[grid],
@@ -576,7 +623,10 @@ def run_training(argv):
         "pointing_tolerance_px": tolerance,
         "pointing_game": region_scores["all"]["hit_rate"],
         "energy_inside_region": region_scores["all"]["energy_inside"],
-        "marker_pointing_game": marker_scores["all"]["hit_rate"],
+        "region_masks": regions is not None,
+        # On the pointing game's images, so that the two rates compare like with like.
+        "marker_pointing_game": faithfulness(cams[scored], None if markers is None else markers[scored],
+                                             tolerance)["hit_rate"],
         "randomisation_correlation": sanity["randomisation_correlation"],
         "class_map_correlation": sanity["class_map_correlation"],
         "marker_test": marker_test(labels, correct, marker_classes),

@@ -16,7 +16,7 @@ def build_vgg16_style(input_shape=(128, 128, 1), base=8, n_classes=2, dense_unit
     The lab's network is the default. Two options help it learn small, movable evidence (a
     fracture line) from few images: `batch_norm` puts a BatchNormalization after every
     convolution's ReLU (so each convolution, `Last_ConvLayer` included, still outputs rectified
-    maps for Grad-CAM), and `pooling` ("max" or "avg") replaces Flatten by global pooling, as
+    maps for Grad-CAM), and `pooling` ("max" or "avg"; None or "flatten": the lab's Flatten) replaces Flatten by global pooling, as
     `keras.applications` models do. Dropout 0 leaves the Dropout layers out.
 
     The output is a softmax over `n_classes`, or a single sigmoid unit when `n_classes` is 1.
@@ -31,7 +31,10 @@ def build_vgg16_style(input_shape=(128, 128, 1), base=8, n_classes=2, dense_unit
             if batch_norm:
                 x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    x = POOLING[pooling](name=f"global_{pooling}_pool")(x) if pooling else layers.Flatten(name="flatten")(x)
+    if pooling in (None, "flatten"):
+        x = layers.Flatten(name="flatten")(x)
+    else:
+        x = POOLING[pooling](name=f"global_{pooling}_pool")(x)
     for i in range(1, dense_layers + 1):
         x = layers.Dense(dense_units, activation="relu", name=f"dense{i}")(x)
         if dropout:

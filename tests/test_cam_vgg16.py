@@ -4,6 +4,7 @@ One tiny training run (module fixture) feeds the output checks and the `explain`
 file stays fast: TensorFlow starts in a subprocess only for the runs a user would type.
 """
 import json
+import math
 
 import cv2
 import numpy as np
@@ -41,7 +42,7 @@ def test_training_run_writes_every_output(tiny_run):
         assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("val_accuracy", "val_auc", "pointing_game", "energy_inside_region",
-                "marker_pointing_game", "randomisation_correlation", "class_map_correlation"):
+                "marker_pointing_game", "randomisation_correlation", "class_map_correlation", "marker_test"):
         assert key in metrics, key
     assert 0 <= metrics["val_accuracy"] <= 1 and metrics["n_val"] == 8
     assert metrics["layer"] == "Last_ConvLayer" and metrics["cam_resolution"] == "2x2"
@@ -50,6 +51,10 @@ def test_training_run_writes_every_output(tiny_run):
     assert metrics["marker_pointing_game_by_class"]["all"]["n"] == round(metrics["val_accuracy"] * 8)
     regions = metrics["pointing_game_by_class"]
     assert regions["NFF"]["n"] == 0 and regions["all"]["n"] == regions["AFF"]["n"]
+    assert metrics["region_masks"] is True
+    # The set records each image's marker class, so the marker test splits all 8 images.
+    test = metrics["marker_test"]
+    assert test["marker_agrees"]["n"] + test["marker_contradicts"]["n"] == 8 and 0 <= test["p_value"] <= 1
     sanity = json.loads((run_dir / "sanity.json").read_text())
     assert sanity["randomisation_cascade"][0]["randomised_down_to"] == "prediction"
     assert len(sanity["randomisation_cascade"]) == 17  # 13 convolutions + 4 dense layers
@@ -150,9 +155,9 @@ def demo_model_params(**changes):
 
 
 def test_demo_model_options_change_the_lab_network_where_documented():
-    import keras
+    from medlab.gradcam import GradCAM
     lab = cam_vgg16.build_model({**cam_vgg16.PARAMETERS, "size": 32, "base": 2})
-    demo = cam_vgg16.build_model(demo_model_params())
+    demo = cam_vgg16.build_model(demo_model_params(), steps_per_epoch=4)
     lab_kinds = [type(layer).__name__ for layer in lab.layers]
     demo_kinds = [type(layer).__name__ for layer in demo.layers]
     assert "Flatten" in lab_kinds and lab_kinds.count("Dropout") == 3 and "BatchNormalization" not in lab_kinds
@@ -163,7 +168,7 @@ def test_demo_model_options_change_the_lab_network_where_documented():
     last = demo.get_layer("Last_ConvLayer")
     assert last.get_config()["activation"] == "relu"
     assert type(demo.layers[demo.layers.index(last) + 1]).__name__ == "BatchNormalization"
-    maps, _, _ = __import__("medlab.gradcam", fromlist=["GradCAM"]).GradCAM(demo)(np.random.rand(2, 32, 32, 1))
+    maps, _, _ = GradCAM(demo)(np.random.rand(2, 32, 32, 1))
     assert maps.shape == (2, 2, 2) and np.isfinite(maps).all()
 
 
@@ -176,6 +181,8 @@ def test_cosine_schedule_decays_to_zero_over_the_run():
     assert float(schedule(15)) == pytest.approx(0.0, abs=1e-9)  # 3 epochs x 5 steps
     constant = cam_vgg16.build_model(demo_model_params(lr_schedule="constant"))
     assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="steps_per_epoch"):  # else it would decay to 0 after `epochs` steps
+        cam_vgg16.build_model(demo_model_params())
 
 
 def test_pointing_game_leaves_out_images_without_a_region():
@@ -201,14 +208,31 @@ def test_demo_settings_plain_demo_gets_the_variant_shortcut_demo_the_lab_network
 
 
 def test_marker_test_compares_images_whose_marker_lies_with_the_others():
-    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    marker_classes = np.array([0, 0, 1, 1, 1, 1, 0, 0])  # images 2, 3, 6, 7: the marker lies
-    reads_marker = marker_classes == marker_classes[[0, 0, 0, 0, 4, 4, 4, 4]]  # right where it agrees
+    labels = np.repeat([0, 1], 20)
+    marker_classes = labels.copy()
+    marker_classes[[0, 1, 2, 3, 20, 21]] = 1 - labels[[0, 1, 2, 3, 20, 21]]  # 6 markers lie
+    reads_marker = marker_classes == labels  # right exactly where the marker tells the truth
     test = cam_vgg16.marker_test(labels, reads_marker, marker_classes)
-    assert test["marker_contradicts"] == {"n": 4, "accuracy": 0.0}
-    assert test["marker_agrees"] == {"n": 4, "accuracy": 1.0}
-    assert cam_vgg16.relies_on_marker(test)
+    assert test["marker_contradicts"] == {"n": 6, "accuracy": 0.0}
+    assert test["marker_agrees"] == {"n": 34, "accuracy": 1.0}
+    assert test["p_value"] == pytest.approx(1 / math.comb(40, 6))  # all 6 misses among the 6 liars
+    assert cam_vgg16.marker_outcome(test) == "relies"
     assert "relies on the text marker" in cam_vgg16.marker_sentence(test)
-    honest = cam_vgg16.marker_test(labels, np.ones(8, bool), marker_classes)
-    assert not cam_vgg16.relies_on_marker(honest)
-    assert cam_vgg16.marker_test(labels, np.ones(8, bool), None) is None  # real data: no markers known
+    honest = cam_vgg16.marker_test(labels, np.ones(40, bool), marker_classes)
+    assert honest["p_value"] == 1.0 and cam_vgg16.marker_outcome(honest) == "no evidence"
+    assert cam_vgg16.marker_test(labels, np.ones(40, bool), None) is None  # real data: no markers known
+
+
+def test_marker_test_needs_both_groups_and_enough_evidence():
+    labels = np.repeat([0, 1], 20)
+    untestable = cam_vgg16.marker_test(labels, np.ones(40, bool), labels)  # no marker lies
+    assert cam_vgg16.marker_outcome(untestable) == "untestable"
+    assert "needs images" in cam_vgg16.marker_sentence(untestable)
+    # One wrong image of two liars, at 80% accuracy elsewhere: a gap, but not significant.
+    marker_classes = labels.copy()
+    marker_classes[[0, 20]] = 1 - labels[[0, 20]]
+    correct = np.ones(40, bool)
+    correct[[0, 5, 6, 7, 25, 26, 27, 28]] = False
+    weak = cam_vgg16.marker_test(labels, correct, marker_classes)
+    assert weak["marker_contradicts"]["accuracy"] == 0.5 and weak["p_value"] > 0.01
+    assert cam_vgg16.marker_outcome(weak) == "no evidence"
