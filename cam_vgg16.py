@@ -64,7 +64,6 @@ SHORTCUT_DEMO_SETTINGS = {"epochs": 20, "lr": 3e-4}
 # more the lab's network, once the marker has got it going, goes on to learn the faint cracks too.
 SYNTHETIC_SET = {"n_train": 600, "n_val": 80, "size": 256, "seed": 0}
 SHORTCUT_SET = {**SYNTHETIC_SET, "n_train": 200}
-CENTRING = (4.0, -2.0)  # (x - 0.5) / 0.25, as the transfer script's from-scratch model
 DATA_ROOT = Path("data")
 DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}
 # A map cannot place its maximum more precisely than one cell of the explained layer; a pointing
@@ -233,25 +232,14 @@ def region_masks(paths, size, side_path):
 # Model
 # ---------------------------------------------------------------------------------------------
 def build_model(params, steps_per_epoch=None, jit_compile=False):
-    """The lab's VGG16-style network as one flat graph, optionally fed centred pixels.
+    """The lab's VGG16-style network, optionally fed centred pixels (`medlab.vgg.CENTRING`).
 
     `steps_per_epoch` (batches per epoch) is needed by the cosine schedule, which spans the run."""
     import keras
-    from keras import layers
     from medlab.vgg import build_vgg16_style
-    core = build_vgg16_style((params["size"], params["size"], params["channels"]), base=params["base"],
-                             n_classes=2, dropout=params["dropout"], batch_norm=params["batch_norm"],
-                             pooling=params["pooling"])
-    if not params["centre"]:
-        model = core
-    else:
-        # Without batch norm the 13 plain convolutions shrink the variations of [0, 1] inputs until
-        # the output is constant and training stalls at loss 0.693; centred pixels start learning.
-        inputs = keras.Input(shape=core.input_shape[1:], name="pixels")
-        x = layers.Rescaling(CENTRING[0], offset=CENTRING[1], name="centre_pixels")(inputs)
-        for layer in core.layers[1:]:
-            x = layer(x)
-        model = keras.Model(inputs, x, name=core.name)
+    model = build_vgg16_style((params["size"], params["size"], params["channels"]), base=params["base"],
+                              n_classes=2, dropout=params["dropout"], batch_norm=params["batch_norm"],
+                              pooling=params["pooling"], centre=params["centre"])
     lr = params["lr"]
     if params["lr_schedule"] == "cosine":  # ends the run with small steps: the last epoch's weights are settled
         if not steps_per_epoch:

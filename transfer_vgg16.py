@@ -71,10 +71,6 @@ IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # ImageNet means in BGR order, as keras.applications.vgg16.preprocess_input subtracts them.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 CACHE_VERSION = 1
-# (x - 0.5) / 0.25 as a Rescaling layer: without batch norm, the 13 plain convolutions of the
-# from-scratch model shrink [0, 1] inputs' variations until the output is constant and training
-# stalls at loss 0.693; centred inputs start learning within a few epochs.
-SCRATCH_CENTRING = (4.0, -2.0)
 
 
 # ----------------------------------------------------------------------------- backbone
@@ -272,20 +268,10 @@ def export_full_model(backbone, head, preprocess, image_size):
 
 
 def build_scratch(p):
-    """The lab's VGG16-style model, fed pixels centred on 0 (see SCRATCH_CENTRING), as one flat graph."""
-    import keras
-    from keras import layers
+    """The lab's VGG16-style model, fed pixels centred on 0 (`medlab.vgg.CENTRING`)."""
     from medlab.vgg import build_vgg16_style
-    core = build_vgg16_style((p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
-                             base=p["scratch_base"], n_classes=1)
-    inputs = keras.Input(shape=core.input_shape[1:], name="image")
-    x = inputs
-    if p["scratch_centre"]:
-        scale, offset = SCRATCH_CENTRING
-        x = layers.Rescaling(scale, offset=offset, name="centre_pixels")(x)
-    for layer in core.layers[1:]:
-        x = layer(x)
-    return keras.Model(inputs, x, name="scratch_vgg16")
+    return build_vgg16_style((p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
+                             base=p["scratch_base"], n_classes=1, centre=p["scratch_centre"], name="scratch_vgg16")
 
 
 # ----------------------------------------------------------------------------- experiments

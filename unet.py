@@ -391,6 +391,12 @@ def evaluate_batches(model, batches, keep=8):
     return {metric: np.concatenate(values) for metric, values in scores.items()}, tuple(map(np.array, shown))
 
 
+def collapsed(scores):
+    """True when the model finds no lung pixel in any validation image (recall 0 everywhere): it
+    has collapsed to the empty mask. Judged on every image, not only those kept for the figures."""
+    return bool(np.all(scores["recall"] == 0))
+
+
 # ----------------------------------------------------------------------------- figures
 
 def plot_overlays(images, masks, predictions, dice, path, names=None, count=8):
@@ -559,7 +565,7 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
                "train_seconds": round(seconds, 1), "validation_images": len(scores["dice"]),
                "best_checkpoint": {"epoch": best_epoch, **score_summary(best_scores),
                                    "note": "epoch chosen on the validation set: optimistic"}}
-    metrics["collapsed"] = bool(masks.any() and not predictions.any())
+    metrics["collapsed"] = collapsed(scores)
     if metrics["collapsed"]:
         print(f"warning: {name} predicts no lung at all: training collapsed to the empty mask. Dice "
               "loss does this when a high learning rate saturates the sigmoid (its gradient then "

@@ -6,10 +6,14 @@ LAST_CONV_LAYER = "Last_ConvLayer"
 # Filters of each block as multiples of `base`, with the number of convolutions in the block.
 VGG16_BLOCKS = ((1, 2), (2, 2), (4, 3), (8, 3), (8, 3))
 POOLING = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2D}
+# (x - 0.5) / 0.25: [0, 1] pixels to [-2, 2]. Without batch norm the 13 plain convolutions shrink
+# the variations of [0, 1] inputs until the output is constant and training stalls at loss 0.693.
+CENTRING = (4.0, -2.0)
 
 
 def build_vgg16_style(input_shape=(128, 128, 1), base=8, n_classes=2, dense_units=64,
-                      dense_layers=3, dropout=0.4, batch_norm=False, pooling=None, name="vgg16_style"):
+                      dense_layers=3, dropout=0.4, batch_norm=False, pooling=None, centre=False,
+                      name="vgg16_style"):
     """VGG16 blocks [b,b] [2b,2b] [4b x3] [8b x3] [8b x3] of 3x3 'same' convs + ReLU + max-pooling,
     then Flatten and `dense_layers` x (Dense(dense_units, relu), Dropout(dropout)).
 
@@ -17,12 +21,15 @@ def build_vgg16_style(input_shape=(128, 128, 1), base=8, n_classes=2, dense_unit
     fracture line) from few images: `batch_norm` puts a BatchNormalization after every
     convolution's ReLU (so each convolution, `Last_ConvLayer` included, still outputs rectified
     maps for Grad-CAM), and `pooling` ("max" or "avg"; None or "flatten": the lab's Flatten) replaces Flatten by global pooling, as
-    `keras.applications` models do. Dropout 0 leaves the Dropout layers out.
+    `keras.applications` models do. Dropout 0 leaves the Dropout layers out. `centre` puts a
+    Rescaling layer named `centre_pixels` first, mapping [0, 1] pixels to [-2, 2] (`CENTRING`).
 
     The output is a softmax over `n_classes`, or a single sigmoid unit when `n_classes` is 1.
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
+    if centre:
+        x = layers.Rescaling(CENTRING[0], offset=CENTRING[1], name="centre_pixels")(x)
     for block, (multiple, convs) in enumerate(VGG16_BLOCKS, start=1):
         for conv in range(1, convs + 1):
             is_last = block == len(VGG16_BLOCKS) and conv == convs

@@ -65,3 +65,12 @@ def test_soft_dice_and_dice_loss():
     assert float(unet.dice_coefficient(truth, half)) == pytest.approx(expected, rel=1e-5)
     inverted = 1.0 - truth[:1]
     assert float(unet.dice_coefficient(truth[:1], inverted)) < 0.01
+
+
+def test_collapse_is_judged_on_every_validation_image():
+    truth = np.stack([square(0, 0, 8)] * 10)
+    nothing = np.zeros_like(truth)
+    assert unet.collapsed(unet.similarity_scores(truth, nothing))
+    one_found = nothing.copy()
+    one_found[9] = square(0, 0, 2)  # the last image, beyond the first 8 kept for the figures
+    assert not unet.collapsed(unet.similarity_scores(truth, one_found))
