@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from medlab import quiet_tensorflow
+
 # Keras and the medlab package (which starts TensorFlow) are imported inside the functions that
 # need them, so that --help and command-line mistakes are answered at once.
 
@@ -252,9 +255,11 @@ def build_model(params, steps_per_epoch=None, jit_compile=False):
 
 def train(model, train_data, val_data, params, run_dir):
     import keras
+    from medlab.tensorboard_logs import epoch_logger, log_dir_for
     # shuffle=False: the tf.data pipeline already reshuffles every epoch.
     model.fit(train_data, validation_data=val_data, epochs=params["epochs"], verbose=2, shuffle=False,
-              callbacks=[keras.callbacks.CSVLogger(str(run_dir / "history.csv"))])
+              callbacks=[keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+                         epoch_logger(log_dir_for(run_dir))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,6 +545,7 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
 # ---------------------------------------------------------------------------------------------
 def run_training(argv):
     args = train_parser().parse_args(argv)
+    quiet_tensorflow()
     folder, synthetic = find_data(args)
     params = resolve_parameters(args, synthetic)
     if synthetic:
@@ -560,6 +566,7 @@ def run_training(argv):
     from medlab.plots import plot_curves, read_history
     from medlab.runs import new_run_dir, save_config, set_seed, write_json
     from medlab.synthetic_classes import marker_mask_path, region_mask_path
+    from medlab.tensorboard_logs import log_dir_for, write_hparams
 
     set_seed(params["seed"])
     train_images, val_images = load_data(split, params)
@@ -621,6 +628,7 @@ def run_training(argv):
         "pointing_game_by_class": region_scores, "marker_pointing_game_by_class": marker_scores,
     }
     write_json(run_dir / "metrics.json", metrics)
+    write_hparams(log_dir_for(run_dir), params, metrics, run_dir.name)
     note = (f"**SYNTHETIC DATA** ({folder}): the numbers say nothing about real images."
             if synthetic else f"Data: {folder}.")
     write_summary(run_dir, params, metrics, sanity, note)
@@ -647,6 +655,7 @@ def class_names_for(model_path, n_classes):
 
 def run_explain(argv):
     args = explain_parser().parse_args(argv)
+    quiet_tensorflow()
     from medlab.gradcam import GradCAM, overlay, upsample
     from medlab.images import decode, load_image, save_image, to_channels, to_unit_range
     from medlab.runs import UserError, new_run_dir

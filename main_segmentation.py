@@ -9,7 +9,10 @@ the defaults < an experiment's own settings < flags given on the command line.
 """
 import sys
 
-import unet
+from medlab import quiet_tensorflow
+
+quiet_tensorflow()  # before unet imports TensorFlow, whose start-up chatter would bury our messages
+import unet  # noqa: E402
 
 PARAMETERS = {
     "data_dir": "data/X_ray",   # X_ray/{Image,Mask}/ with identical file names

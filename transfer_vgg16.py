@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medlab import quiet_tensorflow
 from medlab.distribute import SCALING_HELP, SCALING_PARAMETERS
 from medlab.runs import UserError, main_guard  # light imports: TensorFlow loads only when needed
 
@@ -394,6 +395,15 @@ def summarise(runs, labels, positive, p):
     return result, (truth_pos, oriented_scores)
 
 
+def log_hparams(run_dir, p, metrics):
+    """Both models' parameters and pooled scores for TensorBoard's HParams dashboard."""
+    from medlab.classify import tensorboard_model_dir
+    from medlab.tensorboard_logs import write_hparams
+    for model in ("transfer", "scratch"):
+        write_hparams(tensorboard_model_dir(run_dir / f"history_{model}.csv"), {**p, "model": model},
+                      metrics[model], f"{run_dir.name}/{model}")
+
+
 def verdict(difference):
     """Plain words: is transfer minus scratch accuracy outside the noise of the bootstrap?"""
     low, high = difference["val_accuracy_ci"]
@@ -605,12 +615,12 @@ def prepare_data(split, backbone, p):
 
 
 def train_command(argv):
-    import medlab  # noqa: F401  (quiet TensorFlow start-up)
     from medlab.classdata import load_class_split
     from medlab.cli import typed_flags
     from medlab.distribute import configure_precision, configure_scaling
     from medlab.runs import new_run_dir, save_config, set_seed, write_json
     args = parse_arguments(argv)
+    quiet_tensorflow()
     flags = typed_flags(args, PARAMETERS)
     data_dir, synthetic, demo = locate_data({**PARAMETERS, **flags}, flags)
     p = {**PARAMETERS, **demo, **flags}
@@ -643,6 +653,7 @@ def train_command(argv):
                              "feature_cache_hit": data["cache_hit"],
                              "feature_seconds": round(data["extract_seconds"], 1)}
     write_json(run_dir / "metrics.json", metrics)
+    log_hparams(run_dir, p, metrics)
     write_predictions(run_dir, runs, data["paths"], data["labels"], split.class_names)
     write_figures(run_dir, runs, truth, scores, metrics, split.class_names, positive)
     save_models(run_dir, kept, backbone, p, split.class_names)
@@ -665,6 +676,7 @@ def predict_command(argv):
     parser.add_argument("model", help="transfer_vgg16.keras (or scratch_vgg16.keras) of a results folder")
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     args = parser.parse_args(argv)
+    quiet_tensorflow()
     model, info = load_saved_model(Path(args.model))
     size = model.input_shape[1:3]
     for path in args.images:

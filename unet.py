@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-import medlab  # noqa: F401  (quiet TensorFlow start-up)
 import keras
 import tensorflow as tf
 from keras import layers
@@ -32,6 +31,7 @@ from medlab.augment import augment_pair, augmented_batches
 from medlab.distribute import SCALING_HELP
 from medlab.images import decode, list_images, load_all, load_image, resize, to_channels, to_unit_range
 from medlab.runs import UserError, load_keras_model
+from medlab.tensorboard_logs import epoch_logger, log_dir_for, write_hparams
 
 THRESHOLD = 0.5
 CACHE_MODES = ("auto", "memory", "disk", "none")
@@ -354,6 +354,7 @@ def train(model, train_data, val_data, epochs, run_dir, verbose=1):
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_dice_coefficient",
                                         mode="max", save_best_only=True),
+        epoch_logger(log_dir_for(run_dir)),
     ]
     start = time.perf_counter()
     model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
@@ -571,6 +572,7 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
               "loss does this when a high learning rate saturates the sigmoid (its gradient then "
               "vanishes, unlike BCE's); rerun with a lower --lr.")
     write_json(run_dir / "metrics.json", metrics)
+    write_hparams(log_dir_for(run_dir), {"experiment": name, **p}, metrics, f"{run_dir.parent.name}/{run_dir.name}")
     write_csv(run_dir / "per_image.csv", [{"image": n, **{m: scores[m][i] for m in METRICS}}
                                            for i, n in enumerate(data["val_names"])], ["image", *METRICS])
     plot_curves({name: history}, run_dir / "curves.png", metrics=("loss", "dice_coefficient"),

@@ -5,7 +5,7 @@ import os
 import sys
 
 
-def _import_tensorflow_quietly():
+def quiet_tensorflow():
     """Import TensorFlow with its C++ start-up chatter silenced.
 
     On a machine without a GPU, TensorFlow's native code prints CUDA and absl messages straight to
@@ -26,5 +26,3 @@ def _import_tensorflow_quietly():
         os.close(saved)
         os.close(devnull)
 
-
-_import_tensorflow_quietly()

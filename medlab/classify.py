@@ -6,15 +6,16 @@ both, so every script scores its models the same way.
 """
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-import medlab  # noqa: F401  (quiet TensorFlow start-up)
 import keras
 import tensorflow as tf
 
 from medlab.augment import augmented_batches, random_affine
 from medlab.runs import UserError
+from medlab.tensorboard_logs import epoch_logger, log_dir_for
 
 # Retracing notices (each new model or last partial batch) are noise to the scripts' users.
 tf.get_logger().setLevel("ERROR")
@@ -59,7 +60,8 @@ def image_dataset(images, targets, batch_size, shuffle=False, augment=False, see
 
 
 def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None):
-    """Fit for exactly `epochs` epochs, logging every epoch to `csv_path`; returns seconds taken.
+    """Fit for exactly `epochs` epochs, logging every epoch to `csv_path` and to TensorBoard (a
+    folder named after the CSV file, see `tensorboard_model_dir`); returns seconds taken.
 
     `train_data`/`val_data` are `tf.data` pipelines or (inputs, targets) array pairs. The final
     model is what the caller evaluates: picking the best validation epoch would make the
@@ -71,9 +73,16 @@ def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None):
     inputs = train_data if not isinstance(train_data, tuple) else train_data[0]
     targets = None if not isinstance(train_data, tuple) else train_data[1]
     model.fit(inputs, targets, validation_data=val_data, epochs=epochs,
-              callbacks=[keras.callbacks.CSVLogger(str(csv_path))],
+              callbacks=[keras.callbacks.CSVLogger(str(csv_path)),
+                         epoch_logger(tensorboard_model_dir(csv_path))],
               verbose=1 if sys.stdout.isatty() else 2, **options)
     return time.perf_counter() - start
+
+
+def tensorboard_model_dir(csv_path):
+    """`history_transfer.csv` logs to TensorBoard in `tensorboard/transfer` beside it."""
+    csv_path = Path(csv_path)
+    return log_dir_for(csv_path.parent, csv_path.stem.removeprefix("history_"))
 
 
 def class_one_scores(model, inputs, batch_size=32):

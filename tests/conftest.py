@@ -7,7 +7,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import medlab  # noqa: E402,F401  (TensorFlow imported quietly, as in the scripts)
+from medlab import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # as the scripts do
 
 
 def run_script(script, *args, cwd=None, timeout=600):
@@ -21,3 +23,14 @@ def run_script(script, *args, cwd=None, timeout=600):
 @pytest.fixture
 def script():
     return run_script
+
+
+def tensorboard_events(log_dir):
+    """{tag: [steps]} of the event files directly inside `log_dir` (not its subfolders)."""
+    import tensorflow as tf
+    tags = {}
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    return tags

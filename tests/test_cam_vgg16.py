@@ -9,6 +9,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from conftest import tensorboard_events
 
 import cam_vgg16
 from medlab.synthetic_classes import synthetic_class_set
@@ -45,6 +46,8 @@ def test_training_run_writes_every_output(tiny_run):
                 "marker_pointing_game", "randomisation_correlation", "class_map_correlation", "marker_test"):
         assert key in metrics, key
     assert 0 <= metrics["val_accuracy"] <= 1 and metrics["n_val"] == 8
+    assert tensorboard_events(run_dir / "tensorboard" / "train")["epoch_loss"] == [0, 1]
+    assert {"_hparams_/session_start_info", "final/val_auc"} <= set(tensorboard_events(run_dir / "tensorboard"))
     assert metrics["layer"] == "Last_ConvLayer" and metrics["cam_resolution"] == "2x2"
     # Region masks were found: the marker is scored on every correctly classified image, the
     # fracture region only on AFF images (a normal femur has no region to point at).

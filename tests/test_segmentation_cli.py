@@ -4,6 +4,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import tensorboard_events
 
 import unet
 from medlab.runs import UserError
@@ -41,6 +42,8 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
         for key in ("val_dice", "val_iou", "val_hd95", "val_precision", "val_recall", "epochs", "train_seconds"):
             assert key in metrics
         assert 0.0 <= metrics["val_dice"] <= 1.0 and metrics["epochs"] == 1
+        assert tensorboard_events(run / "tensorboard" / "validation")["epoch_loss"] == [0]
+        assert {"_hparams_/session_start_info", "final/val_dice"} <= set(tensorboard_events(run / "tensorboard"))
         config = json.loads((run / "config.json").read_text())
         assert config["parameters"]["size"] == 32 and "tensorflow" in config["versions"]
     config = json.loads((tmp_path / "out" / f"{stamp}-4e-dice" / "config.json").read_text())["parameters"]

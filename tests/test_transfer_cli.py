@@ -5,6 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import tensorboard_events
 
 import transfer_vgg16 as tv
 from medlab.synthetic_classes import synthetic_class_set
@@ -40,6 +41,9 @@ def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, ti
         for metric in ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"):
             assert len(metrics[method][f"val_{metric}_ci"]) == 2
     assert 0 <= metrics["transfer"]["val_accuracy"] <= 1
+    for model in ("transfer", "scratch"):  # one TensorBoard run per model, with its pooled scores
+        assert tensorboard_events(run / "tensorboard" / model / "validation")["epoch_loss"] == [0, 1]
+        assert "final/val_auc" in tensorboard_events(run / "tensorboard" / model)
     assert metrics["evaluation"]["positive_class"] == "AFF" and metrics["scored_images"] == 8
     assert "verdict" in metrics["difference"]
     summary = (run / "summary.md").read_text()

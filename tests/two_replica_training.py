@@ -12,7 +12,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import medlab  # noqa: E402,F401  (quiet TensorFlow start-up)
+from medlab import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()
 import tensorflow as tf  # noqa: E402
 
 tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
