@@ -8,6 +8,7 @@ Prints the per-epoch time of each and the ratio A/B (target <= 1.10), plus the o
 
     python bench/input_pipeline.py [--pairs 64] [--size 128] [--epochs 3]
 """
+
 import argparse
 import sys
 import tempfile
@@ -30,12 +31,17 @@ def epoch_seconds(model, fit, epochs):
 
 def fresh_model(size):
     set_seed(0)
-    return unet.compile_unet(unet.build_unet((size, size, 1), base=16, depth=4, dropout=0.2,
-                                             batch_norm=True), "bce", 1e-4)
+    return unet.compile_unet(
+        unet.build_unet((size, size, 1), base=16, depth=4, dropout=0.2, batch_norm=True),
+        "bce",
+        1e-4,
+    )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
@@ -45,16 +51,27 @@ def main():
         write_chest_xrays(Path(tmp) / "X_ray", args.pairs, 256, seed=0)
         start = time.perf_counter()
         image_paths, mask_paths = unet.find_pairs(Path(tmp) / "X_ray")
-        images, masks = unet.load_images(image_paths, args.size), unet.load_masks(mask_paths, args.size)
+        images, masks = (
+            unet.load_images(image_paths, args.size),
+            unet.load_masks(mask_paths, args.size),
+        )
         load_seconds = time.perf_counter() - start
 
     pipeline = unet.make_dataset(images, masks, args.batch_size, shuffle=True, augment=True, seed=0)
-    with_pipeline = epoch_seconds(fresh_model(args.size),
-                                  lambda m, e: m.fit(pipeline, epochs=e, verbose=0, shuffle=False), args.epochs)
-    preloaded = epoch_seconds(fresh_model(args.size),
-                              lambda m, e: m.fit(images, masks, batch_size=args.batch_size, epochs=e,
-                                                 verbose=0), args.epochs)
-    print(f"\n{args.pairs} pairs at {args.size}x{args.size}, 4e U-Net, batch {args.batch_size}, {args.epochs} epochs")
+    with_pipeline = epoch_seconds(
+        fresh_model(args.size),
+        lambda m, e: m.fit(pipeline, epochs=e, verbose=0, shuffle=False),
+        args.epochs,
+    )
+    preloaded = epoch_seconds(
+        fresh_model(args.size),
+        lambda m, e: m.fit(images, masks, batch_size=args.batch_size, epochs=e, verbose=0),
+        args.epochs,
+    )
+    print(
+        f"\n{args.pairs} pairs at {args.size}x{args.size}, 4e U-Net, batch {args.batch_size}, "
+        f"{args.epochs} epochs"
+    )
     print(f"loading and decoding once:               {load_seconds:6.2f} s")
     print(f"epoch, tf.data pipeline + augmentation:  {with_pipeline:6.2f} s")
     print(f"epoch, preloaded tensors, no augmentation: {preloaded:6.2f} s")

@@ -5,6 +5,7 @@ The segmentation pipeline stacks image and mask along the channel axis before ca
 re-thresholded to stay binary. A single projective resampling replaces the four separate
 interpolations that a chain of Keras Random* layers would apply, which keeps images sharper.
 """
+
 import math
 
 import tensorflow as tf
@@ -46,15 +47,21 @@ def random_affine(images, seed, rotation=10.0, shift=0.1, zoom=0.2, flip=True, f
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
     matrices = tf.vectorized_map(
         lambda p: affine_matrix(height, width, p[0], p[1], p[2], p[3], p[4]),
-        tf.stack([angle, shift_y, shift_x, scale, flipped], axis=1))
+        tf.stack([angle, shift_y, shift_x, scale, flipped], axis=1),
+    )
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=batch, transforms=matrices, output_shape=shape[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode)
+        images=batch,
+        transforms=matrices,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode=fill_mode,
+    )
     return out[0] if single else out
 
 
 def augment_pair(image, mask, seed, **options):
-    """Transform images and masks together (one image or a batch); masks come back binary (>= 0.5)."""
+    """Transform images and masks together (one or a batch); masks come back binary (>= 0.5)."""
     channels = tf.shape(image)[-1]
     stacked = random_affine(tf.concat([image, mask], axis=-1), seed, **options)
     new_mask = tf.cast(stacked[..., channels:] >= 0.5, mask.dtype)
@@ -72,4 +79,6 @@ def augmented_batches(pairs, batch_size, transform=None, seed=0):
         return dataset
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip(dataset, seeds).map(
-        lambda pair, batch_seed: transform(pair[0], pair[1], batch_seed), num_parallel_calls=tf.data.AUTOTUNE)
+        lambda pair, batch_seed: transform(pair[0], pair[1], batch_seed),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )

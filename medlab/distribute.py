@@ -1,4 +1,4 @@
-"""Training beyond one CPU with TensorFlow's own engine: tf.distribute strategies, mixed precision, XLA.
+"""Training beyond one CPU with TensorFlow's own tf.distribute strategies, mixed precision and XLA.
 
 A script calls `configure_scaling` once, before it builds any model or dataset, then builds and
 compiles its models inside `scaling.scope()` and batches its data with `scaling.global_batch(n)`,
@@ -15,6 +15,7 @@ Scripts with a parameter block add `SCALING_PARAMETERS` to it (one flag each thr
 `medlab.cli.add_parameter_flags`, help texts in `SCALING_HELP`) and call `check_scaling` with
 their other parameter checks, so a typo fails before any data is read.
 """
+
 import dataclasses
 import json
 import os
@@ -25,18 +26,19 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("off", "float16", "bfloat16")
 # Keras policy names; "mixed" keeps the variables in float32 and computes in 16 bits.
 POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
-# CPU features that make bfloat16 arithmetic native (Intel Cooper Lake / Sapphire Rapids, AMD Zen 4).
+# CPU features that make bfloat16 arithmetic native (Intel Cooper Lake/Sapphire Rapids, AMD Zen 4).
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-# The newest Keras (major, minor) seen failing to train on several workers (see check_keras_trains_on_several_workers).
+# The newest Keras (major, minor) seen failing to train on several workers
+# (see check_keras_trains_on_several_workers).
 KERAS_MULTIWORKER_BROKEN_THROUGH = (3, 15)
 
 SCALING_PARAMETERS = {"strategy": "auto", "mixed_precision": "off", "jit": False}
 SCALING_HELP = {
-    "strategy": "auto (mirrored when several GPUs are visible, else default), default (one device), "
-                "mirrored (all local GPUs, or all logical CPUs) or multiworker (machines listed in "
-                "TF_CONFIG); BATCH_SIZE is per replica",
+    "strategy": "auto (mirrored when several GPUs are visible, else default), "
+    "default (one device), mirrored (all local GPUs, or all logical CPUs) or multiworker "
+    "(machines listed in TF_CONFIG); BATCH_SIZE is per replica",
     "mixed_precision": "off, float16 (GPU) or bfloat16 (GPU, or a CPU with AVX512-BF16/AMX); "
-                       "the output layer stays float32",
+    "the output layer stays float32",
     "jit": "compile the training step with XLA (model.compile(jit_compile=True))",
 }
 
@@ -44,6 +46,7 @@ SCALING_HELP = {
 @dataclasses.dataclass(frozen=True)
 class Scaling:
     """The distribution strategy and compile options every model of a run is built with."""
+
     strategy: object
     jit: bool = False
 
@@ -59,8 +62,9 @@ class Scaling:
 
 
 def single_device():
-    """One device (the default strategy) and no XLA: training as before this module (tests, helpers)."""
+    """One device (default strategy), no XLA: training as before this module (tests, helpers)."""
     import tensorflow as tf
+
     return Scaling(tf.distribute.get_strategy())
 
 
@@ -68,7 +72,10 @@ def check_scaling(p):
     """Reject unknown --strategy / --mixed-precision values with a one-line `UserError`."""
     for name, choices in (("strategy", STRATEGIES), ("mixed_precision", PRECISIONS)):
         if p[name] not in choices:
-            raise UserError(f"--{name.replace('_', '-')} {p[name]} is unknown; choose one of {', '.join(choices)}")
+            raise UserError(
+                f"--{name.replace('_', '-')} {p[name]} is unknown; "
+                f"choose one of {', '.join(choices)}"
+            )
 
 
 def configure_scaling(strategy="auto", mixed_precision="off", jit=False, batch_size=None):
@@ -86,6 +93,7 @@ def configure_scaling(strategy="auto", mixed_precision="off", jit=False, batch_s
 def make_strategy(name, batch_size=None):
     """A tf.distribute strategy by name (see `SCALING_HELP`), announced with its replicas."""
     import tensorflow as tf
+
     check_scaling({"strategy": name, "mixed_precision": "off"})
     if name == "multiworker":
         check_tf_config(os.environ.get("TF_CONFIG"))
@@ -102,13 +110,18 @@ def make_strategy(name, batch_size=None):
 
 def gpu_count():
     import tensorflow as tf
+
     return len(tf.config.list_physical_devices("GPU"))
 
 
 def local_devices():
     """Every local GPU, or every logical CPU when there is none (several only when configured)."""
     import tensorflow as tf
-    return [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
+
+    return [
+        d.name
+        for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    ]
 
 
 def describe_strategy(name, strategy, batch_size=None):
@@ -121,25 +134,36 @@ def describe_strategy(name, strategy, batch_size=None):
 
 def check_tf_config(text):
     """Raise a one-line `UserError` unless `text` is a usable multi-worker TF_CONFIG."""
-    example = ('e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}\' (see the README, "Scaling")')
+    example = (
+        'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+        '"task": {"type": "worker", "index": 0}}\' (see the README, "Scaling")'
+    )
     if not text:
-        raise UserError(f"--strategy multiworker needs the TF_CONFIG environment variable on every machine; {example}")
+        raise UserError(
+            "--strategy multiworker needs the TF_CONFIG environment variable on every machine; "
+            f"{example}"
+        )
     try:
         config = json.loads(text)
         workers = config["cluster"]["worker"]
         task = config["task"]
-        valid = (isinstance(workers, list) and workers and task["type"] in config["cluster"]
-                 and 0 <= int(task["index"]) < len(config["cluster"][task["type"]]))
+        valid = (
+            isinstance(workers, list)
+            and workers
+            and task["type"] in config["cluster"]
+            and 0 <= int(task["index"]) < len(config["cluster"][task["type"]])
+        )
     except (ValueError, KeyError, TypeError):
         valid = False
     if not valid:
-        raise UserError(f"TF_CONFIG is not a valid cluster description (a cluster with a worker list and "
-                        f"this machine's task type and index); {example}")
+        raise UserError(
+            f"TF_CONFIG is not a valid cluster description (a cluster with a worker list and "
+            f"this machine's task type and index); {example}"
+        )
 
 
 def check_keras_trains_on_several_workers(tf_config, keras_version=None):
-    """Refuse a cluster of several workers with a Keras known to fail there (one line, not a traceback).
+    """Refuse several workers with a Keras known to fail there (a one-line error, not a traceback).
 
     Up to `KERAS_MULTIWORKER_BROKEN_THROUGH`, Keras 3's `fit` under MultiWorkerMirroredStrategy
     with two or more workers fails before the first step (it reduces the first batch and the
@@ -147,11 +171,19 @@ def check_keras_trains_on_several_workers(tf_config, keras_version=None):
     runs; later Keras versions are allowed through so a fix is picked up without a change here.
     """
     import keras
+
     version = tuple(int(part) for part in (keras_version or keras.version()).split(".")[:2])
-    workers = sum(len(hosts) for role, hosts in json.loads(tf_config)["cluster"].items() if role in ("worker", "chief"))
+    workers = sum(
+        len(hosts)
+        for role, hosts in json.loads(tf_config)["cluster"].items()
+        if role in ("worker", "chief")
+    )
     if workers > 1 and version <= KERAS_MULTIWORKER_BROKEN_THROUGH:
-        raise UserError(f"--strategy multiworker over {workers} workers fails in Keras {'.'.join(map(str, version))} "
-                        "fit() (keras-team/keras#20585); use --strategy mirrored on one machine with several GPUs")
+        raise UserError(
+            f"--strategy multiworker over {workers} workers fails in Keras "
+            f"{'.'.join(map(str, version))} fit() (keras-team/keras#20585); use --strategy "
+            "mirrored on one machine with several GPUs"
+        )
 
 
 def configure_precision(mode):
@@ -163,12 +195,17 @@ def configure_precision(mode):
     with native bfloat16, since elsewhere TensorFlow emulates it more slowly than float32.
     """
     import keras
+
     check_scaling({"strategy": "auto", "mixed_precision": mode})
     if mode == "float16" and not gpu_count():
-        raise UserError("--mixed-precision float16 needs a GPU and none is visible; use off on this machine")
+        raise UserError(
+            "--mixed-precision float16 needs a GPU and none is visible; use off on this machine"
+        )
     if mode == "bfloat16" and not (gpu_count() or cpu_supports_bfloat16()):
-        raise UserError("--mixed-precision bfloat16 needs a GPU or a CPU with AVX512-BF16/AMX and this "
-                        "machine has neither; use off")
+        raise UserError(
+            "--mixed-precision bfloat16 needs a GPU or a CPU with AVX512-BF16/AMX and this "
+            "machine has neither; use off"
+        )
     policy = POLICIES[mode]
     keras.mixed_precision.set_global_policy(policy)
     if mode != "off":

@@ -21,6 +21,7 @@ fracture of an AFF bone; empty for an NFF bone, which has nothing to point at) a
 `Set/_markers/...` the text marker, with `Set/_markers/marker_classes.json` naming the class
 each image's marker style stands for. Folders starting with "_" are ignored as classes.
 """
+
 import json
 from pathlib import Path
 
@@ -36,17 +37,29 @@ CLASS_NAMES = {"skin": ("Mel", "Nevi"), "bone": ("AFF", "NFF")}
 FOLDER_NAMES = {"skin": "Skin", "bone": "Bone"}
 SPLITS = ("train", "validation")
 REGIONS, MARKERS = "_regions", "_markers"
-MARKER_CLASSES = "marker_classes.json"  # in _markers/: image (relative path) -> class its marker stands for
+MARKER_CLASSES = (
+    "marker_classes.json"  # in _markers/: image (relative path) -> class its marker stands for
+)
 # How often the marker style matches the class in a shortcut set.
 SHORTCUT_AGREEMENT = 0.9
 # How AFFs look (widths in pixels of a 256-pixel image). Clear: the built-in demo, where half the
 # fractures go through the whole shaft. Subtle: hairline cracks through the lateral cortex only,
 # used in shortcut sets so that the burned-in text marker is the easier cue (as in the course).
 FRACTURES = {
-    "clear": {"complete": 0.5, "thickness": (2.5, 4.5), "complete_thickness": (3.0, 6.0),
-              "visibility": (0.6, 1.0), "beak": (0.6, 1.2)},
-    "subtle": {"complete": 0.0, "thickness": (1.5, 3.0), "complete_thickness": (1.5, 3.0),
-               "visibility": (0.35, 1.0), "beak": (0.5, 1.1)},
+    "clear": {
+        "complete": 0.5,
+        "thickness": (2.5, 4.5),
+        "complete_thickness": (3.0, 6.0),
+        "visibility": (0.6, 1.0),
+        "beak": (0.6, 1.2),
+    },
+    "subtle": {
+        "complete": 0.0,
+        "thickness": (1.5, 3.0),
+        "complete_thickness": (1.5, 3.0),
+        "visibility": (0.35, 1.0),
+        "beak": (0.5, 1.1),
+    },
 }
 NFF_BEAK = (0.2, 0.5)  # the mild bump some normal femurs show, in cortex widths
 # Two marker styles per set: (text, anchor corner). A shortcut set gives style i to class i.
@@ -56,7 +69,9 @@ MARKER_STYLES = {
 }
 
 
-def synthetic_class_set(dataset, seed=0, n_train=200, n_val=80, size=256, shortcut=False, root=None):
+def synthetic_class_set(
+    dataset, seed=0, n_train=200, n_val=80, size=256, shortcut=False, root=None
+):
     """Generate (once) and return the folder of a synthetic two-class set in the lab layout.
 
     `n_train` and `n_val` count images over both classes (half each); `root` defaults to
@@ -66,17 +81,33 @@ def synthetic_class_set(dataset, seed=0, n_train=200, n_val=80, size=256, shortc
     """
     dataset = str(dataset).lower()
     if dataset not in CLASS_NAMES:
-        raise UserError(f"unknown synthetic data set {dataset!r}; choose one of: {', '.join(CLASS_NAMES)}")
+        raise UserError(
+            f"unknown synthetic data set {dataset!r}; choose one of: {', '.join(CLASS_NAMES)}"
+        )
     if n_train < 2 or n_val < 2 or size < 64:
-        raise UserError("a synthetic set needs at least 2 training and 2 validation images "
-                        "and a size of at least 64 pixels")
-    name = FOLDER_NAMES[dataset] + ("-shortcut" if shortcut else "") + (f"-{n_train}" if n_train != 200 else "")
+        raise UserError(
+            "a synthetic set needs at least 2 training and 2 validation images "
+            "and a size of at least 64 pixels"
+        )
+    name = (
+        FOLDER_NAMES[dataset]
+        + ("-shortcut" if shortcut else "")
+        + (f"-{n_train}" if n_train != 200 else "")
+    )
     folder = Path(root if root is not None else SYNTHETIC_ROOT) / name
-    recipe = {"dataset": dataset, "seed": int(seed), "n_train": int(n_train), "n_val": int(n_val),
-              "size": int(size), "shortcut": bool(shortcut), "version": RECIPE_VERSION}
+    recipe = {
+        "dataset": dataset,
+        "seed": int(seed),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "size": int(size),
+        "shortcut": bool(shortcut),
+        "version": RECIPE_VERSION,
+    }
     counts = {"train": int(n_train) // 2, "validation": int(n_val) // 2}
-    return ensure_synthetic(folder, recipe,
-                            lambda tmp: write_class_set(tmp, dataset, seed, counts, size, shortcut))
+    return ensure_synthetic(
+        folder, recipe, lambda tmp: write_class_set(tmp, dataset, seed, counts, size, shortcut)
+    )
 
 
 def region_mask_path(image_path):
@@ -90,14 +121,19 @@ def marker_mask_path(image_path):
 
 
 def marker_classes(image_paths):
-    """For each synthetic image, the class name its text-marker style stands for (None if unknown):
-    in a shortcut set the class the marker suggests, so a model can be tested where the marker lies."""
+    """For each synthetic image, the class name its text-marker style stands for (None if unknown).
+
+    In a shortcut set that is the class the marker suggests, so a model can be tested where the
+    marker lies.
+    """
     records, names = {}, []
     for image_path in map(Path, image_paths):
         set_folder = image_path.parent.parent.parent
         if set_folder not in records:
             try:
-                records[set_folder] = json.loads((set_folder / MARKERS / MARKER_CLASSES).read_text())
+                records[set_folder] = json.loads(
+                    (set_folder / MARKERS / MARKER_CLASSES).read_text()
+                )
             except (OSError, ValueError):
                 records[set_folder] = {}
         names.append(records[set_folder].get(image_path.relative_to(set_folder).as_posix()))
@@ -114,8 +150,11 @@ def _side_path(image_path, kind):
 def write_class_set(folder, dataset, seed, counts, size, shortcut):
     total = 2 * sum(counts.values())
     kind = "shortcut " if shortcut else ""
-    bar = progress(total, f"generating the synthetic {kind}{FOLDER_NAMES[dataset]} set: "
-                          f"{total} images at {size}x{size} in {folder.with_suffix('')}")
+    bar = progress(
+        total,
+        f"generating the synthetic {kind}{FOLDER_NAMES[dataset]} set: "
+        f"{total} images at {size}x{size} in {folder.with_suffix('')}",
+    )
     draw = draw_skin if dataset == "skin" else draw_bone
     done, marker_names = 0, {}
     for split_index, split in enumerate(SPLITS):
@@ -124,15 +163,18 @@ def write_class_set(folder, dataset, seed, counts, size, shortcut):
                 (folder / d / class_name).mkdir(parents=True, exist_ok=True)
             for i in range(counts[split]):
                 # One generator per image: an image depends on its own index, not on the set size.
-                rng = np.random.default_rng([seed, split_index, label, i, int(shortcut),
-                                             list(CLASS_NAMES).index(dataset)])
+                rng = np.random.default_rng(
+                    [seed, split_index, label, i, int(shortcut), list(CLASS_NAMES).index(dataset)]
+                )
                 image, region, marker, style = draw(rng, label, size, shortcut)
                 image_path = folder / split / class_name / f"{class_name.lower()}_{i:04d}.png"
                 write_png(image_path, image)
                 write_png(region_mask_path(image_path), region)
                 if marker is not None:
                     write_png(marker_mask_path(image_path), marker)
-                    marker_names[image_path.relative_to(folder).as_posix()] = CLASS_NAMES[dataset][style]
+                    marker_names[image_path.relative_to(folder).as_posix()] = CLASS_NAMES[dataset][
+                        style
+                    ]
                 done += 1
                 bar.update(done)
     (folder / MARKERS / MARKER_CLASSES).write_text(json.dumps(marker_names, indent=0))
@@ -151,8 +193,9 @@ def to_uint8(image):
 
 # --- text markers ------------------------------------------------------------------------------
 
+
 def marker_style(rng, dataset, label, shortcut):
-    """Index of the marker style: random, or tied to the class most of the time in a shortcut set."""
+    """Marker style index: random, or tied to the class most of the time in a shortcut set."""
     if not shortcut:
         return int(rng.integers(2))
     return label if rng.uniform() < SHORTCUT_AGREEMENT else 1 - label
@@ -177,6 +220,7 @@ def burn_text(image, rng, text, corner, size, intensity):
 
 # --- Bone ----------------------------------------------------------------------------------------
 
+
 def draw_bone(rng, label, size, shortcut):
     """An X-ray-like femur shaft; label 0 (AFF) gets a transverse fracture at a lateral beak.
 
@@ -188,7 +232,9 @@ def draw_bone(rng, label, size, shortcut):
     crack_at = size * rng.uniform(-0.2, 0.2)  # AFFs sit in the middle third of the shaft
     complete = is_aff and rng.uniform() < fracture["complete"]
     if complete:  # the distal fragment is displaced sideways
-        femur["across"] -= (femur["along"] > crack_at) * femur["lateral"] * femur["cortex"] * rng.uniform(0, 0.8)
+        femur["across"] -= (
+            (femur["along"] > crack_at) * femur["lateral"] * femur["cortex"] * rng.uniform(0, 0.8)
+        )
     image, cortex_level = draw_femur(rng, femur, size)
     beak_width = 0.0
     if rng.uniform() < (0.85 if is_aff else 0.1):  # focal lateral cortical thickening, the "beak"
@@ -223,8 +269,13 @@ def femur_pose(rng, size, is_aff):
     along = (ys - size / 2) * np.cos(angle) + (xs - centre_x) * np.sin(angle)
     across = (xs - centre_x) * np.cos(angle) - (ys - size / 2) * np.sin(angle)
     across = across - lateral * bow * (1 - (2 * along / size) ** 2)
-    return {"along": along, "across": across, "lateral": lateral, "half_width": half_width,
-            "cortex": half_width * rng.uniform(0.3, 0.45)}
+    return {
+        "along": along,
+        "across": across,
+        "lateral": lateral,
+        "half_width": half_width,
+        "cortex": half_width * rng.uniform(0.3, 0.45),
+    }
 
 
 def draw_femur(rng, femur, size):
@@ -237,12 +288,14 @@ def draw_femur(rng, femur, size):
     canal = smooth_step(half_width - femur["cortex"] - np.abs(across), 1.5)
     cortex_level = rng.uniform(0.7, 0.9)
     image += bone * (cortex_level - image) + canal * (rng.uniform(0.4, 0.55) - cortex_level)
-    return image + 0.04 * bone * smooth_noise(rng, (size, size), 2.0), cortex_level  # + trabecular texture
+    return image + 0.04 * bone * smooth_noise(
+        rng, (size, size), 2.0
+    ), cortex_level  # + trabecular texture
 
 
 def draw_beak(image, rng, femur, crack_at, width, cortex_level, size):
     side = femur["across"] * femur["lateral"]  # > 0 towards the lateral side
-    profile = np.exp(-((femur["along"] - crack_at) / (size * rng.uniform(0.03, 0.05))) ** 2)
+    profile = np.exp(-(((femur["along"] - crack_at) / (size * rng.uniform(0.03, 0.05))) ** 2))
     outer = (side > femur["half_width"]) & (side < femur["half_width"] + width * profile)
     return np.where(outer, np.maximum(image, cortex_level * 0.95), image)
 
@@ -252,10 +305,14 @@ def draw_crack(image, rng, femur, crack_at, complete, fracture, size):
     shaft when `complete`."""
     side, half_width = femur["across"] * femur["lateral"], femur["half_width"]
     depth = 2 * half_width + 1.0 if complete else femur["cortex"] * rng.uniform(0.8, 1.3)
-    thickness = size / 256 * rng.uniform(*fracture["complete_thickness" if complete else "thickness"])
+    thickness = (
+        size / 256 * rng.uniform(*fracture["complete_thickness" if complete else "thickness"])
+    )
     tilt = rng.uniform(-0.2, 0.2)  # near transverse, never quite
     distance = np.abs(femur["along"] - crack_at - tilt * (side - half_width))
-    line = smooth_step(thickness / 2 - distance, 0.6) * smooth_step(side - (half_width - depth), 1.0)
+    line = smooth_step(thickness / 2 - distance, 0.6) * smooth_step(
+        side - (half_width - depth), 1.0
+    )
     line *= smooth_step(half_width + 1.0 - side, 1.0)
     visibility = rng.uniform(*fracture["visibility"])  # some fracture lines are fainter than others
     return image - visibility * line * (image - 0.3).clip(0)
@@ -264,10 +321,17 @@ def draw_crack(image, rng, femur, crack_at, complete, fracture, size):
 def fracture_region(femur, crack_at, complete, beak_width, size):
     """Where the fracture and its beak are: a band across the shaft (complete fractures) or the
     lateral cortex (incomplete ones)."""
-    side, half_width, cortex = femur["across"] * femur["lateral"], femur["half_width"], femur["cortex"]
+    side, half_width, cortex = (
+        femur["across"] * femur["lateral"],
+        femur["half_width"],
+        femur["cortex"],
+    )
     inner = -half_width - cortex if complete else half_width - cortex * 1.6
-    return ((np.abs(femur["along"] - crack_at) < size * 0.06) & (side > inner)
-            & (side < half_width + max(beak_width, cortex) * 1.2))
+    return (
+        (np.abs(femur["along"] - crack_at) < size * 0.06)
+        & (side > inner)
+        & (side < half_width + max(beak_width, cortex) * 1.2)
+    )
 
 
 def xray_finish(image, rng, size):
@@ -287,8 +351,9 @@ def smooth_step(x, width):
 
 # --- Skin ----------------------------------------------------------------------------------------
 
+
 def draw_skin(rng, label, size, shortcut):
-    """A dermoscopy-like lesion photo; label 0 (Mel) irregular and multicoloured, 1 (Nevi) regular."""
+    """Dermoscopy-like lesion photo; label 0 (Mel) irregular and multicoloured, 1 (Nevi) regular."""
     is_mel = label == 0
     image = skin_background(rng, size)
     lesion = lesion_mask(rng, is_mel, size)
@@ -321,13 +386,17 @@ def lesion_mask(rng, is_mel, size):
     if is_mel:  # a jagged border on top of the smooth wobble
         offsets = points - np.array(centre) * size
         t = np.linspace(0, 2 * np.pi, len(points), endpoint=False)
-        jag = 1 + sum(rng.uniform(-0.05, 0.05) * np.cos(k * t + rng.uniform(0, 2 * np.pi))
-                      for k in range(6, 14))
+        jag = 1 + sum(
+            rng.uniform(-0.05, 0.05) * np.cos(k * t + rng.uniform(0, 2 * np.pi))
+            for k in range(6, 14)
+        )
         points = (np.array(centre) * size + offsets * jag[:, None]).astype(np.int32)
     mask = np.zeros((size, size), np.float32)
     cv2.fillPoly(mask, [points], 1.0, cv2.LINE_AA)
     # Rotate so asymmetry has no preferred direction.
-    rotation = cv2.getRotationMatrix2D((centre[0] * size, centre[1] * size), rng.uniform(0, 360), 1.0)
+    rotation = cv2.getRotationMatrix2D(
+        (centre[0] * size, centre[1] * size), rng.uniform(0, 360), 1.0
+    )
     mask = cv2.warpAffine(mask, rotation, (size, size))
     return cv2.GaussianBlur(mask, (0, 0), 1.0 if is_mel else rng.uniform(1.0, 2.5))
 
@@ -340,7 +409,9 @@ def paint_lesion(image, rng, lesion, is_mel, size):
         patches = [(0.12, 0.07, 0.06), (0.35, 0.35, 0.45), (0.6, 0.25, 0.25), (0.25, 0.15, 0.1)]
         n_colours = int(rng.integers(1, 4)) if is_mel else 1
         for k in rng.choice(len(patches), n_colours, replace=False):
-            blotch = smooth_step(smooth_noise(rng, (size, size), size / 24) - rng.uniform(0.3, 0.9), 0.3)
+            blotch = smooth_step(
+                smooth_noise(rng, (size, size), size / 24) - rng.uniform(0.3, 0.9), 0.3
+            )
             colour += blotch[..., None] * (np.array(patches[k], np.float32) - colour) * 0.85
     opacity = lesion[..., None] * rng.uniform(0.75, 0.95)
     return image * (1 - opacity) + colour * opacity
@@ -366,7 +437,7 @@ def add_hair(image, rng, size):
 def photo_finish(image, rng, size):
     """Lighting fall-off, white balance, blur and sensor noise that vary from photo to photo."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
-    vignette = 1 - rng.uniform(0.1, 0.45) * (xs ** 2 + ys ** 2) * 2
+    vignette = 1 - rng.uniform(0.1, 0.45) * (xs**2 + ys**2) * 2
     image = image * vignette[..., None] * rng.uniform(0.85, 1.1)
     image *= rng.uniform(0.92, 1.08, 3).astype(np.float32)  # white balance
     image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), rng.uniform(0.3, 1.0))

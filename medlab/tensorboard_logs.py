@@ -16,7 +16,7 @@ LOG_FOLDER = "tensorboard"
 
 
 def log_dir_for(run_dir, model_name=None):
-    """`run_dir/tensorboard`, or `run_dir/tensorboard/<model_name>` when a run trains several models."""
+    """`run_dir/tensorboard`, or its `<model_name>` subfolder when a run trains several models."""
     folder = Path(run_dir) / LOG_FOLDER
     return folder / model_name if model_name else folder
 
@@ -41,7 +41,9 @@ def write_hparams(log_dir, parameters, final_metrics, trial_name):
     }
     writer = tf.summary.create_file_writer(str(log_dir))
     with writer.as_default():
-        hparams_api.hparams({k: hparam_value(v) for k, v in parameters.items()}, trial_id=trial_name)
+        hparams_api.hparams(
+            {k: hparam_value(v) for k, v in parameters.items()}, trial_id=trial_name
+        )
         for name, value in metrics.items():
             tf.summary.scalar(f"final/{name}", value, step=0)
     writer.close()

@@ -1,4 +1,5 @@
 """tf.distribute strategies, precision policies and XLA as the scripts use them."""
+
 import json
 import subprocess
 import sys
@@ -6,25 +7,34 @@ import sys
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import unet
 from medlab import distribute
-from medlab.runs import UserError
 from medlab.classify import compile_classifier
+from medlab.runs import UserError
 from medlab.vgg import build_vgg16_style
-from conftest import ROOT
 
 
 def test_mirrored_on_two_cpus_matches_one_device_for_the_same_seed_and_global_batch():
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "two_replica_training.py")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "two_replica_training.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "strategy auto: _DefaultDistributionStrategy, 1 replica(s)" in result.stdout   # CPUs are not GPUs
-    assert "strategy mirrored: MirroredStrategy, 2 replica(s); global batch 8 = 4 per replica x 2" in result.stdout
+    assert (
+        "strategy auto: _DefaultDistributionStrategy, 1 replica(s)" in result.stdout
+    )  # CPUs are not GPUs
+    assert (
+        "strategy mirrored: MirroredStrategy, 2 replica(s); global batch 8 = 4 per replica x 2"
+        in result.stdout
+    )
     assert outcome["replicas"] == [1, 2]
     single, mirrored = outcome["losses"]
-    assert single[-1] < single[0]                      # it learned, so equal weights mean something
+    assert single[-1] < single[0]  # it learned, so equal weights mean something
     np.testing.assert_allclose(mirrored, single, rtol=1e-5)
     assert outcome["max_weight_difference"] < 1e-5 * outcome["max_weight"]
 
@@ -32,16 +42,27 @@ def test_mirrored_on_two_cpus_matches_one_device_for_the_same_seed_and_global_ba
 def test_default_strategy_has_one_replica_and_the_global_batch_is_printed(capsys):
     scaling = distribute.configure_scaling("default", batch_size=6)
     assert scaling.replicas == 1 and scaling.global_batch(6) == 6 and not scaling.jit
-    assert "strategy default: _DefaultDistributionStrategy, 1 replica(s); global batch 6 = 6 per replica x 1" \
-        in capsys.readouterr().out
+    assert (
+        "strategy default: _DefaultDistributionStrategy, 1 replica(s); "
+        "global batch 6 = 6 per replica x 1" in capsys.readouterr().out
+    )
 
 
-@pytest.mark.parametrize("text, message", [
-    (None, "needs the TF_CONFIG environment variable"),
-    ("{not json", "not a valid cluster description"),
-    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "not a valid cluster"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "not a valid cluster"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{not json", "not a valid cluster description"),
+        (
+            '{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}',
+            "not a valid cluster",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+            "not a valid cluster",
+        ),
+    ],
+)
 def test_multiworker_without_a_usable_tf_config_is_a_one_line_error(monkeypatch, text, message):
     if text is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -52,15 +73,21 @@ def test_multiworker_without_a_usable_tf_config_is_a_one_line_error(monkeypatch,
     assert "\n" not in str(error.value)
 
 
-TWO_MACHINES = json.dumps({"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 1}})
+TWO_MACHINES = json.dumps(
+    {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 1}}
+)
 
 
 def test_a_two_machine_tf_config_is_valid_but_refused_while_keras_cannot_train_on_it():
     distribute.check_tf_config(TWO_MACHINES)
     with pytest.raises(UserError, match="fails in Keras 3.15 fit.*keras-team/keras#20585"):
         distribute.check_keras_trains_on_several_workers(TWO_MACHINES, "3.15.0")
-    distribute.check_keras_trains_on_several_workers(TWO_MACHINES, "3.16.0")   # a fixed Keras may try
-    one_worker = json.dumps({"cluster": {"worker": ["localhost:2222"]}, "task": {"type": "worker", "index": 0}})
+    distribute.check_keras_trains_on_several_workers(
+        TWO_MACHINES, "3.16.0"
+    )  # a fixed Keras may try
+    one_worker = json.dumps(
+        {"cluster": {"worker": ["localhost:2222"]}, "task": {"type": "worker", "index": 0}}
+    )
     distribute.check_keras_trains_on_several_workers(one_worker, "3.15.0")
 
 
@@ -104,8 +131,13 @@ def test_jit_reaches_the_compiled_model():
 def test_transfer_and_cam_take_the_same_flags_and_refuse_unknown_values():
     import cam_vgg16
     import transfer_vgg16
-    assert {name: cam_vgg16.PARAMETERS[name] for name in distribute.SCALING_PARAMETERS} == distribute.SCALING_PARAMETERS
-    assert {name: transfer_vgg16.PARAMETERS[name] for name in distribute.SCALING_PARAMETERS} == distribute.SCALING_PARAMETERS
+
+    assert {
+        name: cam_vgg16.PARAMETERS[name] for name in distribute.SCALING_PARAMETERS
+    } == distribute.SCALING_PARAMETERS
+    assert {
+        name: transfer_vgg16.PARAMETERS[name] for name in distribute.SCALING_PARAMETERS
+    } == distribute.SCALING_PARAMETERS
     with pytest.raises(UserError, match="--strategy tpu is unknown"):
         transfer_vgg16.check_parameters({**transfer_vgg16.PARAMETERS, "strategy": "tpu"})
     with pytest.raises(UserError, match="--mixed-precision fp8 is unknown"):

@@ -1,4 +1,5 @@
 """The built-in synthetic Skin and Bone sets: layout, determinism, masks and the shortcut."""
+
 import json
 
 import cv2
@@ -56,7 +57,7 @@ def test_generated_once_then_reused(tmp_path):
 
 
 def test_region_mask_covers_the_fracture(tmp_path, monkeypatch):
-    """Every pixel a fracture darkens, complete or not, lies inside the stored region of its AFF image."""
+    """Each pixel a fracture darkens, complete or not, lies in its AFF image's stored region."""
     cracks, complete = [], []
     draw_crack = sc.draw_crack
 
@@ -144,5 +145,6 @@ def test_skin_gets_markers_only_in_shortcut_sets(tmp_path):
 
 def test_unknown_dataset_is_a_user_error(tmp_path):
     from medlab.runs import UserError
+
     with pytest.raises(UserError, match="unknown synthetic data set"):
         sc.synthetic_class_set("lung", root=tmp_path)
