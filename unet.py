@@ -17,7 +17,6 @@ Metric semantics (used everywhere, stated once):
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -344,21 +343,21 @@ def compile_unet(model, loss, lr, jit_compile=False):
 
 def train(model, train_data, val_data, epochs, run_dir, verbose=1):
     """Fit `model`, logging `history.csv`, keeping the best checkpoint (validation Dice) as
-    `best.keras`, and backing up every epoch so an interrupted run resumes where it stopped.
+    `best.keras`, and committing weights, optimizer state and history after every epoch
+    (`medlab.checkpoints`), so a run killed at any moment resumes from its last complete epoch.
 
-    Returns the training time in seconds (of this call; a resumed run adds to its earlier time).
+    Returns the training time in seconds, over every run of this experiment when it was resumed.
     """
-    run_dir = Path(run_dir)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_dice_coefficient",
-                                        mode="max", save_best_only=True),
-    ]
-    start = time.perf_counter()
-    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
-              shuffle=False)  # the dataset shuffles itself
-    return time.perf_counter() - start
+    from medlab.checkpoints import EpochCheckpoint
+    checkpoint = EpochCheckpoint(run_dir, monitor="val_dice_coefficient", mode="max")
+    done = checkpoint.restore(model)
+    if done:
+        print(f"resuming {Path(run_dir).name} after epoch {done} of {epochs}: weights, optimizer state "
+              f"and {done} history rows restored from {Path(run_dir) / 'backup'}")
+    if done < epochs:
+        model.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=done,
+                  callbacks=[checkpoint], verbose=verbose, shuffle=False)  # the dataset shuffles itself
+    return checkpoint.seconds()
 
 
 def predict_masks(model, images, batch_size=8):
@@ -535,7 +534,8 @@ def fit_experiment(p, datasets, run_dir, scaling):
         seconds = train(model, *datasets, p["epochs"], run_dir, verbose=1 if sys.stdout.isatty() else 2)
     except tf.errors.OpError as error:
         raise user_error_from_pipeline(error) from None
-    model.save(run_dir / "model.keras")
+    from medlab.atomic import save_model_atomic
+    save_model_atomic(model, run_dir / "model.keras")
     return model, seconds
 
 
@@ -570,15 +570,26 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
         print(f"warning: {name} predicts no lung at all: training collapsed to the empty mask. Dice "
               "loss does this when a high learning rate saturates the sigmoid (its gradient then "
               "vanishes, unlike BCE's); rerun with a lower --lr.")
-    write_json(run_dir / "metrics.json", metrics)
     write_csv(run_dir / "per_image.csv", [{"image": n, **{m: scores[m][i] for m in METRICS}}
                                            for i, n in enumerate(data["val_names"])], ["image", *METRICS])
     plot_curves({name: history}, run_dir / "curves.png", metrics=("loss", "dice_coefficient"),
                 titles={"loss": f"loss ({p['loss']})", "dice_coefficient": "soft Dice"})
     plot_overlays(images, masks, predictions, scores["dice"], run_dir / "overlays.png", data["val_names"])
+    finish_experiment(run_dir, metrics)
     print(f"{name}: validation Dice {metrics['val_dice']:.3f} +- {metrics['val_dice_std']:.3f}, "
           f"HD95 {metrics['val_hd95']:.1f} px ({seconds:.0f} s)")
     return metrics, scores
+
+
+def finish_experiment(run_dir, metrics):
+    """metrics.json last, as the mark of a complete experiment (resume skips it), then the backup,
+    which only an unfinished experiment needs, goes."""
+    from medlab.faults import crash_point
+    from medlab.runs import mark_complete, write_json
+    crash_point("before-metrics")
+    write_json(run_dir / "metrics.json", metrics)
+    mark_complete(run_dir)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
 
 def write_summary(summary_dir, runs):
@@ -649,12 +660,13 @@ def parse_arguments(argv, parameters, experiments):
 def _run(argv, parameters, experiments, demo):
     from medlab.cli import typed_flags
     from medlab.distribute import configure_scaling
+    from medlab.runs import mark_complete, mark_incomplete, write_json
     if argv and argv[0] == "predict":
         return predict_command(argv[1:], parameters)
     args = parse_arguments(argv, parameters, experiments)
     flags = typed_flags(args, parameters)
     if args.resume:
-        plan = json.loads((summary_folder(None, args.resume) / "runs.json").read_text())
+        plan = resume_plan(args, flags, parameters)
     else:
         data_dir, demo_settings = locate_data(parameters, flags, demo)
         plan = {name: {**parameters, **demo_settings, **experiments[name], **flags, "data_dir": str(data_dir)}
@@ -667,7 +679,7 @@ def _run(argv, parameters, experiments, demo):
                       first["memory_budget_gb"])
     summary_dir = summary_folder(first["out"], args.resume)  # only once the data proved good
     stamp = summary_dir.name.removesuffix("-summary")
-    (summary_dir / "runs.json").write_text(json.dumps(plan, indent=2))
+    write_json(summary_dir / "runs.json", plan)
     cache_dir = fresh_folder(summary_dir / "cache") if data["cache"] == "disk" else None
     runs = {}
     for name, p in plan.items():
@@ -677,12 +689,31 @@ def _run(argv, parameters, experiments, demo):
             metrics, scores = reload_run(run_dir)
         else:
             run_dir.mkdir(exist_ok=bool(args.resume))
+            mark_incomplete(run_dir)
             metrics, scores = run_experiment(name, p, data, run_dir, scaling, cache_dir)
         runs[name] = (metrics, scores, run_dir, p)
     write_summary(summary_dir, runs)
     if cache_dir is not None:
         shutil.rmtree(cache_dir)  # as large as the decoded data set; rebuilt if ever needed
+    mark_complete(summary_dir)
     print(f"\nsummary: {summary_dir / 'summary.md'}")
+
+
+def resume_plan(args, flags, parameters):
+    """The saved plan of the summary folder being resumed; flags cannot change it midway."""
+    given = [f"--{name.replace('_', '-')}" for name in flags] + (["--experiments"] if args.experiments else [])
+    if given:
+        raise UserError(f"--resume continues a run with the settings it started with, so {' '.join(given)} "
+                        "cannot be applied; drop them, or start a new run to change settings")
+    path = summary_folder(None, args.resume) / "runs.json"
+    try:
+        plan = json.loads(path.read_text())
+        if not plan or not all(isinstance(p, dict) and set(parameters) <= set(p) for p in plan.values()):
+            raise ValueError("no experiments, or parameters missing")
+    except (ValueError, AttributeError) as error:
+        raise UserError(f"{path} is damaged ({error}); start a new run, or restore the file "
+                        "(it lists each experiment's parameters)") from None
+    return plan
 
 
 def fresh_folder(path):
