@@ -55,7 +55,8 @@ def find_pairs(data_dir):
         if not folder.is_dir():
             raise UserError(f"missing folder {folder}; put X-rays in {data_dir}/Image and lung masks "
                             f"with the same file names in {data_dir}/Mask")
-    by_stem = {name: {p.stem: p for p in list_images(folder)} for name, folder in folders.items()}
+    from medlab.checks import unique_stems
+    by_stem = {name: unique_stems(list_images(folder), folder) for name, folder in folders.items()}
     for name, files in by_stem.items():
         if not files:
             raise UserError(f"folder {folders[name]} has no images (png, jpg, bmp, tif); add them")
@@ -480,6 +481,8 @@ def choose_experiments(names, experiments):
     unknown = [name for name in chosen if name not in experiments]
     if unknown:
         raise UserError(f"unknown experiment {', '.join(unknown)}; choose from {', '.join(experiments)}")
+    if not chosen:
+        raise UserError(f"--experiments {names!r} names no experiment; choose from {', '.join(experiments)}")
     return chosen
 
 
@@ -501,21 +504,20 @@ def locate_data(parameters, flags, demo):
 def load_pairs(data_dir, size, val_fraction, seed, cache="memory", memory_budget_gb=4.0):
     """The pairs of `data_dir` split into training and validation: decoded at `size` (cache memory),
     or as file paths for `pairs_dataset` to stream (cache none or disk; auto picks by size)."""
-    from medlab.images import check_readable
+    from medlab.checks import check_pairs
     image_paths, mask_paths = find_pairs(data_dir)
+    masks_empty = check_pairs(image_paths, mask_paths)  # every file decoded once: bad ones stop here
     train_idx, val_idx = split_indices(len(image_paths), val_fraction, seed)
     cache = choose_cache(cache, len(image_paths), size, memory_budget_gb)
     parts = {part: ([image_paths[i] for i in idx], [mask_paths[i] for i in idx])
              for part, idx in (("train", train_idx), ("val", val_idx))}
     if cache == "memory":
         parts = {part: (load_images(images, size), load_masks(masks, size)) for part, (images, masks) in parts.items()}
-    else:
-        check_readable(image_paths + mask_paths)  # streaming decodes later: catch bad files now
     print(f"{len(image_paths)} pairs from {data_dir}: {len(train_idx)} training, {len(val_idx)} validation "
           f"(--cache {cache})")
     pair_gb = decoded_gb(1, size)
     return {**parts, "val_names": [image_paths[i].name for i in val_idx], "data_dir": str(data_dir),
-            "cache": cache, "size": size, "shuffle_buffer": max(1, int(DISK_SHUFFLE_SHARE * memory_budget_gb / pair_gb))}
+            "masks_empty": masks_empty, "cache": cache, "size": size, "shuffle_buffer": max(1, int(DISK_SHUFFLE_SHARE * memory_budget_gb / pair_gb))}
 
 
 def experiment_datasets(p, data, batch_size, cache_dir=None):
@@ -565,11 +567,10 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
                "train_seconds": round(seconds, 1), "validation_images": len(scores["dice"]),
                "best_checkpoint": {"epoch": best_epoch, **score_summary(best_scores),
                                    "note": "epoch chosen on the validation set: optimistic"}}
-    metrics["collapsed"] = collapsed(scores)
+    # With no lung in any mask, recall is 0 for any prediction: that is no collapse (already warned).
+    metrics["collapsed"] = collapsed(scores) and not data.get("masks_empty", False)
     if metrics["collapsed"]:
-        print(f"warning: {name} predicts no lung at all: training collapsed to the empty mask. Dice "
-              "loss does this when a high learning rate saturates the sigmoid (its gradient then "
-              "vanishes, unlike BCE's); rerun with a lower --lr.")
+        print(collapse_warning(name, p["loss"]))
     write_csv(run_dir / "per_image.csv", [{"image": n, **{m: scores[m][i] for m in METRICS}}
                                            for i, n in enumerate(data["val_names"])], ["image", *METRICS])
     plot_curves({name: history}, run_dir / "curves.png", metrics=("loss", "dice_coefficient"),
@@ -579,6 +580,13 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     print(f"{name}: validation Dice {metrics['val_dice']:.3f} +- {metrics['val_dice_std']:.3f}, "
           f"HD95 {metrics['val_hd95']:.1f} px ({seconds:.0f} s)")
     return metrics, scores
+
+
+def collapse_warning(name, loss):
+    cause = ("Dice loss does this when a high learning rate saturates the sigmoid (its gradient then "
+             "vanishes, unlike BCE's); rerun with a lower --lr." if loss == "dice" else
+             "Rerun with a lower --lr or more --epochs, and check that the masks mark the lungs.")
+    return f"warning: {name} finds none of the lung in any validation image (recall 0): training collapsed. {cause}"
 
 
 def finish_experiment(run_dir, metrics):
@@ -645,9 +653,8 @@ def run_command_line(argv, parameters, experiments, demo):
 
 
 def parse_arguments(argv, parameters, experiments):
-    import argparse
-    from medlab.cli import add_parameter_flags
-    parser = argparse.ArgumentParser(
+    from medlab.cli import Parser, add_parameter_flags
+    parser = Parser(
         prog="main_segmentation.py", description="U-Net lung segmentation experiments 4a-4e (Task 4). "
         "Use 'predict MODEL IMAGE...' to segment new images with a saved model.")
     parser.add_argument("--experiments", help=f"comma-separated subset of {', '.join(experiments)} (default: all)")
@@ -733,16 +740,19 @@ def reload_run(run_dir):
 
 def predict_command(argv, parameters):
     """`predict MODEL IMAGE...`: binary masks at each image's own size, and overlays."""
-    import argparse
+    from medlab.cli import Parser
     from medlab.images import save_image
-    from medlab.runs import new_run_dir
-    parser = argparse.ArgumentParser(prog="main_segmentation.py predict",
+    from medlab.runs import mark_complete, new_run_dir
+    parser = Parser(prog="main_segmentation.py predict",
                                      description="Segment new chest X-rays with a saved U-Net.")
     parser.add_argument("model", help="a model.keras written by an experiment")
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     parser.add_argument("--out", default=parameters["out"], help="folder for the new predict-* folder")
     args = parser.parse_args(argv)
+    for path in args.images:
+        decode(path)  # every image is checked before any folder is made (decoded again below, one at a time)
     model = load_keras_model(args.model, "main_segmentation.py")
+    check_segmentation_model(model, args.model)
     size = model.input_shape[1]
     out_dir = new_run_dir(args.out, "predict")
     for path in map(Path, args.images):
@@ -752,4 +762,14 @@ def predict_command(argv, parameters):
         save_image(out_dir / f"{path.stem}_mask.png", mask)
         save_image(out_dir / f"{path.stem}_overlay.png", overlay_mask(original, mask))
         print(f"{path}: lung area {mask.mean():.1%} of the image")
+    mark_complete(out_dir)
     print(f"masks and overlays: {out_dir}")
+
+
+def check_segmentation_model(model, path):
+    """A model that maps a square grey image to a one-channel mask of its size, as experiments save."""
+    inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
+    if len(inputs) != 4 or inputs[3] != 1 or outputs != inputs:
+        raise UserError(f"model {path} is not a segmentation model (it maps {inputs[1:]} to {outputs[1:]}, "
+                        "not an image to a mask of its size); pass a model.keras written by "
+                        "main_segmentation.py")
