@@ -101,7 +101,8 @@ HELP = {
 # Command line
 # ---------------------------------------------------------------------------------------------
 def train_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], prog="cam_vgg16.py")
+    from medlab.cli import Parser
+    parser = Parser(description=__doc__.split("\n")[0], prog="cam_vgg16.py")
     for name, default in PARAMETERS.items():
         flags = ["--class"] if name == "target_class" else ["--" + name.replace("_", "-")]
         text = f"{HELP[name]} (default: {default})"
@@ -117,7 +118,8 @@ def train_parser():
 
 
 def explain_parser():
-    parser = argparse.ArgumentParser(prog="cam_vgg16.py explain",
+    from medlab.cli import Parser
+    parser = Parser(prog="cam_vgg16.py explain",
                                      description="Grad-CAM overlays of images for a saved model")
     parser.add_argument("model", help="a saved Keras model (.keras)")
     parser.add_argument("images", nargs="+", help="image files")
@@ -564,7 +566,8 @@ def run_training(argv):
     from medlab.distribute import configure_scaling
     from medlab.gradcam import GradCAM
     from medlab.plots import plot_curves, read_history
-    from medlab.runs import new_run_dir, save_config, set_seed, write_json
+    from medlab.atomic import save_model_atomic
+    from medlab.runs import mark_complete, new_run_dir, save_config, set_seed, write_json
     from medlab.synthetic_classes import marker_mask_path, region_mask_path
     from medlab.tensorboard_logs import log_dir_for, write_hparams
 
@@ -582,7 +585,7 @@ def run_training(argv):
     batches = {**params, "batch_size": global_batch}
     train(model, training_dataset(train_images, split.train_labels, batches),
           validation_dataset(val_images, split.val_labels, batches), params, run_dir)
-    model.save(run_dir / "model.keras")
+    save_model_atomic(model, run_dir / "model.keras")
     plot_curves({"VGG16": read_history(run_dir / "history.csv")}, run_dir / "curves.png",
                 metrics=("loss", "accuracy"))
 
@@ -635,6 +638,7 @@ def run_training(argv):
     print(f"validation accuracy {fmt(metrics['val_accuracy'])}, AUC {fmt(metrics['val_auc'])}; "
           f"pointing game {fmt(metrics['pointing_game'])} (marker {fmt(metrics['marker_pointing_game'])}); "
           f"randomisation correlation {fmt(metrics['randomisation_correlation'])}")
+    mark_complete(run_dir)
     print(f"results in {run_dir} (summary.md)")
     keras.backend.clear_session()
     return run_dir
@@ -659,7 +663,11 @@ def run_explain(argv):
     from medlab.gradcam import GradCAM, overlay, upsample
     from medlab.images import decode, load_image, save_image, to_channels, to_unit_range
     from medlab.runs import UserError, new_run_dir
-    from medlab.runs import load_keras_model
+    from medlab.runs import load_keras_model, mark_complete
+    for image_path in args.images:
+        decode(image_path)  # every image is checked before any folder is made
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file; pass a folder (it is created if missing)")
     model = load_keras_model(args.model, "cam_vgg16.py or another Keras script", compile=False)
     explainer = GradCAM(model, args.layer)
     shape = model.inputs[0].shape
@@ -669,8 +677,6 @@ def run_explain(argv):
     out = Path(args.out) if args.out else new_run_dir(PARAMETERS["out"], "explain")
     out.mkdir(parents=True, exist_ok=True)
     for image_path in args.images:
-        if not Path(image_path).is_file():
-            raise UserError(f"image {image_path} does not exist")
         model_input = load_image(image_path, (shape[1], shape[2]), shape[3])
         maps, probabilities, explained = explainer(model_input[None] * args.scale, args.target_class)
         original = to_channels(to_unit_range(decode(image_path)), 3)  # shown at its own size
@@ -680,6 +686,7 @@ def run_explain(argv):
         predicted = int(probabilities[0].argmax())
         print(f"{image_path}: predicted {names[predicted]} (p={probabilities[0, predicted]:.3f}), "
               f"map of {names[int(explained[0])]} -> {target}")
+    mark_complete(out)
     return out
 
 

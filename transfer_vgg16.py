@@ -110,6 +110,9 @@ def download_imagenet_backbone(shape):
 
 def backbone_from_file(path, shape):
     import keras
+    if path.is_dir():
+        raise UserError(f"--weights {path} is a folder; pass the weights file inside it, such as "
+                        f"{path / IMAGENET_FILE}, or --weights imagenet or none")
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist; pass --weights imagenet, none, or the "
                         f"path of a VGG16 notop weights file such as {IMAGENET_FILE}")
@@ -528,12 +531,13 @@ def write_summary(run_dir, metrics, context):
 
 def save_models(run_dir, kept, backbone, p, class_names):
     """The exported transfer model, the head and the scratch model, each with a small info file."""
+    from medlab.atomic import save_model_atomic
     from medlab.runs import write_json
     full = export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
     models = {"transfer_vgg16": (full, 255.0, 3), "transfer_head": (kept["head"], None, None),
               "scratch_vgg16": (kept["scratch"], 1.0, p["scratch_channels"])}
     for name, (model, scale, channels) in models.items():
-        model.save(run_dir / f"{name}.keras")
+        save_model_atomic(model, run_dir / f"{name}.keras")
         if scale is not None:
             write_json(run_dir / f"{name}.json", {"class_names": class_names, "input_scale": scale,
                                                   "channels": channels, "positive_output": class_names[1]})
@@ -590,9 +594,8 @@ def check_parameters(p):
 
 
 def parse_arguments(argv):
-    import argparse
-    from medlab.cli import add_parameter_flags
-    parser = argparse.ArgumentParser(
+    from medlab.cli import Parser, add_parameter_flags
+    parser = Parser(
         description="Transfer learning with a frozen VGG16 vs the from-scratch VGG16-style model. "
                     "Use 'transfer_vgg16.py predict MODEL IMAGE...' to classify images.")
     add_parameter_flags(parser, PARAMETERS, HELP)
@@ -615,16 +618,18 @@ def prepare_data(split, backbone, p):
 
 
 def train_command(argv):
+    from medlab.checks import check_writable_folder
     from medlab.classdata import load_class_split
     from medlab.cli import typed_flags
     from medlab.distribute import configure_precision, configure_scaling
-    from medlab.runs import new_run_dir, save_config, set_seed, write_json
+    from medlab.runs import mark_complete, new_run_dir, save_config, set_seed, write_json
     args = parse_arguments(argv)
     quiet_tensorflow()
     flags = typed_flags(args, PARAMETERS)
     data_dir, synthetic, demo = locate_data({**PARAMETERS, **flags}, flags)
     p = {**PARAMETERS, **demo, **flags}
     check_parameters(p)
+    check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction, not after
     split = load_class_split(data_dir, p["val_fraction"], p["seed"])
     print(split.describe())
     if p["positive"] != "auto" and p["positive"] not in split.class_names:
@@ -663,15 +668,16 @@ def train_command(argv):
         "feature_shape": "x".join(map(str, data["features"].shape[1:])), "cache_hit": data["cache_hit"],
         "evaluation": evaluation, "positive_name": split.class_names[positive], "folds": p["folds"] >= 2,
         "bootstrap": p["bootstrap"]})
+    mark_complete(run_dir)
     print(f"\n{metrics['difference']['verdict']}\nsummary: {run_dir / 'summary.md'}")
     return run_dir
 
 
 def predict_command(argv):
     """Print the class and its probability for each image, using a model saved by a run."""
-    import argparse
+    from medlab.cli import Parser
     from medlab.images import load_image
-    parser = argparse.ArgumentParser(prog="transfer_vgg16.py predict",
+    parser = Parser(prog="transfer_vgg16.py predict",
                                      description="classify images with a model saved by a run")
     parser.add_argument("model", help="transfer_vgg16.keras (or scratch_vgg16.keras) of a results folder")
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")

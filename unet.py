@@ -17,7 +17,6 @@ Metric semantics (used everywhere, stated once):
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +55,8 @@ def find_pairs(data_dir):
         if not folder.is_dir():
             raise UserError(f"missing folder {folder}; put X-rays in {data_dir}/Image and lung masks "
                             f"with the same file names in {data_dir}/Mask")
-    by_stem = {name: {p.stem: p for p in list_images(folder)} for name, folder in folders.items()}
+    from medlab.checks import unique_stems
+    by_stem = {name: unique_stems(list_images(folder), folder) for name, folder in folders.items()}
     for name, files in by_stem.items():
         if not files:
             raise UserError(f"folder {folders[name]} has no images (png, jpg, bmp, tif); add them")
@@ -344,22 +344,21 @@ def compile_unet(model, loss, lr, jit_compile=False):
 
 def train(model, train_data, val_data, epochs, run_dir, verbose=1):
     """Fit `model`, logging `history.csv`, keeping the best checkpoint (validation Dice) as
-    `best.keras`, and backing up every epoch so an interrupted run resumes where it stopped.
+    `best.keras`, and committing weights, optimizer state and history after every epoch
+    (`medlab.checkpoints`), so a run killed at any moment resumes from its last complete epoch.
 
-    Returns the training time in seconds (of this call; a resumed run adds to its earlier time).
+    Returns the training time in seconds, over every run of this experiment when it was resumed.
     """
-    run_dir = Path(run_dir)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_dice_coefficient",
-                                        mode="max", save_best_only=True),
-        epoch_logger(log_dir_for(run_dir)),
-    ]
-    start = time.perf_counter()
-    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, verbose=verbose,
-              shuffle=False)  # the dataset shuffles itself
-    return time.perf_counter() - start
+    from medlab.checkpoints import EpochCheckpoint
+    checkpoint = EpochCheckpoint(run_dir, monitor="val_dice_coefficient", mode="max")
+    done = checkpoint.restore(model)
+    if done:
+        print(f"resuming {Path(run_dir).name} after epoch {done} of {epochs}: weights, optimizer state "
+              f"and {done} history rows restored from {Path(run_dir) / 'backup'}")
+    if done < epochs:
+        model.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=done,
+                  callbacks=[checkpoint, epoch_logger(log_dir_for(run_dir))], verbose=verbose, shuffle=False)  # the dataset shuffles itself
+    return checkpoint.seconds()
 
 
 def predict_masks(model, images, batch_size=8):
@@ -482,6 +481,8 @@ def choose_experiments(names, experiments):
     unknown = [name for name in chosen if name not in experiments]
     if unknown:
         raise UserError(f"unknown experiment {', '.join(unknown)}; choose from {', '.join(experiments)}")
+    if not chosen:
+        raise UserError(f"--experiments {names!r} names no experiment; choose from {', '.join(experiments)}")
     return chosen
 
 
@@ -503,21 +504,20 @@ def locate_data(parameters, flags, demo):
 def load_pairs(data_dir, size, val_fraction, seed, cache="memory", memory_budget_gb=4.0):
     """The pairs of `data_dir` split into training and validation: decoded at `size` (cache memory),
     or as file paths for `pairs_dataset` to stream (cache none or disk; auto picks by size)."""
-    from medlab.images import check_readable
+    from medlab.checks import check_pairs
     image_paths, mask_paths = find_pairs(data_dir)
+    masks_empty = check_pairs(image_paths, mask_paths)  # every file decoded once: bad ones stop here
     train_idx, val_idx = split_indices(len(image_paths), val_fraction, seed)
     cache = choose_cache(cache, len(image_paths), size, memory_budget_gb)
     parts = {part: ([image_paths[i] for i in idx], [mask_paths[i] for i in idx])
              for part, idx in (("train", train_idx), ("val", val_idx))}
     if cache == "memory":
         parts = {part: (load_images(images, size), load_masks(masks, size)) for part, (images, masks) in parts.items()}
-    else:
-        check_readable(image_paths + mask_paths)  # streaming decodes later: catch bad files now
     print(f"{len(image_paths)} pairs from {data_dir}: {len(train_idx)} training, {len(val_idx)} validation "
           f"(--cache {cache})")
     pair_gb = decoded_gb(1, size)
     return {**parts, "val_names": [image_paths[i].name for i in val_idx], "data_dir": str(data_dir),
-            "cache": cache, "size": size, "shuffle_buffer": max(1, int(DISK_SHUFFLE_SHARE * memory_budget_gb / pair_gb))}
+            "masks_empty": masks_empty, "cache": cache, "size": size, "shuffle_buffer": max(1, int(DISK_SHUFFLE_SHARE * memory_budget_gb / pair_gb))}
 
 
 def experiment_datasets(p, data, batch_size, cache_dir=None):
@@ -536,7 +536,8 @@ def fit_experiment(p, datasets, run_dir, scaling):
         seconds = train(model, *datasets, p["epochs"], run_dir, verbose=1 if sys.stdout.isatty() else 2)
     except tf.errors.OpError as error:
         raise user_error_from_pipeline(error) from None
-    model.save(run_dir / "model.keras")
+    from medlab.atomic import save_model_atomic
+    save_model_atomic(model, run_dir / "model.keras")
     return model, seconds
 
 
@@ -566,21 +567,38 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
                "train_seconds": round(seconds, 1), "validation_images": len(scores["dice"]),
                "best_checkpoint": {"epoch": best_epoch, **score_summary(best_scores),
                                    "note": "epoch chosen on the validation set: optimistic"}}
-    metrics["collapsed"] = collapsed(scores)
+    # With no lung in any mask, recall is 0 for any prediction: that is no collapse (already warned).
+    metrics["collapsed"] = collapsed(scores) and not data.get("masks_empty", False)
     if metrics["collapsed"]:
-        print(f"warning: {name} predicts no lung at all: training collapsed to the empty mask. Dice "
-              "loss does this when a high learning rate saturates the sigmoid (its gradient then "
-              "vanishes, unlike BCE's); rerun with a lower --lr.")
-    write_json(run_dir / "metrics.json", metrics)
-    write_hparams(log_dir_for(run_dir), {"experiment": name, **p}, metrics, f"{run_dir.parent.name}/{run_dir.name}")
+        print(collapse_warning(name, p["loss"]))
     write_csv(run_dir / "per_image.csv", [{"image": n, **{m: scores[m][i] for m in METRICS}}
                                            for i, n in enumerate(data["val_names"])], ["image", *METRICS])
     plot_curves({name: history}, run_dir / "curves.png", metrics=("loss", "dice_coefficient"),
                 titles={"loss": f"loss ({p['loss']})", "dice_coefficient": "soft Dice"})
     plot_overlays(images, masks, predictions, scores["dice"], run_dir / "overlays.png", data["val_names"])
+    write_hparams(log_dir_for(run_dir), {"experiment": name, **p}, metrics, f"{run_dir.parent.name}/{run_dir.name}")
+    finish_experiment(run_dir, metrics)
     print(f"{name}: validation Dice {metrics['val_dice']:.3f} +- {metrics['val_dice_std']:.3f}, "
           f"HD95 {metrics['val_hd95']:.1f} px ({seconds:.0f} s)")
     return metrics, scores
+
+
+def collapse_warning(name, loss):
+    cause = ("Dice loss does this when a high learning rate saturates the sigmoid (its gradient then "
+             "vanishes, unlike BCE's); rerun with a lower --lr." if loss == "dice" else
+             "Rerun with a lower --lr or more --epochs, and check that the masks mark the lungs.")
+    return f"warning: {name} finds none of the lung in any validation image (recall 0): training collapsed. {cause}"
+
+
+def finish_experiment(run_dir, metrics):
+    """metrics.json last, as the mark of a complete experiment (resume skips it), then the backup,
+    which only an unfinished experiment needs, goes."""
+    from medlab.faults import crash_point
+    from medlab.runs import mark_complete, write_json
+    crash_point("before-metrics")
+    write_json(run_dir / "metrics.json", metrics)
+    mark_complete(run_dir)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
 
 def write_summary(summary_dir, runs):
@@ -636,9 +654,8 @@ def run_command_line(argv, parameters, experiments, demo):
 
 
 def parse_arguments(argv, parameters, experiments):
-    import argparse
-    from medlab.cli import add_parameter_flags
-    parser = argparse.ArgumentParser(
+    from medlab.cli import Parser, add_parameter_flags
+    parser = Parser(
         prog="main_segmentation.py", description="U-Net lung segmentation experiments 4a-4e (Task 4). "
         "Use 'predict MODEL IMAGE...' to segment new images with a saved model.")
     parser.add_argument("--experiments", help=f"comma-separated subset of {', '.join(experiments)} (default: all)")
@@ -651,12 +668,13 @@ def parse_arguments(argv, parameters, experiments):
 def _run(argv, parameters, experiments, demo):
     from medlab.cli import typed_flags
     from medlab.distribute import configure_scaling
+    from medlab.runs import mark_complete, mark_incomplete, write_json
     if argv and argv[0] == "predict":
         return predict_command(argv[1:], parameters)
     args = parse_arguments(argv, parameters, experiments)
     flags = typed_flags(args, parameters)
     if args.resume:
-        plan = json.loads((summary_folder(None, args.resume) / "runs.json").read_text())
+        plan = resume_plan(args, flags, parameters)
     else:
         data_dir, demo_settings = locate_data(parameters, flags, demo)
         plan = {name: {**parameters, **demo_settings, **experiments[name], **flags, "data_dir": str(data_dir)}
@@ -669,7 +687,7 @@ def _run(argv, parameters, experiments, demo):
                       first["memory_budget_gb"])
     summary_dir = summary_folder(first["out"], args.resume)  # only once the data proved good
     stamp = summary_dir.name.removesuffix("-summary")
-    (summary_dir / "runs.json").write_text(json.dumps(plan, indent=2))
+    write_json(summary_dir / "runs.json", plan)
     cache_dir = fresh_folder(summary_dir / "cache") if data["cache"] == "disk" else None
     runs = {}
     for name, p in plan.items():
@@ -679,12 +697,31 @@ def _run(argv, parameters, experiments, demo):
             metrics, scores = reload_run(run_dir)
         else:
             run_dir.mkdir(exist_ok=bool(args.resume))
+            mark_incomplete(run_dir)
             metrics, scores = run_experiment(name, p, data, run_dir, scaling, cache_dir)
         runs[name] = (metrics, scores, run_dir, p)
     write_summary(summary_dir, runs)
     if cache_dir is not None:
         shutil.rmtree(cache_dir)  # as large as the decoded data set; rebuilt if ever needed
+    mark_complete(summary_dir)
     print(f"\nsummary: {summary_dir / 'summary.md'}")
+
+
+def resume_plan(args, flags, parameters):
+    """The saved plan of the summary folder being resumed; flags cannot change it midway."""
+    given = [f"--{name.replace('_', '-')}" for name in flags] + (["--experiments"] if args.experiments else [])
+    if given:
+        raise UserError(f"--resume continues a run with the settings it started with, so {' '.join(given)} "
+                        "cannot be applied; drop them, or start a new run to change settings")
+    path = summary_folder(None, args.resume) / "runs.json"
+    try:
+        plan = json.loads(path.read_text())
+        if not plan or not all(isinstance(p, dict) and set(parameters) <= set(p) for p in plan.values()):
+            raise ValueError("no experiments, or parameters missing")
+    except (ValueError, AttributeError) as error:
+        raise UserError(f"{path} is damaged ({error}); start a new run, or restore the file "
+                        "(it lists each experiment's parameters)") from None
+    return plan
 
 
 def fresh_folder(path):
@@ -704,16 +741,19 @@ def reload_run(run_dir):
 
 def predict_command(argv, parameters):
     """`predict MODEL IMAGE...`: binary masks at each image's own size, and overlays."""
-    import argparse
+    from medlab.cli import Parser
     from medlab.images import save_image
-    from medlab.runs import new_run_dir
-    parser = argparse.ArgumentParser(prog="main_segmentation.py predict",
+    from medlab.runs import mark_complete, new_run_dir
+    parser = Parser(prog="main_segmentation.py predict",
                                      description="Segment new chest X-rays with a saved U-Net.")
     parser.add_argument("model", help="a model.keras written by an experiment")
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     parser.add_argument("--out", default=parameters["out"], help="folder for the new predict-* folder")
     args = parser.parse_args(argv)
+    for path in args.images:
+        decode(path)  # every image is checked before any folder is made (decoded again below, one at a time)
     model = load_keras_model(args.model, "main_segmentation.py")
+    check_segmentation_model(model, args.model)
     size = model.input_shape[1]
     out_dir = new_run_dir(args.out, "predict")
     for path in map(Path, args.images):
@@ -723,4 +763,14 @@ def predict_command(argv, parameters):
         save_image(out_dir / f"{path.stem}_mask.png", mask)
         save_image(out_dir / f"{path.stem}_overlay.png", overlay_mask(original, mask))
         print(f"{path}: lung area {mask.mean():.1%} of the image")
+    mark_complete(out_dir)
     print(f"masks and overlays: {out_dir}")
+
+
+def check_segmentation_model(model, path):
+    """A model that maps a square grey image to a one-channel mask of its size, as experiments save."""
+    inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
+    if len(inputs) != 4 or inputs[3] != 1 or outputs != inputs:
+        raise UserError(f"model {path} is not a segmentation model (it maps {inputs[1:]} to {outputs[1:]}, "
+                        "not an image to a mask of its size); pass a model.keras written by "
+                        "main_segmentation.py")

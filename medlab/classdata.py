@@ -53,7 +53,7 @@ def labelled_files(folder, class_names):
     return paths, np.array(labels, dtype=np.int32)
 
 
-def stratified_split(labels, val_fraction, seed):
+def stratified_split(labels, val_fraction, seed, class_names=None):
     """Indices of a seeded split that keeps each class's share in both parts."""
     rng = np.random.default_rng(seed)
     train, val = [], []
@@ -61,8 +61,10 @@ def stratified_split(labels, val_fraction, seed):
         members = rng.permutation(np.flatnonzero(labels == label))
         n_val = max(1, int(round(len(members) * val_fraction)))
         if n_val >= len(members):
-            raise UserError(f"class {label} has only {len(members)} image(s): too few to split "
-                            "into training and validation; add images")
+            name = class_names[label] if class_names else label
+            raise UserError(f"class {name} has only {len(members)} image(s): too few to keep "
+                            f"{val_fraction:.0%} of them for validation and train on the rest; lower "
+                            "--val-fraction or add images")
         val += members[:n_val].tolist()
         train += members[n_val:].tolist()
     return np.sort(train), np.sort(val)
@@ -83,7 +85,7 @@ def load_class_split(root, val_fraction=0.2, seed=0):
         return ClassSplit(class_names, train_paths, train_labels, val_paths, val_labels, "lab")
     class_names = class_folders(root)
     paths, labels = labelled_files(root, class_names)
-    train, val = stratified_split(labels, val_fraction, seed)
+    train, val = stratified_split(labels, val_fraction, seed, class_names)
     return ClassSplit(class_names, [paths[i] for i in train], labels[train],
                       [paths[i] for i in val], labels[val], "flat")
 

@@ -4,8 +4,30 @@ Every entry of the block gets a flag (`batch_size` -> `--batch-size`); only flag
 typed override anything, so the precedence "defaults < experiment settings < flags" is explicit.
 """
 import argparse
+import math
 
 from medlab.runs import UserError
+
+# Seeds Keras, NumPy and Python all accept (NumPy's legacy seeding stops at 2**32 - 1).
+SEED_RANGE = (0, 2 ** 32 - 1)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error contract: a mistake is one `error:` line and exit code 2
+    (through `main_guard`), and no number given on the command line may be NaN or infinite."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for name, value in vars(parsed).items():
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{flag} {value} is not a number; give a finite value")
+            if name == "seed" and value is not None and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+                raise UserError(f"--seed {value} is out of range [{SEED_RANGE[0]}, {SEED_RANGE[1]}]")
+        return parsed
 
 
 def add_parameter_flags(parser, parameters, help_texts):
@@ -27,7 +49,9 @@ def typed_flags(args, parameters):
 
 
 def check_range(name, value, low=None, high=None, high_open=False, hint=""):
-    """Raise a one-line `UserError` for a parameter outside [low, high] (or [low, high))."""
+    """Raise a one-line `UserError` for a parameter outside [low, high] (or [low, high)), NaN or infinite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"--{name.replace('_', '-')} {value} is not a number; give a finite value")
     too_low = low is not None and value < low
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:

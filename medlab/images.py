@@ -3,6 +3,7 @@
 Images are decoded and resized one at a time, so several-megapixel photos never sit in memory
 together. OpenCV decodes PNG, JPEG, BMP and TIFF at 8 or 16 bits; colour comes back as RGB.
 """
+import os
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,8 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # Files that are never images and never worth a warning.
 SILENT_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+# Smallest side accepted: below it an "image" is a placeholder or an export error, not a picture.
+MIN_SIDE = 8
 
 
 def list_images(folder, note=print):
@@ -34,15 +37,47 @@ def list_images(folder, note=print):
 
 def decode(path):
     """Decode one file as it is stored (any depth, 1/3/4 channels) or raise `UserError`."""
-    data = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
+    check_file(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
+    except PermissionError:
+        raise denied(path) from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise unreadable(path)
+    return check_plausible(path, image)
+
+
+def check_file(path):
+    """A one-line `UserError` for a path that is no readable file: missing, a broken link, a folder."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{path} is a broken link (it points to {os.readlink(path)}, which does not "
+                        "exist); fix the link or remove it")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not an image file; pass image files (png, jpg, bmp, tif)")
+    if not path.exists():
+        raise UserError(f"image {path} does not exist; check the path")
+
+
+def check_plausible(path, image):
+    """A decoded image that cannot be an X-ray or a photo (too small, fully transparent) is refused."""
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise UserError(f"image {path} is only {width}x{height} pixels, too small to hold anything "
+                        f"(at least {MIN_SIDE}x{MIN_SIDE}); replace or remove it")
+    if image.ndim == 3 and image.shape[2] == 4 and not image[..., 3].any():
+        raise UserError(f"image {path} is fully transparent (alpha 0 everywhere), so it shows nothing; "
+                        "save it without transparency or remove it")
     return image
 
 
 def unreadable(path):
     return UserError(f"cannot read image {path}: the file is corrupt or not an image; replace or remove it")
+
+
+def denied(path):
+    return UserError(f"cannot read {path}: permission denied; make it readable (chmod +r) or remove it")
 
 
 def check_readable(paths):
@@ -51,6 +86,12 @@ def check_readable(paths):
     For pipelines that decode later (streaming): a bad file then stops the run before it starts.
     """
     for path in paths:
+        check_file(path)
+        try:
+            with open(path, "rb"):
+                pass
+        except PermissionError:
+            raise denied(path) from None
         if not cv2.haveImageReader(str(path)):
             raise unreadable(path)
 

@@ -79,7 +79,8 @@ def markdown_table(rows, columns, formats=None):
 
 
 def write_csv(path, rows, columns):
-    with open(Path(path), "w", newline="") as handle:
+    from medlab.atomic import replacing
+    with replacing(path) as temp, open(temp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

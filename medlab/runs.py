@@ -23,14 +23,23 @@ class UserError(Exception):
     """A problem with the user's input or parameters: reported in one line, exit code 2."""
 
 
-def main_guard(main):
-    """Decorate a script's `main` so that a `UserError` ends the program with exit code 2."""
+def main_guard(main, lower="--batch-size or the image size"):
+    """Decorate a script's `main` so that a `UserError` ends the program with exit code 2.
+
+    Running out of memory or disk space is reported the same way, naming the settings to `lower`.
+    """
     @functools.wraps(main)
     def guarded(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as error:
+            message = resource_message(error, lower)
+            if message is None:
+                raise
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
@@ -55,7 +64,7 @@ def new_run_dir(root, name):
         path = root / f"{stamp}-{name}{suffix}"
         try:
             path.mkdir(parents=True, exist_ok=False)
-            return path
+            return mark_incomplete(path)
         except FileExistsError:
             continue
         except OSError as error:
@@ -98,7 +107,8 @@ def write_json(path, data):
         if isinstance(value, list):
             return [clean(v) for v in value]
         return value
-    Path(path).write_text(json.dumps(clean(jsonable(data)), indent=2) + "\n")
+    from medlab.atomic import write_text_atomic
+    write_text_atomic(path, json.dumps(clean(jsonable(data)), indent=2) + "\n")
 
 
 def save_config(run_dir, config):
@@ -126,8 +136,42 @@ def load_keras_model(path, made_by, compile=True):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
+    import zipfile
+    if not zipfile.is_zipfile(path):  # Keras would call a damaged file "File not found"
+        raise UserError(f"model file {path} is damaged or not a .keras file (not a zip archive); "
+                        f"pass a .keras file saved by {made_by}")
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for a file that is not a model
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load model {path} ({reason}); pass a .keras file saved by {made_by}") from None
+
+
+INCOMPLETE = "INCOMPLETE.txt"
+
+
+def mark_incomplete(folder):
+    """Flag `folder` as unfinished until `mark_complete`: a run killed, out of memory or out of disk
+    space then never looks finished."""
+    (Path(folder) / INCOMPLETE).write_text(
+        "This run has not finished (it is running, or it was interrupted or failed): its results are "
+        "missing or partial. A segmentation run continues with main_segmentation.py --resume.\n")
+    return Path(folder)
+
+
+def mark_complete(folder):
+    (Path(folder) / INCOMPLETE).unlink(missing_ok=True)
+
+
+def resource_message(error, lower):
+    """The one-line message for running out of memory or disk space, or None for any other error."""
+    import errno
+    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    out_of_memory = isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"
+    if out_of_memory or "out of memory" in text.lower() or "OOM when allocating" in text:
+        return (f"out of memory ({text}); lower {lower}. The run folder keeps {INCOMPLETE}, "
+                "so it is not mistaken for a finished run")
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+        return (f"the disk is full ({text}); free space or pass --out on a disk with room. The run "
+                f"folder keeps {INCOMPLETE}, so it is not mistaken for a finished run")
+    return None

@@ -1,0 +1,56 @@
+"""Atomic writes: a file that a later step reads is either its old complete version or the new one.
+
+A writer writes to a temporary name in the same folder (the same file system, so renaming is one
+step), flushes it to the disk and renames it over the target with `os.replace`. A process killed
+while writing leaves at most a `*.partial.*` file behind, which no reader ever opens.
+"""
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+
+def partial_name(path):
+    """`best.keras` -> `best.partial.keras`: the suffixes stay, as Keras checks `.keras` and `.weights.h5`."""
+    path = Path(path)
+    head, dot, tail = path.name.partition(".")
+    return path.with_name(f"{head}.partial{dot}{tail}")
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """Yield a temporary path next to `path`; once the block has written it, it replaces `path`."""
+    path = Path(path)
+    temp = partial_name(path)
+    try:
+        yield temp
+        flush_to_disk(temp)
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def flush_to_disk(path):
+    # Without fsync a power cut could leave the renamed file empty; a kill -9 alone could not.
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def write_text_atomic(path, text):
+    with replacing(path) as temp:
+        Path(temp).write_text(text)
+
+
+def copy_atomic(source, target):
+    with replacing(target) as temp:
+        shutil.copyfile(source, temp)
+
+
+def save_model_atomic(model, path):
+    """`model.save(path)` (a .keras file) that a kill never leaves half written."""
+    with replacing(path) as temp:
+        model.save(temp)
