@@ -265,8 +265,8 @@ def hd95(truth, prediction):
 
     The convention of MONAI's `compute_hausdorff_distance(percentile=95)`: the larger of the two
     directed 95th percentiles (truth boundary to prediction, prediction to truth). MedPy's `hd95`
-    pools both directions' distances before taking one percentile, so it reads lower (never higher); compare
-    with papers that use the same convention.
+    pools both directions' distances before taking one percentile, so it usually reads lower:
+    compare with papers that use the same convention.
     """
     truth, prediction = truth.astype(bool), prediction.astype(bool)
     if not truth.any() and not prediction.any():
@@ -873,9 +873,9 @@ def write_mean_history(path, fold_histories):
 def write_comparisons(summary_dir, runs, comparisons, seed):
     """The paired comparisons of the runs made: comparisons.csv, a figure each, and their Markdown."""
     from medlab.comparisons import (compare_runs, comparison_figure, comparison_rows, comparisons_markdown,
-                                    select_comparisons)
+                                    select_comparisons, with_two_run_default)
     from medlab.plots import read_history, write_csv
-    kept, notes = select_comparisons(comparisons, runs)
+    kept, notes = select_comparisons(with_two_run_default(comparisons, runs), runs)
     results, skipped = compare_runs(kept, {name: run[1] for name, run in runs.items()}, COMPARED, seed)
     notes += skipped
     for result in results:

@@ -53,6 +53,15 @@ def select_comparisons(comparisons, ran):
     return kept, notes
 
 
+def with_two_run_default(comparisons, ran):
+    """`comparisons`, plus the two runs made compared with each other when exactly two were made
+    and no comparison pairs them: a user who runs two experiments wants to know which is better."""
+    ran = list(ran)
+    if len(ran) == 2 and not any({first, second} == set(ran) for first, second, _ in comparisons):
+        return [*comparisons, (*ran, "the two experiments run")]
+    return list(comparisons)
+
+
 def paired_difference(first, second, n_resamples=RESAMPLES, seed=0, level=LEVEL):
     """Mean of `first - second` over paired items, its bootstrap interval and the Wilcoxon p-value.
 
@@ -151,7 +160,10 @@ def comparisons_markdown(results, notes, resamples=RESAMPLES):
              ("Each difference is first minus second, per image, on the same images; the interval is "
              f"a {LEVEL:.0%} paired bootstrap of the mean difference ({resamples} resamples) and p the "
              "Wilcoxon signed-rank test. A difference is larger than the noise when its interval "
-             f"excludes 0 and p < {ALPHA:g}. Higher Dice and lower HD95 are better."), ""]
+             f"excludes 0 and p < {ALPHA:g}. Higher Dice and lower HD95 are better. Both cover the "
+              "choice of images, not the luck of training: each run is one trained model, and "
+              "another seed can move a run by more than these intervals (check with a second "
+              "--seed, or --folds)."), ""]
     rows = [{**row, "difference [95% CI]": f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
              "p": f"{row['p_value']:.2g}"} for row in comparison_rows(results)]
     if rows:

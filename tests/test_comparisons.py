@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from medlab.comparisons import (compare_runs, comparisons_markdown, paired_difference, parse_compare,
-                                select_comparisons, verdict)
+                                select_comparisons, verdict, with_two_run_default)
 from medlab.runs import UserError
 
 DICE = [("dice", "Dice", True)]
@@ -83,3 +83,10 @@ def test_bad_compare_flags_are_one_line_errors(value, message):
     with pytest.raises(UserError, match=message):
         parse_compare([value], ["4a", "4b"])
     assert parse_compare(["4a:4b,4b:4a"], ["4a", "4b"])[1][:2] == ("4b", "4a")
+
+
+def test_two_runs_are_compared_with_each_other_unless_a_comparison_already_pairs_them():
+    lab = [("4a", "4b", "loss")]
+    assert with_two_run_default(lab, ["4a", "4e-dice"])[-1] == ("4a", "4e-dice", "the two experiments run")
+    assert with_two_run_default(lab, ["4b", "4a"]) == lab
+    assert with_two_run_default(lab, ["4a", "4b", "4c-bce"]) == lab
