@@ -2,7 +2,9 @@
 
     python main_segmentation.py                         # all experiments (synthetic demo if no data)
     python main_segmentation.py --data-dir data/X_ray --experiments 4a,4e-dice --epochs 50
+    python main_segmentation.py --folds 5 --experiments 4a,4e-dice --compare 4a:4e-dice
     python main_segmentation.py predict MODEL.keras IMAGE...   # masks for new images
+    python main_segmentation.py evaluate MODEL.keras --data-dir DIR   # scores on any folder of pairs
 
 Edit the parameters below or override any of them with a flag (`--help` lists them). Precedence:
 the defaults < an experiment's own settings < flags given on the command line.
@@ -27,6 +29,7 @@ PARAMETERS = {
     "lr": 1e-4,
     "epochs": 150,
     "val_fraction": 0.2,        # the same seeded split for every experiment
+    "folds": 0,                 # K >= 2: K-fold cross-validation over all pairs instead of the split
     "seed": 42,
     "out": "results/segmentation",
     # Scaling (README, "Scaling"): batch_size above is per replica; the global batch is printed.
@@ -48,9 +51,22 @@ EXPERIMENTS = {
     "4e-dice": {"loss": "dice", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
 }
 
+# The lab's questions, as paired comparisons (first, second, question) on the same validation
+# images: each gets a per-image difference with a 95% interval, a p-value, a verdict and overlaid
+# learning curves. Add your own here or with --compare A:B; pairs not run are skipped with a note.
+COMPARISONS = [
+    ("4a", "4b", "BCE vs Dice loss"),
+    ("4c-bce", "4a", "dropout 0.2 vs none (BCE)"),
+    ("4c-dice", "4b", "dropout 0.2 vs none (Dice)"),
+    ("4d-bce", "4c-bce", "capacity: base 32 vs 8 (BCE)"),
+    ("4d-dice", "4c-dice", "capacity: base 32 vs 8 (Dice)"),
+    ("4e-bce", "4c-bce", "batch norm + augmentation, base 16 (BCE)"),
+    ("4e-dice", "4c-dice", "batch norm + augmentation, base 16 (Dice)"),
+]
+
 # With no data, a built-in synthetic set is generated and these demo settings replace the
 # defaults above (flags still win), so the whole demo finishes in minutes on a laptop CPU.
 SYNTHETIC_DEMO = {"pairs": 100, "size": 64, "batch_size": 4, "epochs": 16, "lr": 7e-4}
 
 if __name__ == "__main__":
-    unet.run_command_line(sys.argv[1:], PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO)
+    unet.run_command_line(sys.argv[1:], PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO, COMPARISONS)

@@ -8,8 +8,9 @@ Metric semantics (used everywhere, stated once):
   thresholded at 0.5. A score whose denominator is zero is 1 when both masks are empty and 0 when
   only one is, so an empty prediction for an empty truth is perfect and any other empty case fails.
 - HD95 is the symmetric 95th-percentile Hausdorff distance between mask boundaries, in pixels of
-  the evaluated image size: 0 when both masks are empty, and the image diagonal (the worst value
-  possible) when exactly one is.
+  the evaluated image size, as MONAI computes it (the larger of the two directed percentiles; see
+  `hd95`): 0 when both masks are empty, and the image diagonal (the worst value possible) when
+  exactly one is.
 - The training metric and the Dice loss use the soft Dice of the lab,
   (2 * sum(y * p) + s) / (sum(y) + sum(p) + s) with s = 1 on probabilities, per image; the
   smoothing makes both-empty images score 1 and keeps the gradient finite.
@@ -260,7 +261,13 @@ def boundary(mask):
 
 
 def hd95(truth, prediction):
-    """Symmetric 95th-percentile Hausdorff distance (pixels) between two binary 2-D masks."""
+    """Symmetric 95th-percentile Hausdorff distance (pixels) between two binary 2-D masks.
+
+    The convention of MONAI's `compute_hausdorff_distance(percentile=95)`: the larger of the two
+    directed 95th percentiles (truth boundary to prediction, prediction to truth). MedPy's `hd95`
+    pools both directions' distances before taking one percentile, so it usually reads lower:
+    compare with papers that use the same convention.
+    """
     truth, prediction = truth.astype(bool), prediction.astype(bool)
     if not truth.any() and not prediction.any():
         return 0.0
@@ -338,7 +345,7 @@ def build_unet(input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_no
 def compile_unet(model, loss, lr, jit_compile=False):
     """Adam and the chosen loss; XLA only when asked (Keras' "auto" would turn it on for one GPU)."""
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=LOSSES[loss], jit_compile=jit_compile,
-                  metrics=[dice_coefficient] if loss == "dice" else [dice_coefficient, "binary_accuracy"])
+                  metrics=[dice_coefficient, "binary_accuracy"])  # the same curves for every loss
     return model
 
 
@@ -443,6 +450,8 @@ HELP = {
     "lr": "Adam learning rate",
     "epochs": "training epochs per experiment",
     "val_fraction": "share of pairs held out for validation",
+    "folds": "K-fold cross-validation over all pairs (0 = the --val-fraction split); every image is "
+             "scored once by the fold model that did not see it",
     "seed": "seed of the split, the weights, the shuffling and the augmentation",
     "out": "folder that receives one new folder per run",
     "cache": "auto (memory when preloading fits --memory-budget-gb, else none), memory (decode all "
@@ -472,6 +481,7 @@ def check_parameters(p):
     if p["size"] % 2 ** p["depth"]:
         raise UserError(f"--size {p['size']} must be divisible by 2**depth = {2 ** p['depth']}; "
                         f"try --size {max(2 ** p['depth'], p['size'] - p['size'] % 2 ** p['depth'])}")
+    check_folds(p.get("folds", 0))
 
 
 def choose_experiments(names, experiments):
@@ -504,20 +514,45 @@ def locate_data(parameters, flags, demo):
 def load_pairs(data_dir, size, val_fraction, seed, cache="memory", memory_budget_gb=4.0):
     """The pairs of `data_dir` split into training and validation: decoded at `size` (cache memory),
     or as file paths for `pairs_dataset` to stream (cache none or disk; auto picks by size)."""
+    every = load_every_pair(data_dir, size, cache, memory_budget_gb)
+    return split_pairs(every, *split_indices(len(every["names"]), val_fraction, seed))
+
+
+def load_every_pair(data_dir, size, cache="memory", memory_budget_gb=4.0):
+    """All pairs of `data_dir`, decoded at `size` (cache memory) or as file paths (none or disk),
+    for `split_pairs` to divide into training and validation (once, or once per fold)."""
     from medlab.checks import check_pairs
     image_paths, mask_paths = find_pairs(data_dir)
     masks_empty = check_pairs(image_paths, mask_paths)  # every file decoded once: bad ones stop here
-    train_idx, val_idx = split_indices(len(image_paths), val_fraction, seed)
     cache = choose_cache(cache, len(image_paths), size, memory_budget_gb)
-    parts = {part: ([image_paths[i] for i in idx], [mask_paths[i] for i in idx])
-             for part, idx in (("train", train_idx), ("val", val_idx))}
     if cache == "memory":
-        parts = {part: (load_images(images, size), load_masks(masks, size)) for part, (images, masks) in parts.items()}
-    print(f"{len(image_paths)} pairs from {data_dir}: {len(train_idx)} training, {len(val_idx)} validation "
-          f"(--cache {cache})")
+        pairs = (load_images(image_paths, size), load_masks(mask_paths, size))
+    else:
+        pairs = (np.array(image_paths, dtype=object), np.array(mask_paths, dtype=object))
     pair_gb = decoded_gb(1, size)
-    return {**parts, "val_names": [image_paths[i].name for i in val_idx], "data_dir": str(data_dir),
-            "masks_empty": masks_empty, "cache": cache, "size": size, "shuffle_buffer": max(1, int(DISK_SHUFFLE_SHARE * memory_budget_gb / pair_gb))}
+    return {"pairs": pairs, "names": [path.name for path in image_paths], "data_dir": str(data_dir),
+            "masks_empty": masks_empty, "cache": cache, "size": size,
+            "shuffle_buffer": max(1, int(DISK_SHUFFLE_SHARE * memory_budget_gb / pair_gb))}
+
+
+def split_pairs(every, train_idx, val_idx):
+    """The data of `load_pairs` for one split of `load_every_pair`'s pairs."""
+    parts = {part: tuple(list(array[idx]) if array.dtype == object else array[idx] for array in every["pairs"])
+             for part, idx in (("train", train_idx), ("val", val_idx))}
+    print(f"{len(every['names'])} pairs from {every['data_dir']}: {len(train_idx)} training, "
+          f"{len(val_idx)} validation (--cache {every['cache']})")
+    return {**parts, "val_names": [every["names"][i] for i in val_idx],
+            **{key: every[key] for key in ("data_dir", "masks_empty", "cache", "size", "shuffle_buffer")}}
+
+
+def fold_indices(count, folds, seed):
+    """`folds` seeded (train, held-out) index pairs; every pair is held out by exactly one fold."""
+    if folds > count:
+        raise UserError(f"--folds {folds} needs at least {folds} image/mask pairs, but there are {count}; "
+                        "lower --folds or add pairs")
+    fold_of = np.empty(count, dtype=int)
+    fold_of[np.random.default_rng(seed).permutation(count)] = np.arange(count) % folds
+    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(folds)]
 
 
 def experiment_datasets(p, data, batch_size, cache_dir=None):
@@ -551,8 +586,8 @@ def score_summary(scores, prefix="val_"):
 
 def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     """Train, evaluate and draw one experiment into `run_dir`; returns its metrics."""
-    from medlab.plots import plot_curves, read_history, write_csv
-    from medlab.runs import save_config, set_seed, write_json
+    from medlab.plots import plot_curves, read_history
+    from medlab.runs import save_config, set_seed
     print(f"\n=== experiment {name} -> {run_dir}")
     save_config(run_dir, {"experiment": name, **p, "data_dir": data["data_dir"], "cache_used": data["cache"],
                           "replicas": scaling.replicas})
@@ -571,8 +606,7 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     metrics["collapsed"] = collapsed(scores) and not data.get("masks_empty", False)
     if metrics["collapsed"]:
         print(collapse_warning(name, p["loss"]))
-    write_csv(run_dir / "per_image.csv", [{"image": n, **{m: scores[m][i] for m in METRICS}}
-                                           for i, n in enumerate(data["val_names"])], ["image", *METRICS])
+    write_per_image(run_dir / "per_image.csv", data["val_names"], scores)
     plot_curves({name: history}, run_dir / "curves.png", metrics=("loss", "dice_coefficient"),
                 titles={"loss": f"loss ({p['loss']})", "dice_coefficient": "soft Dice"})
     plot_overlays(images, masks, predictions, scores["dice"], run_dir / "overlays.png", data["val_names"])
@@ -601,27 +635,33 @@ def finish_experiment(run_dir, metrics):
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
 
-def write_summary(summary_dir, runs):
-    """Compare the experiments of one invocation: summary.csv, summary.md and a Dice bar chart."""
+def write_summary(summary_dir, runs, settings=("loss", "dropout", "base", "batch_norm", "augment"),
+                  comparisons=(), seed=0):
+    """Compare the experiments of one invocation: summary.csv, summary.md, summary.json, a Dice bar
+    chart, and the paired `comparisons` (comparisons.csv and one figure of overlaid curves each)."""
     import os
     from medlab.plots import markdown_table, plot_spread, write_csv
+    from medlab.runs import write_json
     rows = []
     for name, (metrics, _, run_dir, p) in runs.items():
-        rows.append({"experiment": name, "loss": p["loss"], "dropout": p["dropout"], "base": p["base"],
-                     "batch_norm": p["batch_norm"], "augment": p["augment"],
-                     **{k: v for k, v in metrics.items() if k.startswith("val_")},
+        rows.append({"experiment": name, **{key: p.get(key, "") for key in settings},
+                     **{k: v for k, v in metrics.items() if k.startswith(("val_", "folds_"))},
                      "best_val_dice": metrics["best_checkpoint"]["val_dice"], "epochs": metrics["epochs"],
                      "train_seconds": metrics["train_seconds"], "collapsed": metrics.get("collapsed", False),
                      "folder": os.path.relpath(run_dir, summary_dir)})
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(column for row in rows for column in row))
     write_csv(summary_dir / "summary.csv", rows, columns)
     plot_spread({name: scores["dice"] for name, (_, scores, _, _) in runs.items()},
                 summary_dir / "dice.png", "validation Dice per image", "final models, threshold 0.5")
-    shown = ["experiment", "loss", "dropout", "base", "batch_norm", "augment", "val_dice", "val_dice_std",
-             "val_iou", "val_hd95", "val_precision", "val_recall", "best_val_dice", "epochs", "train_seconds"]
-    table = markdown_table(rows, shown, {c: ".3f" for c in shown if c.startswith(("val_", "best_"))})
+    folds = [c for c in ("folds_dice_mean", "folds_dice_std") if c in columns]
+    shown = ["experiment", *settings, "val_dice", "val_dice_std", *folds, "val_iou", "val_hd95", "val_precision",
+             "val_recall", "best_val_dice", "epochs", "train_seconds"]
+    table = markdown_table(rows, shown, {c: ".3f" for c in shown if c.startswith(("val_", "best_", "folds_"))})
     figures = "\n\n".join(f"### {r['experiment']}\n\n![curves]({r['folder']}/curves.png)\n"
-                          f"![overlays]({r['folder']}/overlays.png)" for r in rows)
+                          f"![overlays]({r['folder']}/overlays.png)" for r in rows if not folds)
+    compared, comparison_data = write_comparisons(summary_dir, runs, comparisons, seed)
+    write_json(summary_dir / "summary.json", {"runs": {name: run[0] for name, run in runs.items()},
+                                              **comparison_data})
     data_note = runs[next(iter(runs))][3]["data_dir"]
     collapsed = [r["experiment"] for r in rows if r["collapsed"]]
     warning = (f"\n\n**Collapsed:** {', '.join(collapsed)} predict no lung at all. Pure Dice loss "
@@ -629,11 +669,20 @@ def write_summary(summary_dir, runs):
                "gradient then vanishes, unlike BCE's. Rerun these with a lower `--lr`."
                if collapsed else "")
     (summary_dir / "summary.md").write_text(
-        f"# U-Net lung segmentation: experiment summary\n\nData: `{data_note}`. Scores are per-image "
-        "means (and standard deviations) over the validation images, for the model after the last "
-        "epoch at threshold 0.5. `best_val_dice` is the checkpoint with the best validation Dice; "
+        f"# U-Net lung segmentation: experiment summary\n\nData: `{data_note}`. {scored_images_note(bool(folds))}"
+        "`best_val_dice` is the checkpoint with the best validation Dice; "
         f"the epoch was chosen on the same images, so it is optimistic.{warning}\n\n"
-        f"{table}\n\n![Dice per image](dice.png)\n\n{figures}\n")
+        f"{table}\n\n![Dice per image](dice.png)\n\n{compared}{figures}\n")
+
+
+def scored_images_note(folds):
+    if folds:
+        return ("Cross-validated: every image was scored once, by the model of the fold that held it "
+                "out; `val_*` are per-image means (and standard deviations) over all images pooled, "
+                "`folds_dice_*` the mean and standard deviation of the folds' mean Dice. Final models "
+                "at threshold 0.5. ")
+    return ("Scores are per-image means (and standard deviations) over the validation images, for the "
+            "model after the last epoch at threshold 0.5. ")
 
 
 def summary_folder(out, resume):
@@ -648,31 +697,39 @@ def summary_folder(out, resume):
     return new_run_dir(out, "summary")
 
 
-def run_command_line(argv, parameters, experiments, demo):
+def run_command_line(argv, parameters, experiments, demo, comparisons=()):
     from medlab.runs import main_guard
-    main_guard(_run)(argv, parameters, experiments, demo)
+    main_guard(_run)(argv, parameters, experiments, demo, comparisons)
 
 
 def parse_arguments(argv, parameters, experiments):
     from medlab.cli import Parser, add_parameter_flags
     parser = Parser(
         prog="main_segmentation.py", description="U-Net lung segmentation experiments 4a-4e (Task 4). "
-        "Use 'predict MODEL IMAGE...' to segment new images with a saved model.")
+        "Use 'predict MODEL IMAGE...' to segment new images with a saved model, 'evaluate MODEL "
+        "--data-dir DIR' to score it on a folder of pairs.")
     parser.add_argument("--experiments", help=f"comma-separated subset of {', '.join(experiments)} (default: all)")
+    parser.add_argument("--compare", action="append", metavar="A:B", help="also compare experiment A with B "
+                        "on the same images (repeatable); the lab's comparisons are always made")
     parser.add_argument("--resume", metavar="SUMMARY_DIR", help="finish an interrupted invocation: "
                         "completed experiments are kept, an interrupted one resumes from its last epoch")
     add_parameter_flags(parser, parameters, HELP)
     return parser.parse_args(argv)
 
 
-def _run(argv, parameters, experiments, demo):
+def _run(argv, parameters, experiments, demo, comparisons=()):
     from medlab.cli import typed_flags
+    from medlab.comparisons import check_names, parse_compare
     from medlab.distribute import configure_scaling
-    from medlab.runs import mark_complete, mark_incomplete, write_json
+    from medlab.runs import mark_complete, write_json
     if argv and argv[0] == "predict":
         return predict_command(argv[1:], parameters)
+    if argv and argv[0] == "evaluate":
+        return evaluate_command(argv[1:], parameters)
     args = parse_arguments(argv, parameters, experiments)
     flags = typed_flags(args, parameters)
+    comparisons = [*check_names(comparisons, experiments, "the COMPARISONS block:"),
+                   *parse_compare(args.compare, experiments)]
     if args.resume:
         plan = resume_plan(args, flags, parameters)
     else:
@@ -683,24 +740,22 @@ def _run(argv, parameters, experiments, demo):
         check_parameters(p)
     first = next(iter(plan.values()))
     scaling = configure_scaling(first["strategy"], first["mixed_precision"], first["jit"], first["batch_size"])
-    data = load_pairs(first["data_dir"], first["size"], first["val_fraction"], first["seed"], first["cache"],
-                      first["memory_budget_gb"])
+    every = load_every_pair(first["data_dir"], first["size"], first["cache"], first["memory_budget_gb"])
+    splits = data_splits(len(every["names"]), first)
     summary_dir = summary_folder(first["out"], args.resume)  # only once the data proved good
     stamp = summary_dir.name.removesuffix("-summary")
     write_json(summary_dir / "runs.json", plan)
-    cache_dir = fresh_folder(summary_dir / "cache") if data["cache"] == "disk" else None
+    cache_dir = fresh_folder(summary_dir / "cache") if every["cache"] == "disk" else None
     runs = {}
     for name, p in plan.items():
         run_dir = summary_dir.parent / f"{stamp}-{name}"
-        if (run_dir / "metrics.json").is_file():
-            print(f"{name}: already complete in {run_dir}")
-            metrics, scores = reload_run(run_dir)
+        if len(splits) > 1:
+            metrics, scores = run_folds(name, p, every, splits, run_dir, scaling, cache_dir, bool(args.resume))
         else:
-            run_dir.mkdir(exist_ok=bool(args.resume))
-            mark_incomplete(run_dir)
-            metrics, scores = run_experiment(name, p, data, run_dir, scaling, cache_dir)
+            metrics, scores = run_or_reload(name, p, split_pairs(every, *splits[0]), run_dir, scaling, cache_dir,
+                                            bool(args.resume))
         runs[name] = (metrics, scores, run_dir, p)
-    write_summary(summary_dir, runs)
+    write_summary(summary_dir, runs, setting_keys(experiments), comparisons, first["seed"])
     if cache_dir is not None:
         shutil.rmtree(cache_dir)  # as large as the decoded data set; rebuilt if ever needed
     mark_complete(summary_dir)
@@ -736,7 +791,7 @@ def reload_run(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     with open(run_dir / "per_image.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return metrics, {m: np.array([float(r[m]) for r in rows]) for m in METRICS}
+    return metrics, {**{m: np.array([float(r[m]) for r in rows]) for m in METRICS}, "image": [r["image"] for r in rows]}
 
 
 def predict_command(argv, parameters):
@@ -774,3 +829,147 @@ def check_segmentation_model(model, path):
         raise UserError(f"model {path} is not a segmentation model (it maps {inputs[1:]} to {outputs[1:]}, "
                         "not an image to a mask of its size); pass a model.keras written by "
                         "main_segmentation.py")
+
+
+# ----------------------------------------------------------------------------- evidence: comparisons,
+# cross-validation and scoring a saved model
+
+# Metrics of the paired comparisons: (per-image score, its words, higher is better).
+COMPARED = (("dice", "Dice", True), ("hd95", "px HD95", False))
+# Panels of the overlaid learning curves: every run logs these, whatever its loss.
+CURVE_PANELS = {"loss": "loss (each run's own)", "dice_coefficient": "soft Dice", "binary_accuracy": "pixel accuracy"}
+
+
+def setting_keys(experiments):
+    """Every parameter that some experiment sets, in order of first appearance: the settings columns."""
+    return list(dict.fromkeys(key for settings in experiments.values() for key in settings))
+
+
+def check_folds(folds):
+    if folds < 0 or folds == 1:
+        raise UserError(f"--folds {folds} is not cross-validation; use 0 (the --val-fraction split) or K >= 2")
+
+
+def data_splits(count, p):
+    """[(train, validation)] indices: the seeded split, or the seeded folds when --folds K >= 2."""
+    if p.get("folds", 0) >= 2:
+        return fold_indices(count, p["folds"], p["seed"])
+    return [split_indices(count, p["val_fraction"], p["seed"])]
+
+
+def write_per_image(path, names, scores, columns=METRICS):
+    from medlab.plots import write_csv
+    write_csv(path, [{"image": n, **{m: scores[m][i] for m in columns}} for i, n in enumerate(names)],
+              ["image", *columns])
+
+
+def run_or_reload(name, p, data, run_dir, scaling, cache_dir=None, resume=False):
+    """The metrics and per-image scores (with their image names) of one run: trained now, or read
+    back when an earlier invocation completed it."""
+    from medlab.runs import mark_incomplete
+    if (run_dir / "metrics.json").is_file():
+        print(f"{name}: already complete in {run_dir}")
+        return reload_run(run_dir)
+    mark_incomplete(run_dir.mkdir(exist_ok=resume) or run_dir)
+    metrics, scores = run_experiment(name, p, data, run_dir, scaling, cache_dir)
+    return metrics, {**scores, "image": data["val_names"]}
+
+
+def run_folds(name, p, every, splits, run_dir, scaling, cache_dir=None, resume=False):
+    """One run per fold in run_dir/fold<k>, then every held-out image's scores pooled (each image is
+    scored once, by the model that did not see it) and the mean +- std over folds reported.
+    `--resume` keeps the folds already complete."""
+    from medlab.runs import mark_complete, mark_incomplete, write_json
+    if (run_dir / "metrics.json").is_file():
+        print(f"{name}: already complete in {run_dir}")
+        return reload_run(run_dir)
+    mark_incomplete(run_dir.mkdir(exist_ok=resume) or run_dir)
+    results = []
+    for k, split in enumerate(splits, 1):
+        fold_cache = fresh_folder(cache_dir / f"fold{k}") if cache_dir is not None else None
+        results.append(run_or_reload(f"{name}-fold{k}", p, split_pairs(every, *split), run_dir / f"fold{k}",
+                                     scaling, fold_cache, resume))
+    metrics, scores = pooled_folds(name, results)
+    write_mean_history(run_dir / "history.csv", [run_dir / f"fold{k}" / "history.csv" for k in range(1, len(splits) + 1)])
+    write_per_image(run_dir / "per_image.csv", scores["image"], scores)
+    write_json(run_dir / "metrics.json", metrics)  # last: the mark of a complete experiment
+    mark_complete(run_dir)
+    print(f"{name}: {len(splits)}-fold Dice {metrics['folds_dice_mean']:.3f} +- {metrics['folds_dice_std']:.3f} "
+          f"over folds; pooled over {metrics['validation_images']} images {metrics['val_dice']:.3f}")
+    return metrics, scores
+
+
+def pooled_folds(name, results):
+    """Metrics of the folds' (metrics, scores) results: per-image scores pooled, and per-fold means."""
+    scores = {m: np.concatenate([s[m] for _, s in results]) for m in METRICS}
+    scores["image"] = [n for _, s in results for n in s["image"]]
+    per_fold = {m: [fold[f"val_{m}"] for fold, _ in results] for m in METRICS}
+    best = [fold["best_checkpoint"]["val_dice"] for fold, _ in results]
+    return {"experiment": name, **score_summary(scores),
+            **{f"folds_{m}_{stat}": float(f(per_fold[m])) for m in METRICS for stat, f in (("mean", np.mean), ("std", np.std))},
+            "folds": len(results), "epochs": results[0][0]["epochs"],
+            "train_seconds": round(sum(fold["train_seconds"] for fold, _ in results), 1),
+            "validation_images": len(scores["image"]),
+            "best_checkpoint": {"val_dice": float(np.mean(best)), "note": "mean over folds of each fold's best "
+                                "checkpoint, its epoch chosen on the held-out images: optimistic"},
+            "collapsed": any(fold.get("collapsed", False) for fold, _ in results)}, scores
+
+
+def write_mean_history(path, fold_histories):
+    """The folds' learning curves averaged epoch by epoch (the curve of a cross-validated run)."""
+    from medlab.plots import read_history, write_csv
+    histories = [read_history(h) for h in fold_histories]
+    epochs = min(len(h["loss"]) for h in histories)
+    keys = [k for k in histories[0] if k != "epoch" and all(k in h for h in histories)]
+    rows = [{"epoch": e, **{k: float(np.mean([h[k][e] for h in histories])) for k in keys}} for e in range(epochs)]
+    write_csv(path, rows, ["epoch", *keys])
+
+
+def write_comparisons(summary_dir, runs, comparisons, seed):
+    """The paired comparisons of the runs made: comparisons.csv, a figure each, and their Markdown."""
+    from medlab.comparisons import (compare_runs, comparison_figure, comparison_rows, comparisons_markdown,
+                                    select_comparisons, with_two_run_default)
+    from medlab.plots import read_history, write_csv
+    kept, notes = select_comparisons(with_two_run_default(comparisons, runs), runs)
+    results, skipped = compare_runs(kept, {name: run[1] for name, run in runs.items()}, COMPARED, seed)
+    notes += skipped
+    for result in results:
+        first, second = result["first"], result["second"]
+        result["figure"] = f"compare-{first}-vs-{second}.png"
+        histories = {name: read_history(runs[name][2] / "history.csv") for name in (first, second)}
+        comparison_figure(histories, summary_dir / result["figure"], first, second, result["question"], CURVE_PANELS)
+    rows = comparison_rows(results)
+    if rows:
+        write_csv(summary_dir / "comparisons.csv", rows, list(rows[0]))
+    return comparisons_markdown(results, notes), {"comparisons": results, "comparison_notes": notes}
+
+
+def evaluate_command(argv, parameters):
+    """`evaluate MODEL --data-dir DIR`: a saved U-Net scored on every pair of a folder, no training."""
+    from medlab.cli import Parser
+    from medlab.runs import mark_complete, new_run_dir, save_config, write_json
+    parser = Parser(prog="main_segmentation.py evaluate",
+                                     description="Score a saved U-Net on a folder of X-rays and lung masks.")
+    parser.add_argument("model", help="a model.keras (or best.keras) written by an experiment")
+    parser.add_argument("--data-dir", required=True, help="folder with Image/ and Mask/ (identical file names)")
+    parser.add_argument("--batch-size", type=int, default=parameters["batch_size"], help="images per prediction step")
+    parser.add_argument("--out", default=parameters["out"], help="folder for the new evaluate-* folder")
+    args = parser.parse_args(argv)
+    model = load_keras_model(args.model, "main_segmentation.py", compile=False)
+    check_segmentation_model(model, args.model)
+    every = load_every_pair(args.data_dir, model.input_shape[1], "auto", parameters["memory_budget_gb"])
+    out_dir = new_run_dir(args.out, "evaluate")  # only once model and data proved good
+    save_config(out_dir, {"model": str(args.model), "data_dir": str(args.data_dir), "size": every["size"]})
+    try:
+        scores, (images, masks, predictions) = evaluate_batches(
+            model, pairs_dataset({**every, "val": every["pairs"]}, "val", max(1, args.batch_size)))
+    except tf.errors.OpError as error:
+        raise user_error_from_pipeline(error) from None
+    metrics = {**score_summary(scores, prefix=""), "images": len(every["names"]), "model": str(args.model)}
+    write_json(out_dir / "metrics.json", metrics)
+    write_per_image(out_dir / "per_image.csv", every["names"], scores)
+    plot_overlays(images, masks, predictions, scores["dice"], out_dir / "overlays.png", every["names"])
+    mark_complete(out_dir)
+    print(f"{args.model} on {len(every['names'])} pairs of {args.data_dir}: Dice {metrics['dice']:.3f} "
+          f"+- {metrics['dice_std']:.3f}, IoU {metrics['iou']:.3f}, HD95 {metrics['hd95']:.1f} px, "
+          f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}\nscores and overlays: {out_dir}")

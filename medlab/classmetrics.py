@@ -62,10 +62,8 @@ def bootstrap_metrics(labels, scores_by_model, n_resamples=2000, seed=0, level=0
     """
     labels = np.asarray(labels)
     names = list(scores_by_model)
-    rng = np.random.default_rng(seed)
     draws = {name: [] for name in names}
-    for _ in range(n_resamples):
-        index = rng.integers(0, labels.size, labels.size)
+    for index in paired_resamples(labels.size, n_resamples, seed):
         for name in names:
             draws[name].append(binary_metrics(labels[index], np.asarray(scores_by_model[name])[index],
                                               threshold))
@@ -76,6 +74,22 @@ def bootstrap_metrics(labels, scores_by_model, n_resamples=2000, seed=0, level=0
     tail = (1 - level) / 2 * 100
     return {name: {k: percentile_interval(values, tail) for k, values in metrics.items()}
             for name, metrics in table.items()}
+
+
+def paired_resamples(count, n_resamples=2000, seed=0):
+    """`n_resamples` seeded index arrays drawing `count` items with replacement: the resampling of
+    every paired bootstrap here, so each model (or score vector) is indexed by the same draw."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_resamples):
+        yield rng.integers(0, count, count)
+
+
+def bootstrap_mean_interval(values, n_resamples=2000, seed=0, level=0.95):
+    """Percentile bootstrap interval of the mean of `values` (e.g. per-image differences of two
+    models scored on the same images, which makes it a paired bootstrap)."""
+    values = np.asarray(values, dtype=float)
+    means = np.array([values[index].mean() for index in paired_resamples(values.size, n_resamples, seed)])
+    return percentile_interval(means, (1 - level) / 2 * 100)
 
 
 def percentile_interval(values, tail):

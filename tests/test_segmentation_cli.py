@@ -31,7 +31,7 @@ def folders(out, suffix):
 def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     data = xray_folder(tmp_path)
     result = script("main_segmentation.py", "--data-dir", data, "--experiments", "4a,4e-dice",
-                    *TINY, "--out", tmp_path / "out")
+                    "--compare", "4a:4e-dice", *TINY, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-2000:]
     (summary,) = folders(tmp_path / "out", "-summary")
     stamp = summary.name.removesuffix("-summary")
@@ -52,6 +52,27 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     assert {"summary.md", "summary.csv", "dice.png"} <= {p.name for p in summary.iterdir()}
     assert "4e-dice" in (summary / "summary.md").read_text()
     assert str(summary / "summary.md") in result.stdout
+    (comparison,) = json.loads((summary / "summary.json").read_text())["comparisons"]
+    assert (comparison["first"], comparison["second"], comparison["metrics"]["dice"]["images"]) == ("4a", "4e-dice", 2)
+    assert (summary / comparison["figure"]).is_file() and comparison["verdict"] in (summary / "summary.md").read_text()
+    assert len(per_image(summary / "comparisons.csv")) == 2  # Dice and HD95
+
+    # evaluate: the saved model scored on its own validation images gives the run's own scores.
+    run = tmp_path / "out" / f"{stamp}-4a"
+    validation = per_image(run / "per_image.csv")
+    for row in validation:
+        for folder in ("Image", "Mask"):
+            (tmp_path / "val" / folder).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "val" / folder / row["image"]).write_bytes((data / folder / row["image"]).read_bytes())
+    result = script("main_segmentation.py", "evaluate", run / "model.keras", "--data-dir", tmp_path / "val",
+                    "--batch-size", "4", "--out", tmp_path / "evaluated")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (evaluated,) = folders(tmp_path / "evaluated", "-evaluate")
+    assert {"metrics.json", "per_image.csv", "overlays.png", "config.json"} <= {p.name for p in evaluated.iterdir()}
+    again = per_image(evaluated / "per_image.csv")
+    assert [r["image"] for r in again] == [r["image"] for r in validation]
+    for metric in ("dice", "iou", "hd95", "precision", "recall"):
+        np.testing.assert_allclose([float(r[metric]) for r in again], [float(r[metric]) for r in validation])
 
     predict_out = tmp_path / "predictions"
     model = tmp_path / "out" / f"{stamp}-4a" / "model.keras"
@@ -75,6 +96,44 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     assert len(folders(tmp_path / "out", "-summary")) == 1
 
 
+def per_image(path):
+    import csv
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_folds_score_every_image_once_compare_pooled_scores_and_resume_per_fold(tmp_path, script):
+    data = xray_folder(tmp_path, count=5)
+    out = tmp_path / "out"
+    result = script("main_segmentation.py", "--data-dir", data, "--experiments", "4a,4b", "--folds", "2",
+                    *TINY, "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (summary,) = folders(out, "-summary")
+    stamp = summary.name.removesuffix("-summary")
+    names = sorted(p.name for p in (data / "Image").iterdir())
+    fold_images = {}
+    for name in ("4a", "4b"):
+        run = out / f"{stamp}-{name}"
+        assert sorted(r["image"] for r in per_image(run / "per_image.csv")) == names  # each exactly once
+        fold_images[name] = [[r["image"] for r in per_image(run / f"fold{k}" / "per_image.csv")] for k in (1, 2)]
+        assert sorted(fold_images[name][0] + fold_images[name][1]) == names
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert (metrics["folds"], metrics["validation_images"]) == (2, 5) and "folds_dice_std" in metrics
+    assert fold_images["4a"] == fold_images["4b"]  # the same folds for every experiment
+    (comparison,) = json.loads((summary / "summary.json").read_text())["comparisons"]
+    assert (comparison["first"], comparison["second"], comparison["metrics"]["dice"]["images"]) == ("4a", "4b", 5)
+    assert "folds_dice_mean" in (summary / "summary.md").read_text()
+
+    # Resume: as if 4b had been interrupted in its second fold.
+    for path in (out / f"{stamp}-4b" / "metrics.json", out / f"{stamp}-4b" / "fold2" / "metrics.json"):
+        path.unlink()
+    result = script("main_segmentation.py", "--resume", summary)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "4a: already complete" in result.stdout and "4b-fold1: already complete" in result.stdout
+    assert "=== experiment 4b-fold2" in result.stdout and "4b-fold1 ->" not in result.stdout
+    assert sorted(r["image"] for r in per_image(out / f"{stamp}-4b" / "per_image.csv")) == names
+
+
 def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
     result = script("main_segmentation.py", "--experiments", "4a", *TINY, "--out", tmp_path / "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -94,6 +153,10 @@ def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
     (["--memory-budget-gb", "0"], "--memory-budget-gb 0.0 is out of range"),
     (["--strategy", "tpu"], "--strategy tpu is unknown; choose one of auto, default, mirrored, multiworker"),
     (["--mixed-precision", "fp8"], "--mixed-precision fp8 is unknown"),
+    (["--folds", "1"], "--folds 1 is not cross-validation"),
+    (["--folds", "4"], "--folds 4 needs at least 4 image/mask pairs, but there are 3"),
+    (["--compare", "4a-4b"], "--compare 4a-4b is not two experiments"),
+    (["--compare", "4a:4z"], "--compare 4a:4z names unknown experiment 4z"),
 ])
 def test_nonsense_parameters_are_refused_before_any_work(tmp_path, flags, message):
     data = xray_folder(tmp_path, count=3)
@@ -126,3 +189,12 @@ def test_corrupt_image_gives_one_line_exit_2_and_writes_nothing(tmp_path, script
     assert result.returncode == 2 and "cannot read image" in result.stderr and "p1.png" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_summary_columns_follow_the_experiments_and_evaluate_refuses_a_missing_model(tmp_path):
+    assert unet.setting_keys({"a": {"loss": "bce"}, "b": {"loss": "dice", "depth": 3}}) == ["loss", "depth"]
+    data = xray_folder(tmp_path, count=2)
+    with pytest.raises(UserError, match="model file .*nowhere.keras does not exist"):
+        unet._run(["evaluate", str(tmp_path / "nowhere.keras"), "--data-dir", str(data), "--out",
+                   str(tmp_path / "out")], *segmentation_blocks())
+    assert not (tmp_path / "out").exists()

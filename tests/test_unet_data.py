@@ -92,6 +92,17 @@ def test_split_is_seeded_disjoint_and_complete():
     assert not np.array_equal(val, unet.split_indices(50, 0.2, seed=8)[1])
 
 
+def test_folds_hold_out_every_pair_exactly_once_and_repeat_with_the_seed():
+    folds = unet.fold_indices(23, 5, seed=7)
+    held_out = np.concatenate([val for _, val in folds])
+    assert sorted(held_out) == list(range(23)) and {len(val) for _, val in folds} == {4, 5}
+    for train, val in folds:
+        assert not set(train) & set(val) and set(train) | set(val) == set(range(23))
+    again = unet.fold_indices(23, 5, seed=7)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    assert not np.array_equal(folds[0][1], unet.fold_indices(23, 5, seed=8)[0][1])
+
+
 def pattern_pairs(count=8, size=48):
     """Images whose bright region is exactly the mask, placed off-centre so transforms move it."""
     masks = np.zeros((count, size, size, 1), np.float32)
