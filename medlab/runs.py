@@ -138,8 +138,8 @@ def load_keras_model(path, made_by, compile=True):
         raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
     import zipfile
     if not zipfile.is_zipfile(path):  # Keras would call a damaged file "File not found"
-        raise UserError(f"model file {path} is damaged or not a .keras file (not a zip archive); "
-                        f"pass a .keras file saved by {made_by}")
+        raise UserError(f"cannot load model {path}: the file is damaged or not a .keras file (not a zip "
+                        f"archive); pass a .keras file saved by {made_by}")
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for a file that is not a model
