@@ -691,7 +691,7 @@ def summary_folder(out, resume):
 
 def run_command_line(argv, parameters, experiments, demo):
     from medlab.runs import main_guard
-    main_guard(_run)(argv, parameters, experiments, demo)
+    main_guard(_run, lower="--batch-size, --size or --base")(argv, parameters, experiments, demo)
 
 
 def parse_arguments(argv, parameters, experiments):

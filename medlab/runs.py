@@ -143,8 +143,7 @@ def load_keras_model(path, made_by, compile=True):
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for a file that is not a model
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load model {path} ({reason}); pass a .keras file saved by {made_by}") from None
+        raise UserError(f"cannot load model {path} ({first_line(error)}); pass a .keras file saved by {made_by}") from None
 
 
 INCOMPLETE = "INCOMPLETE.txt"
@@ -159,6 +158,12 @@ def mark_incomplete(folder):
     return Path(folder)
 
 
+def first_line(error, limit=160):
+    """An exception's first line (or its type), short enough for a one-line message."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def mark_complete(folder):
     (Path(folder) / INCOMPLETE).unlink(missing_ok=True)
 
@@ -166,7 +171,7 @@ def mark_complete(folder):
 def resource_message(error, lower):
     """The one-line message for running out of memory or disk space, or None for any other error."""
     import errno
-    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    text = first_line(error)
     out_of_memory = isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"
     if out_of_memory or "out of memory" in text.lower() or "OOM when allocating" in text:
         return (f"out of memory ({text}); lower {lower}. The run folder keeps {INCOMPLETE}, "
