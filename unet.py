@@ -735,6 +735,7 @@ def _run(argv, parameters, experiments, demo):
         run_dir = summary_dir.parent / f"{stamp}-{name}"
         if (run_dir / "metrics.json").is_file():
             print(f"{name}: already complete in {run_dir}")
+            mark_complete(run_dir)  # in case the kill came between metrics.json and this mark
             metrics, scores = reload_run(run_dir)
         else:
             run_dir.mkdir(exist_ok=bool(args.resume))
