@@ -694,7 +694,7 @@ def main(argv=None):
     from medlab.runs import main_guard
     argv = sys.argv[1:] if argv is None else argv
     program = run_explain if argv[:1] == ["explain"] else run_training
-    return main_guard(program)(argv[1:] if program is run_explain else argv)
+    return main_guard(program, lower="--batch-size, --size or --base")(argv[1:] if program is run_explain else argv)
 
 
 if __name__ == "__main__":

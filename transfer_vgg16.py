@@ -711,4 +711,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main_guard(main)()
+    main_guard(main, lower="--batch-size, --image-size or --scratch-size")()

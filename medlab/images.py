@@ -80,22 +80,6 @@ def denied(path):
     return UserError(f"cannot read {path}: permission denied; make it readable (chmod +r) or remove it")
 
 
-def check_readable(paths):
-    """Raise `UserError` for the first file whose header OpenCV does not recognise, without decoding.
-
-    For pipelines that decode later (streaming): a bad file then stops the run before it starts.
-    """
-    for path in paths:
-        check_file(path)
-        try:
-            with open(path, "rb"):
-                pass
-        except PermissionError:
-            raise denied(path) from None
-        if not cv2.haveImageReader(str(path)):
-            raise unreadable(path)
-
-
 def to_unit_range(image):
     """Integer images to float32 in [0, 1] by their type's range; float images are clipped."""
     if image.dtype == np.uint8:

@@ -138,13 +138,12 @@ def load_keras_model(path, made_by, compile=True):
         raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
     import zipfile
     if not zipfile.is_zipfile(path):  # Keras would call a damaged file "File not found"
-        raise UserError(f"model file {path} is damaged or not a .keras file (not a zip archive); "
-                        f"pass a .keras file saved by {made_by}")
+        raise UserError(f"cannot load model {path}: the file is damaged or not a .keras file (not a zip "
+                        f"archive); pass a .keras file saved by {made_by}")
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for a file that is not a model
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load model {path} ({reason}); pass a .keras file saved by {made_by}") from None
+        raise UserError(f"cannot load model {path} ({first_line(error)}); pass a .keras file saved by {made_by}") from None
 
 
 INCOMPLETE = "INCOMPLETE.txt"
@@ -159,6 +158,12 @@ def mark_incomplete(folder):
     return Path(folder)
 
 
+def first_line(error, limit=160):
+    """An exception's first line (or its type), short enough for a one-line message."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def mark_complete(folder):
     (Path(folder) / INCOMPLETE).unlink(missing_ok=True)
 
@@ -166,7 +171,7 @@ def mark_complete(folder):
 def resource_message(error, lower):
     """The one-line message for running out of memory or disk space, or None for any other error."""
     import errno
-    text = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    text = first_line(error)
     out_of_memory = isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"
     if out_of_memory or "out of memory" in text.lower() or "OOM when allocating" in text:
         return (f"out of memory ({text}); lower {lower}. The run folder keeps {INCOMPLETE}, "

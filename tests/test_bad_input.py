@@ -182,3 +182,12 @@ def test_new_run_folders_are_incomplete_until_marked(tmp_path):
     assert (run / "INCOMPLETE.txt").is_file()
     mark_complete(run)
     assert os.listdir(run) == []
+
+
+def test_memory_estimate_counts_the_built_model_and_refuses_what_cannot_fit(xrays, tmp_path):
+    model = unet.build_unet((64, 64, 1), base=4, depth=3, dropout=0.2, batch_norm=True)
+    outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
+    assert unet.unet_activations(64, 4, 3, True, 0.2) == outputs
+    assert abs(unet.unet_weights(4, 3) - model.count_params()) < 0.05 * model.count_params()  # biases, batch norm
+    refused(["--data-dir", xrays, "--size", "4096"], tmp_path, "needs about .* GB, over --memory-budget-gb 4")
+    refused(["--data-dir", xrays, "--base", "100000"], tmp_path, "lower --batch-size, --size or --base")
