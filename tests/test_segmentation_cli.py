@@ -91,6 +91,7 @@ def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
     (["--memory-budget-gb", "0"], "--memory-budget-gb 0.0 is out of range"),
     (["--strategy", "tpu"], "--strategy tpu is unknown; choose one of auto, default, mirrored, multiworker"),
     (["--mixed-precision", "fp8"], "--mixed-precision fp8 is unknown"),
+    (["--lr-schedule", "step"], "--lr-schedule step is unknown; choose one of constant, cosine"),
 ])
 def test_nonsense_parameters_are_refused_before_any_work(tmp_path, flags, message):
     data = xray_folder(tmp_path, count=3)
@@ -123,3 +124,28 @@ def test_corrupt_image_gives_one_line_exit_2_and_writes_nothing(tmp_path, script
     assert result.returncode == 2 and "cannot read image" in result.stderr and "p1.png" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(tmp_path, monkeypatch, capsys):
+    """A U-Net whose output bias drowns every input (and an lr too small to undo it) marks every
+    pixel as lung: console, summary and metrics.json say so, and not that it predicts no lung."""
+    build = unet.build_unet
+
+    def saturated(*args, **kwargs):
+        model = build(*args, **kwargs)
+        kernel, bias = model.get_layer("mask").get_weights()
+        model.get_layer("mask").set_weights([kernel * 0, bias + 20.0])
+        return model
+
+    monkeypatch.setattr(unet, "build_unet", saturated)
+    data = xray_folder(tmp_path, count=10)
+    unet._run(["--data-dir", str(data), "--experiments", "best", *TINY, "--lr", "1e-12",
+               "--out", str(tmp_path / "out")], *segmentation_blocks())
+    out = capsys.readouterr().out
+    assert "**warning: best marks (almost) the whole image as lung in all 2 validation images" in out
+    (summary,) = folders(tmp_path / "out", "-summary")
+    assert "**Collapsed: best marks (almost) the whole image" in (summary / "summary.md").read_text()
+    (run,) = folders(tmp_path / "out", "-best")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["collapsed"] is True and metrics["collapsed_to"] == "whole image"
+    assert metrics["without_postprocess"]["val_dice"] == pytest.approx(metrics["val_dice"])
