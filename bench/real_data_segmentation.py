@@ -6,7 +6,7 @@ Runs the two commands of the README's "Real chest X-rays" table, as a user would
   2. the recipe `best` with its own settings,
 then prints one table: validation Dice and HD95 per image (final model), and training time.
 
-    python bench/real_data_segmentation.py --data-dir ../shared/dev-data/X_ray [--epochs 15]
+    python bench/real_data_segmentation.py --data-dir ../shared/dev-data/X_ray [--epochs 10]
 
 `segmentation_rows` is the part `bench/real_data.py` calls for its Task 4 rows.
 """
@@ -30,7 +30,7 @@ def segmentation_commands(data_dir, out, epochs):
             common + ["--experiments", "best"]]
 
 
-def segmentation_rows(data_dir, out, epochs=15):
+def segmentation_rows(data_dir, out, epochs=10):
     """Run the commands and return one row per experiment from the summaries they write."""
     rows = []
     for command in segmentation_commands(data_dir, out, epochs):
@@ -69,7 +69,7 @@ def print_table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="folder with Image/ and Mask/ (chest X-rays)")
-    parser.add_argument("--epochs", type=int, default=15, help="epochs of the lab's experiments 4a-4e")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of the lab's experiments 4a-4e")
     parser.add_argument("--out", help="folder for the runs (default: a temporary folder)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="real-seg-"))

@@ -54,7 +54,8 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     model = tmp_path / "out" / f"{stamp}-4a" / "model.keras"
     big = np.uint8(chest_xray(np.random.default_rng(5), 80)[0] * 255)
     cv2.imwrite(str(tmp_path / "new.jpg"), big)
-    result = script("main_segmentation.py", "predict", model, tmp_path / "new.jpg", "--out", predict_out)
+    result = script("main_segmentation.py", "predict", model, tmp_path / "new.jpg", "--out", predict_out,
+                    "--postprocess")
     assert result.returncode == 0, result.stderr[-2000:]
     (prediction,) = folders(predict_out, "-predict")
     mask = cv2.imread(str(prediction / "new_mask.png"), cv2.IMREAD_UNCHANGED)
