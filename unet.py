@@ -474,7 +474,7 @@ def overlay_figure(images, masks, predictions, dice, names=None, count=8):
     count = min(count, len(images))
     columns = min(4, count)
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.7 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, ax in zip(range(count), axes.ravel()):
