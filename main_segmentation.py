@@ -1,6 +1,7 @@
-"""Task 4: U-Net lung segmentation of chest X-rays, experiments 4a-4e.
+"""Task 4: U-Net lung segmentation of chest X-rays, experiments 4a-4e and the recipe `best`.
 
-    python main_segmentation.py                         # all experiments (synthetic demo if no data)
+    python main_segmentation.py                         # experiments 4a-4e (synthetic demo if no data)
+    python main_segmentation.py --data-dir data/X_ray --experiments best   # the real-data recipe
     python main_segmentation.py --data-dir data/X_ray --experiments 4a,4e-dice --epochs 50
     python main_segmentation.py --folds 5 --experiments 4a,4e-dice --compare 4a:4e-dice
     python main_segmentation.py predict MODEL.keras IMAGE...   # masks for new images
@@ -38,6 +39,8 @@ PARAMETERS = {
     "strategy": "auto",         # auto, default, mirrored (all local GPUs) or multiworker (TF_CONFIG)
     "mixed_precision": "off",   # off, float16 (GPU) or bfloat16
     "jit": False,               # XLA compilation of the training step
+    "lr_schedule": "constant",  # constant, or cosine: decays from lr to 0 over the run
+    "postprocess": False,       # keep the two largest regions of each predicted mask, holes filled
 }
 
 EXPERIMENTS = {
@@ -49,6 +52,9 @@ EXPERIMENTS = {
     "4d-dice": {"loss": "dice", "dropout": 0.2, "base": 32},
     "4e-bce": {"loss": "bce", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
     "4e-dice": {"loss": "dice", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
+    # What measurably helped on real chest X-rays (README, Task 4, "Real chest X-rays").
+    "best": {"loss": "bce_dice", "base": 16, "batch_norm": True, "augment": True, "lr": 1e-3,
+             "lr_schedule": "cosine", "epochs": 60, "postprocess": True},
 }
 
 # The lab's questions, as paired comparisons (first, second, question) on the same validation
@@ -63,10 +69,13 @@ COMPARISONS = [
     ("4e-bce", "4c-bce", "batch norm + augmentation, base 16 (BCE)"),
     ("4e-dice", "4c-dice", "batch norm + augmentation, base 16 (Dice)"),
 ]
+# Run when --experiments is not given: the lab's experiments; `best` is asked for by name.
+DEFAULT_EXPERIMENTS = [name for name in EXPERIMENTS if name != "best"]
 
 # With no data, a built-in synthetic set is generated and these demo settings replace the
 # defaults above (flags still win), so the whole demo finishes in minutes on a laptop CPU.
 SYNTHETIC_DEMO = {"pairs": 100, "size": 64, "batch_size": 4, "epochs": 16, "lr": 7e-4}
 
 if __name__ == "__main__":
-    unet.run_command_line(sys.argv[1:], PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO, COMPARISONS)
+    unet.run_command_line(sys.argv[1:], PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO, COMPARISONS,
+                          DEFAULT_EXPERIMENTS)

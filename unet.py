@@ -44,6 +44,8 @@ SOFT_DICE_SMOOTH = 1.0
 # A mask is "multi-label" when a grey level well away from 0 and from its maximum covers this
 # share of the pixels; JPEG ringing at the edges stays far below it.
 MULTI_LABEL_SHARE = 0.01
+# Lungs cover about a quarter of a chest X-ray; a prediction over 90% of every image is no lung mask.
+FULL_SHARE = 0.9
 
 
 # ----------------------------------------------------------------------------- data
@@ -245,7 +247,8 @@ def ratio(numerator, denominator, both_empty):
 
 
 def similarity_scores(truth, prediction):
-    """Per-image Dice, IoU, precision and recall of binary masks (see the module docstring)."""
+    """Per-image Dice, IoU, precision and recall of binary masks (see the module docstring), and the
+    share of each image predicted as lung (`coverage`, for the collapse check)."""
     tp, fp, fn = overlap_counts(truth, prediction)
     both_empty = (tp + fp + fn) == 0
     return {
@@ -253,6 +256,7 @@ def similarity_scores(truth, prediction):
         "iou": ratio(tp, tp + fp + fn, both_empty),
         "precision": ratio(tp, tp + fp, both_empty),
         "recall": ratio(tp, tp + fn, both_empty),
+        "coverage": (tp + fp) / truth[0].size,  # share of the image predicted as lung
     }
 
 
@@ -295,7 +299,15 @@ def dice_loss(y_true, y_pred):
     return 1.0 - dice_coefficient(y_true, y_pred)
 
 
-LOSSES = {"bce": keras.losses.BinaryCrossentropy(name="bce"), "dice": dice_loss}
+@keras.saving.register_keras_serializable(package="unet")
+def bce_dice_loss(y_true, y_pred):
+    """BCE + (1 - soft Dice): BCE's per-pixel gradient never vanishes, so training cannot collapse
+    to the empty mask the way pure Dice can, while the Dice term weighs the lung boundary."""
+    bce = keras.ops.mean(keras.losses.binary_crossentropy(keras.ops.cast(y_true, y_pred.dtype), y_pred))
+    return bce + dice_loss(y_true, y_pred)
+
+
+LOSSES = {"bce": keras.losses.BinaryCrossentropy(name="bce"), "dice": dice_loss, "bce_dice": bce_dice_loss}
 
 
 # ----------------------------------------------------------------------------- model
@@ -342,8 +354,17 @@ def build_unet(input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_no
 
 # ----------------------------------------------------------------------------- training
 
+def learning_rate(lr, schedule, total_steps):
+    """`lr` as it is (constant), or a cosine decay from `lr` to 0 over `total_steps` training steps:
+    the last epochs take small steps, so the final weights are settled rather than mid-jump."""
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
+    return lr
+
+
 def compile_unet(model, loss, lr, jit_compile=False):
-    """Adam and the chosen loss; XLA only when asked (Keras' "auto" would turn it on for one GPU)."""
+    """Adam and the chosen loss; XLA only when asked (Keras' "auto" would turn it on for one GPU).
+    `lr` is a number or a schedule from `learning_rate`."""
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=LOSSES[loss], jit_compile=jit_compile,
                   metrics=[dice_coefficient, "binary_accuracy"])  # the same curves for every loss
     return model
@@ -368,21 +389,39 @@ def train(model, train_data, val_data, epochs, run_dir, verbose=1):
     return checkpoint.seconds()
 
 
-def predict_masks(model, images, batch_size=8):
-    """Binary masks (N, H, W, 1) for `images`, the sigmoid output thresholded at 0.5."""
+def predict_masks(model, images, batch_size=8, postprocess=False):
+    """Binary masks (N, H, W, 1) for `images`, the sigmoid output thresholded at 0.5, then cleaned by
+    `keep_lungs` when `postprocess` is set."""
     probabilities = model.predict(images, batch_size=batch_size, verbose=0)
-    return (probabilities >= THRESHOLD).astype(np.float32)
+    masks = (probabilities >= THRESHOLD).astype(np.float32)
+    return keep_lungs(masks) if postprocess else masks
 
 
-def evaluate(model, images, masks, batch_size=8):
+def keep_lungs(masks, keep=2):
+    """Binary masks (N, H, W, 1) reduced to their `keep` largest connected components, holes filled.
+
+    A chest X-ray has two lungs, each one solid region: specks elsewhere (shoulders, bowel gas) and
+    holes over the heart or ribs are errors a pixel-wise network makes and anatomy rules out.
+    """
+    cleaned = np.zeros_like(masks)
+    for i, mask in enumerate(masks[..., 0] >= THRESHOLD):
+        labels, count = ndimage.label(mask)
+        if count > keep:
+            sizes = np.bincount(labels.ravel())[1:]
+            mask = np.isin(labels, np.argsort(sizes)[::-1][:keep] + 1)
+        cleaned[i, ..., 0] = ndimage.binary_fill_holes(mask)
+    return cleaned
+
+
+def evaluate(model, images, masks, batch_size=8, postprocess=False):
     """Per-image Dice, IoU, precision, recall and HD95 of `model` on `images` against `masks`."""
-    predictions = predict_masks(model, images, batch_size)
+    predictions = predict_masks(model, images, batch_size, postprocess)
     scores = similarity_scores(masks, predictions)
     scores["hd95"] = np.array([hd95(t[..., 0], p[..., 0]) for t, p in zip(masks, predictions)])
     return scores, predictions
 
 
-def evaluate_batches(model, batches, keep=8):
+def evaluate_batches(model, batches, keep=8, postprocess=False):
     """`evaluate` over a dataset of (images, masks) batches, holding one batch at a time.
 
     Returns the per-image scores and the first `keep` images, masks and predictions (for figures).
@@ -390,7 +429,7 @@ def evaluate_batches(model, batches, keep=8):
     scores, shown = {}, ([], [], [])
     for images, masks in batches:
         images, masks = images.numpy(), masks.numpy()
-        batch_scores, predictions = evaluate(model, images, masks, len(images))
+        batch_scores, predictions = evaluate(model, images, masks, len(images), postprocess)
         for metric, values in batch_scores.items():
             scores.setdefault(metric, []).append(values)
         for kept, arrays in zip(shown, (images, masks, predictions)):
@@ -398,21 +437,52 @@ def evaluate_batches(model, batches, keep=8):
     return {metric: np.concatenate(values) for metric, values in scores.items()}, tuple(map(np.array, shown))
 
 
-def collapsed(scores):
-    """True when the model finds no lung pixel in any validation image (recall 0 everywhere): it
-    has collapsed to the empty mask. Judged on every image, not only those kept for the figures."""
-    return bool(np.all(scores["recall"] == 0))
+def collapsed(scores, masks_empty=False):
+    """What the model collapsed to, judged on every validation image (not only those kept for the
+    figures): "empty mask" when it finds no lung pixel in any image (recall 0 everywhere), "whole
+    image" when it marks at least FULL_SHARE of every image as lung, else None (it has learnt)."""
+    if np.all(scores["recall"] == 0) and not masks_empty:  # no lung to find: recall says nothing
+        return "empty mask"
+    if np.all(scores["coverage"] >= FULL_SHARE):
+        return "whole image"
+    return None
+
+
+def collapse_message(name, kind, count, loss="bce"):
+    """The sentence that says what a collapsed experiment predicts, why, and what to run instead."""
+    if kind == "empty mask":
+        cause = ("Dice loss does this when a high learning rate saturates the sigmoid (its gradient then "
+                 "vanishes, unlike BCE's); rerun" if "dice" in loss else "Rerun")
+        return (f"{name} predicts no lung in any of its {count} validation images: it has collapsed to the "
+                f"empty mask and has not learnt the task. {cause} with a lower --lr, or run --experiments "
+                "best.")
+    return (f"{name} marks (almost) the whole image as lung in all {count} validation images: it has "
+            "collapsed to the full mask and has not learnt the task. Check that the masks show the lungs "
+            "white on black (inverted masks teach exactly this), then rerun with a lower --lr, or run "
+            "--experiments best.")
 
 
 # ----------------------------------------------------------------------------- figures
 
+# Characters of a file name that fit above one 3.2-inch overlay panel at font size 8.
+TITLE_CHARS = 36
+
 def plot_overlays(images, masks, predictions, dice, path, names=None, count=8):
     """A grid of validation images with the true (green) and predicted (red) lung contours."""
     import matplotlib.pyplot as plt
+    fig = overlay_figure(images, masks, predictions, dice, names, count)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def overlay_figure(images, masks, predictions, dice, names=None, count=8):
+    """The figure of `plot_overlays`; titles are shortened so long file names do not collide."""
+    import matplotlib.pyplot as plt
+    from medlab.plots import fit_label
     count = min(count, len(images))
     columns = min(4, count)
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.7 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, ax in zip(range(count), axes.ravel()):
@@ -420,12 +490,11 @@ def plot_overlays(images, masks, predictions, dice, path, names=None, count=8):
         ax.contour(masks[i][..., 0], levels=[0.5], colors="lime", linewidths=1)
         if predictions[i].any():
             ax.contour(predictions[i][..., 0], levels=[0.5], colors="red", linewidths=1)
-        label = f"{names[i]}  " if names is not None else ""
+        label = f"{fit_label(names[i], TITLE_CHARS)}\n" if names is not None else ""
         ax.set_title(f"{label}Dice {dice[i]:.3f}", fontsize=8)
     fig.suptitle("validation: truth (green) vs prediction (red)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def overlay_mask(image, mask):
@@ -445,9 +514,12 @@ HELP = {
     "dropout": "dropout rate after each pooling and skip concatenation, in [0, 1)",
     "batch_norm": "batch normalisation between each convolution and its ReLU",
     "augment": "joint random rotation 10 deg, shift 0.1, zoom 0.2 and flip of image and mask",
-    "loss": "training loss: bce or dice",
+    "loss": "training loss: bce, dice or bce_dice (their sum)",
     "batch_size": "pairs per training step",
     "lr": "Adam learning rate",
+    "lr_schedule": "constant, or cosine: decays from --lr to 0 over the run",
+    "postprocess": "keep the two largest connected regions of each predicted mask and fill their holes "
+                   "(metrics.json also reports the scores without it)",
     "epochs": "training epochs per experiment",
     "val_fraction": "share of pairs held out for validation",
     "folds": "K-fold cross-validation over all pairs (0 = the --val-fraction split); every image is "
@@ -460,6 +532,7 @@ HELP = {
     **SCALING_HELP,
 }
 METRICS = ("dice", "iou", "hd95", "precision", "recall")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def check_parameters(p):
@@ -468,6 +541,8 @@ def check_parameters(p):
     from medlab.distribute import check_scaling
     if p["loss"] not in LOSSES:
         raise UserError(f"--loss {p['loss']} is unknown; choose one of {', '.join(LOSSES)}")
+    if p["lr_schedule"] not in LR_SCHEDULES:
+        raise UserError(f"--lr-schedule {p['lr_schedule']} is unknown; choose one of {', '.join(LR_SCHEDULES)}")
     check_range("epochs", p["epochs"], 1, hint="; train for at least one epoch")
     check_range("dropout", p["dropout"], 0.0, 1.0, high_open=True)
     check_range("val_fraction", p["val_fraction"], 0.01, 0.9)
@@ -526,9 +601,10 @@ def unet_weights(base, depth):
     return weights
 
 
-def choose_experiments(names, experiments):
+def choose_experiments(names, experiments, default=None):
+    """The experiments named in `names` (comma-separated), or `default` (all when None)."""
     if not names:
-        return list(experiments)
+        return list(default or experiments)
     chosen = [name.strip() for name in names.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in experiments]
     if unknown:
@@ -606,9 +682,11 @@ def experiment_datasets(p, data, batch_size, cache_dir=None):
 
 def fit_experiment(p, datasets, run_dir, scaling):
     """A fresh U-Net built and trained under `scaling`'s strategy; returns it and the training seconds."""
+    steps = p["epochs"] * int(datasets[0].cardinality())
     with scaling.scope():
         model = compile_unet(build_unet((p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"],
-                                        p["batch_norm"]), p["loss"], p["lr"], jit_compile=scaling.jit)
+                                        p["batch_norm"]), p["loss"], learning_rate(p["lr"], p["lr_schedule"], steps),
+                             jit_compile=scaling.jit)
     try:
         seconds = train(model, *datasets, p["epochs"], run_dir, verbose=1 if sys.stdout.isatty() else 2)
     except tf.errors.OpError as error:
@@ -636,18 +714,21 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     set_seed(p["seed"])
     datasets = experiment_datasets(p, data, scaling.global_batch(p["batch_size"]), cache_dir)
     model, seconds = fit_experiment(p, datasets, run_dir, scaling)
-    scores, (images, masks, predictions) = evaluate_batches(model, datasets[1])
-    best_scores, _ = evaluate_batches(keras.models.load_model(run_dir / "best.keras"), datasets[1])
+    scores, (images, masks, predictions) = evaluate_batches(model, datasets[1], postprocess=p["postprocess"])
+    best_scores, _ = evaluate_batches(keras.models.load_model(run_dir / "best.keras"), datasets[1],
+                                      postprocess=p["postprocess"])
     history = read_history(run_dir / "history.csv")
     best_epoch = int(np.argmax(history["val_dice_coefficient"])) + 1
     metrics = {"experiment": name, **score_summary(scores), "epochs": len(history["loss"]),
                "train_seconds": round(seconds, 1), "validation_images": len(scores["dice"]),
                "best_checkpoint": {"epoch": best_epoch, **score_summary(best_scores),
                                    "note": "epoch chosen on the validation set: optimistic"}}
-    # With no lung in any mask, recall is 0 for any prediction: that is no collapse (already warned).
-    metrics["collapsed"] = collapsed(scores) and not data.get("masks_empty", False)
+    if p["postprocess"]:
+        metrics["without_postprocess"] = score_summary(evaluate_batches(model, datasets[1])[0])
+    metrics["collapsed_to"] = collapsed(scores, masks_empty=data.get("masks_empty", False))
+    metrics["collapsed"] = metrics["collapsed_to"] is not None
     if metrics["collapsed"]:
-        print(collapse_warning(name, p["loss"]))
+        print(bold(f"warning: {collapse_message(name, metrics['collapsed_to'], len(scores['dice']), p['loss'])}"))
     write_per_image(run_dir / "per_image.csv", data["val_names"], scores)
     plot_curves({name: history}, run_dir / "curves.png", metrics=("loss", "dice_coefficient"),
                 titles={"loss": f"loss ({p['loss']})", "dice_coefficient": "soft Dice"})
@@ -656,14 +737,10 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     finish_experiment(run_dir, metrics)
     print(f"{name}: validation Dice {metrics['val_dice']:.3f} +- {metrics['val_dice_std']:.3f}, "
           f"HD95 {metrics['val_hd95']:.1f} px ({seconds:.0f} s)")
+    if p["postprocess"]:
+        raw = metrics["without_postprocess"]
+        print(f"{name}: without --postprocess: Dice {raw['val_dice']:.3f}, HD95 {raw['val_hd95']:.1f} px")
     return metrics, scores
-
-
-def collapse_warning(name, loss):
-    cause = ("Dice loss does this when a high learning rate saturates the sigmoid (its gradient then "
-             "vanishes, unlike BCE's); rerun with a lower --lr." if loss == "dice" else
-             "Rerun with a lower --lr or more --epochs, and check that the masks mark the lungs.")
-    return f"warning: {name} finds none of the lung in any validation image (recall 0): training collapsed. {cause}"
 
 
 def finish_experiment(run_dir, metrics):
@@ -677,6 +754,11 @@ def finish_experiment(run_dir, metrics):
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
 
+def bold(text):
+    """Bold on a terminal (ANSI), Markdown bold in a log file: a collapse must not scroll by unseen."""
+    return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else f"**{text}**"
+
+
 def write_summary(summary_dir, runs, settings=("loss", "dropout", "base", "batch_norm", "augment"),
                   comparisons=(), seed=0):
     """Compare the experiments of one invocation: summary.csv, summary.md, summary.json, a Dice bar
@@ -687,9 +769,11 @@ def write_summary(summary_dir, runs, settings=("loss", "dropout", "base", "batch
     rows = []
     for name, (metrics, _, run_dir, p) in runs.items():
         rows.append({"experiment": name, **{key: p.get(key, "") for key in settings},
+                     "postprocess": p.get("postprocess", False),
                      **{k: v for k, v in metrics.items() if k.startswith(("val_", "folds_"))},
                      "best_val_dice": metrics["best_checkpoint"]["val_dice"], "epochs": metrics["epochs"],
                      "train_seconds": metrics["train_seconds"], "collapsed": metrics.get("collapsed", False),
+                     "collapsed_to": collapse_kind(metrics), "validation_images": metrics["validation_images"],
                      "folder": os.path.relpath(run_dir, summary_dir)})
     columns = list(dict.fromkeys(column for row in rows for column in row))
     write_csv(summary_dir / "summary.csv", rows, columns)
@@ -705,11 +789,12 @@ def write_summary(summary_dir, runs, settings=("loss", "dropout", "base", "batch
     write_json(summary_dir / "summary.json", {"runs": {name: run[0] for name, run in runs.items()},
                                               **comparison_data})
     data_note = runs[next(iter(runs))][3]["data_dir"]
-    collapsed = [r["experiment"] for r in rows if r["collapsed"]]
-    warning = (f"\n\n**Collapsed:** {', '.join(collapsed)} predict no lung at all. Pure Dice loss "
-               "collapses to the empty mask when a high learning rate saturates the sigmoid: Dice's "
-               "gradient then vanishes, unlike BCE's. Rerun these with a lower `--lr`."
-               if collapsed else "")
+    cleaned = [r["experiment"] for r in rows if r["postprocess"]]
+    if cleaned:
+        data_note += (f"`. {', '.join(cleaned)} ran with `--postprocess`: their scores are those of the cleaned "
+                      "masks; their metrics.json also holds the scores without it (`without_postprocess`")
+    warning = "".join(f"\n\n**Collapsed: {collapse_message(r['experiment'], r['collapsed_to'], r['validation_images'])}**"
+                      for r in rows if r["collapsed"])
     (summary_dir / "summary.md").write_text(
         f"# U-Net lung segmentation: experiment summary\n\nData: `{data_note}`. {scored_images_note(bool(folds))}"
         "`best_val_dice` is the checkpoint with the best validation Dice; "
@@ -727,6 +812,13 @@ def scored_images_note(folds):
             "model after the last epoch at threshold 0.5. ")
 
 
+def collapse_kind(metrics):
+    """`collapsed_to` of a run's metrics; runs written before it existed only knew the empty mask."""
+    if "collapsed_to" in metrics:
+        return metrics["collapsed_to"]
+    return "empty mask" if metrics.get("collapsed") else None
+
+
 def summary_folder(out, resume):
     """A new folder for this invocation (or the one being resumed) and the stamp its runs share."""
     from medlab.runs import new_run_dir
@@ -739,18 +831,21 @@ def summary_folder(out, resume):
     return new_run_dir(out, "summary")
 
 
-def run_command_line(argv, parameters, experiments, demo, comparisons=()):
+def run_command_line(argv, parameters, experiments, demo, comparisons=(), default_experiments=None):
+    """The script's entry point; `default_experiments` run when --experiments is not given (all if None)."""
     from medlab.runs import main_guard
-    main_guard(_run, lower="--batch-size, --size or --base")(argv, parameters, experiments, demo, comparisons)
+    main_guard(_run, lower="--batch-size, --size or --base")(argv, parameters, experiments, demo, comparisons,
+                                                            default_experiments)
 
 
-def parse_arguments(argv, parameters, experiments):
+def parse_arguments(argv, parameters, experiments, default=None):
     from medlab.cli import Parser, add_parameter_flags
     parser = Parser(
         prog="main_segmentation.py", description="U-Net lung segmentation experiments 4a-4e (Task 4). "
         "Use 'predict MODEL IMAGE...' to segment new images with a saved model, 'evaluate MODEL "
         "--data-dir DIR' to score it on a folder of pairs.")
-    parser.add_argument("--experiments", help=f"comma-separated subset of {', '.join(experiments)} (default: all)")
+    parser.add_argument("--experiments", help=f"comma-separated subset of {', '.join(experiments)} "
+                        f"(default: {', '.join(default) if default else 'all'})")
     parser.add_argument("--compare", action="append", metavar="A:B", help="also compare experiment A with B "
                         "on the same images (repeatable); the lab's comparisons are always made")
     parser.add_argument("--resume", metavar="SUMMARY_DIR", help="finish an interrupted invocation: "
@@ -759,7 +854,7 @@ def parse_arguments(argv, parameters, experiments):
     return parser.parse_args(argv)
 
 
-def _run(argv, parameters, experiments, demo, comparisons=()):
+def _run(argv, parameters, experiments, demo, comparisons=(), default_experiments=None):
     from medlab.cli import typed_flags
     from medlab.comparisons import check_names, parse_compare
     from medlab.distribute import configure_scaling
@@ -768,7 +863,7 @@ def _run(argv, parameters, experiments, demo, comparisons=()):
         return predict_command(argv[1:], parameters)
     if argv and argv[0] == "evaluate":
         return evaluate_command(argv[1:], parameters)
-    args = parse_arguments(argv, parameters, experiments)
+    args = parse_arguments(argv, parameters, experiments, default_experiments)
     flags = typed_flags(args, parameters)
     comparisons = [*check_names(comparisons, experiments, "the COMPARISONS block:"),
                    *parse_compare(args.compare, experiments)]
@@ -777,7 +872,7 @@ def _run(argv, parameters, experiments, demo, comparisons=()):
     else:
         data_dir, demo_settings = locate_data(parameters, flags, demo)
         plan = {name: {**parameters, **demo_settings, **experiments[name], **flags, "data_dir": str(data_dir)}
-                for name in choose_experiments(args.experiments, experiments)}
+                for name in choose_experiments(args.experiments, experiments, default_experiments)}
     for p in plan.values():
         check_parameters(p)
     first = next(iter(plan.values()))
@@ -846,6 +941,7 @@ def predict_command(argv, parameters):
     parser.add_argument("model", help="a model.keras written by an experiment")
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     parser.add_argument("--out", default=parameters["out"], help="folder for the new predict-* folder")
+    parser.add_argument("--postprocess", action="store_true", help=HELP["postprocess"])
     args = parser.parse_args(argv)
     for path in args.images:
         decode(path)  # every image is checked before any folder is made (decoded again below, one at a time)
@@ -857,6 +953,8 @@ def predict_command(argv, parameters):
         original = to_channels(to_unit_range(decode(path)), 1)
         probability = model.predict(resize(original, (size, size))[None], verbose=0)[0]
         mask = (resize(probability, original.shape[:2]) >= THRESHOLD).astype(np.float32)
+        if args.postprocess:
+            mask = keep_lungs(mask[None])[0]
         save_image(out_dir / f"{path.stem}_mask.png", mask)
         save_image(out_dir / f"{path.stem}_overlay.png", overlay_mask(original, mask))
         print(f"{path}: lung area {mask.mean():.1%} of the image")

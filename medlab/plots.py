@@ -8,6 +8,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def fit_label(text, width):
+    """`text` cut to `width` characters by an ellipsis in the middle: file names differ at their
+    start (source, patient) and their end (view, day, extension), so both ends are kept."""
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return f"{text[:width - 1 - tail]}\u2026{text[-tail:]}"
+
+
 def read_history(path):
     """A Keras `CSVLogger` file as {column: [values per epoch]}."""
     with open(path, newline="") as handle:

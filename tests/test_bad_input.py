@@ -100,7 +100,13 @@ def test_data_that_looks_wrong_is_warned_about(xrays):
     warnings.clear()
     assert check_pairs(images, masks, warn=warnings.append) is True
     assert any("all 6 masks are empty" in w for w in warnings), warnings
-    assert "lower --lr" in unet.collapse_warning("4a", "bce") and "Dice loss" not in unet.collapse_warning("4a", "bce")
+    # A BCE run is not blamed on Dice loss; with every mask empty, recall 0 is no collapse.
+    bce, dice = (unet.collapse_message("4a", "empty mask", 6, loss) for loss in ("bce", "dice"))
+    assert "lower --lr" in bce and "Dice loss" not in bce and "Dice loss" in dice
+    nothing_found = {"recall": np.zeros(6), "coverage": np.zeros(6)}
+    assert unet.collapsed(nothing_found) == "empty mask"
+    assert unet.collapsed(nothing_found, masks_empty=True) is None
+    assert unet.collapsed({"recall": np.zeros(6), "coverage": np.ones(6)}, masks_empty=True) == "whole image"
 
 
 def test_resume_refuses_flags_and_damaged_plans(tmp_path):

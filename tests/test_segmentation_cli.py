@@ -78,7 +78,8 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     model = tmp_path / "out" / f"{stamp}-4a" / "model.keras"
     big = np.uint8(chest_xray(np.random.default_rng(5), 80)[0] * 255)
     cv2.imwrite(str(tmp_path / "new.jpg"), big)
-    result = script("main_segmentation.py", "predict", model, tmp_path / "new.jpg", "--out", predict_out)
+    result = script("main_segmentation.py", "predict", model, tmp_path / "new.jpg", "--out", predict_out,
+                    "--postprocess")
     assert result.returncode == 0, result.stderr[-2000:]
     (prediction,) = folders(predict_out, "-predict")
     mask = cv2.imread(str(prediction / "new_mask.png"), cv2.IMREAD_UNCHANGED)
@@ -157,6 +158,7 @@ def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
     (["--folds", "4"], "--folds 4 needs at least 4 image/mask pairs, but there are 3"),
     (["--compare", "4a-4b"], "--compare 4a-4b is not two experiments"),
     (["--compare", "4a:4z"], "--compare 4a:4z names unknown experiment 4z"),
+    (["--lr-schedule", "step"], "--lr-schedule step is unknown; choose one of constant, cosine"),
 ])
 def test_nonsense_parameters_are_refused_before_any_work(tmp_path, flags, message):
     data = xray_folder(tmp_path, count=3)
@@ -198,3 +200,26 @@ def test_summary_columns_follow_the_experiments_and_evaluate_refuses_a_missing_m
         unet._run(["evaluate", str(tmp_path / "nowhere.keras"), "--data-dir", str(data), "--out",
                    str(tmp_path / "out")], *segmentation_blocks())
     assert not (tmp_path / "out").exists()
+def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(tmp_path, monkeypatch, capsys):
+    """A U-Net whose output bias drowns every input (and an lr too small to undo it) marks every
+    pixel as lung: console, summary and metrics.json say so, and not that it predicts no lung."""
+    build = unet.build_unet
+
+    def saturated(*args, **kwargs):
+        model = build(*args, **kwargs)
+        kernel, bias = model.get_layer("mask").get_weights()
+        model.get_layer("mask").set_weights([kernel * 0, bias + 20.0])
+        return model
+
+    monkeypatch.setattr(unet, "build_unet", saturated)
+    data = xray_folder(tmp_path, count=10)
+    unet._run(["--data-dir", str(data), "--experiments", "best", *TINY, "--lr", "1e-12",
+               "--out", str(tmp_path / "out")], *segmentation_blocks())
+    out = capsys.readouterr().out
+    assert "**warning: best marks (almost) the whole image as lung in all 2 validation images" in out
+    (summary,) = folders(tmp_path / "out", "-summary")
+    assert "**Collapsed: best marks (almost) the whole image" in (summary / "summary.md").read_text()
+    (run,) = folders(tmp_path / "out", "-best")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["collapsed"] is True and metrics["collapsed_to"] == "whole image"
+    assert metrics["without_postprocess"]["val_dice"] == pytest.approx(metrics["val_dice"])

@@ -2,7 +2,6 @@
 import cv2
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import unet
 from medlab.runs import UserError

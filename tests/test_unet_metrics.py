@@ -1,4 +1,5 @@
 """Similarity metrics and losses against hand-computed values, including empty masks."""
+import keras
 import numpy as np
 import pytest
 
@@ -70,7 +71,46 @@ def test_soft_dice_and_dice_loss():
 def test_collapse_is_judged_on_every_validation_image():
     truth = np.stack([square(0, 0, 8)] * 10)
     nothing = np.zeros_like(truth)
-    assert unet.collapsed(unet.similarity_scores(truth, nothing))
+    assert unet.collapsed(unet.similarity_scores(truth, nothing)) == "empty mask"
     one_found = nothing.copy()
     one_found[9] = square(0, 0, 2)  # the last image, beyond the first 8 kept for the figures
-    assert not unet.collapsed(unet.similarity_scores(truth, one_found))
+    assert unet.collapsed(unet.similarity_scores(truth, one_found)) is None
+
+
+def test_collapse_tells_the_empty_mask_from_the_whole_image():
+    truth = np.stack([square(0, 0, 8)] * 4)
+    everything = np.ones_like(truth)
+    assert unet.collapsed(unet.similarity_scores(truth, everything)) == "whole image"
+    one_learnt = everything.copy()
+    one_learnt[3] = square(0, 0, 9)
+    assert unet.collapsed(unet.similarity_scores(truth, one_learnt)) is None
+    empty, full = (unet.collapse_message("4b", kind, 14) for kind in ("empty mask", "whole image"))
+    assert "no lung in any of its 14" in empty and "empty mask" in empty
+    assert "whole image as lung in all 14" in full and "--experiments best" in full
+
+
+def test_bce_dice_loss_is_the_sum_of_its_parts():
+    truth = np.stack([square(0, 0, 8), square(4, 4, 12)])
+    prediction = np.clip(truth * 0.7 + 0.2, 0, 1)
+    bce = float(keras.losses.BinaryCrossentropy()(truth, prediction))
+    assert float(unet.LOSSES["bce_dice"](truth, prediction)) == pytest.approx(
+        bce + float(unet.dice_loss(truth, prediction)), rel=1e-5)
+
+
+def test_cosine_schedule_falls_from_the_rate_to_zero_over_the_run():
+    schedule = unet.learning_rate(1e-3, "cosine", total_steps=40)
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(20)) == pytest.approx(5e-4, rel=1e-3)
+    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-12)
+    assert unet.learning_rate(1e-3, "constant", total_steps=40) == 1e-3
+
+
+def test_postprocessing_keeps_the_two_largest_regions_and_fills_their_holes():
+    left, right, speck = square(4, 2, 10), square(4, 18, 8), square(28, 28, 2)
+    truth = left + right
+    mask = truth + speck
+    mask[8, 6] = 0                                   # a hole inside the left lung
+    cleaned = unet.keep_lungs(mask[None])
+    np.testing.assert_array_equal(cleaned[0], truth)
+    lonely = unet.keep_lungs(speck[None])            # fewer regions than two: kept as they are
+    np.testing.assert_array_equal(lonely[0], speck)
