@@ -78,6 +78,12 @@ def paired_difference(first, second, n_resamples=RESAMPLES, seed=0, level=LEVEL)
             "p_value": p_value, "images": int(differences.size)}
 
 
+def shown(value, sign=""):
+    """A difference with three decimals, or two significant digits when smaller than 0.01, so a
+    tiny difference the test finds real is not printed as 0.000."""
+    return f"{value:{sign}.3f}" if value == 0 or abs(value) >= 0.01 else f"{value:{sign}.2g}"
+
+
 def verdict(first, second, result, label, higher_is_better=True):
     """One line in words: which run is better on `label`, by how much, and whether it is noise.
 
@@ -92,11 +98,11 @@ def verdict(first, second, result, label, higher_is_better=True):
     gain, gain_low, gain_high = sign * value, *sorted((sign * low, sign * high))
     p = f"Wilcoxon p = {result['p_value']:.2g}"
     if gain_low <= 0 <= gain_high:
-        return (f"no difference larger than the noise: {first} - {second} = {value:+.3f} "
-                f"[{low:+.3f}, {high:+.3f}] {label}, the interval includes 0 ({p})")
+        return (f"no difference larger than the noise: {first} - {second} = {shown(value, '+')} "
+                f"[{shown(low, '+')}, {shown(high, '+')}] {label}, the interval includes 0 ({p})")
     better, worse, by, span = ((first, second, gain, (gain_low, gain_high)) if gain > 0
                                else (second, first, -gain, (-gain_high, -gain_low)))
-    claim = f"{better} beats {worse} by {by:.3f} [{span[0]:.3f}, {span[1]:.3f}] {label}"
+    claim = f"{better} beats {worse} by {shown(by)} [{shown(span[0])}, {shown(span[1])}] {label}"
     if result["p_value"] < ALPHA:
         return f"{claim}: larger than the noise ({p})"
     return f"{claim}, but {p}: not established, the signed-rank test does not confirm the interval"
@@ -164,8 +170,9 @@ def comparisons_markdown(results, notes, resamples=RESAMPLES):
               "choice of images, not the luck of training: each run is one trained model, and "
               "another seed can move a run by more than these intervals (check with a second "
               "--seed, or --folds)."), ""]
-    rows = [{**row, "difference [95% CI]": f"{row['difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
-             "p": f"{row['p_value']:.2g}"} for row in comparison_rows(results)]
+    rows = [{**row, "p": f"{row['p_value']:.2g}", "difference [95% CI]":
+             f"{shown(row['difference'], '+')} [{shown(row['ci_low'], '+')}, {shown(row['ci_high'], '+')}]"}
+            for row in comparison_rows(results)]
     if rows:
         lines += [markdown_table(rows, ["question", "first", "second", "metric", "mean_first", "mean_second",
                                         "difference [95% CI]", "p", "verdict"],

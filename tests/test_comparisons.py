@@ -90,3 +90,9 @@ def test_two_runs_are_compared_with_each_other_unless_a_comparison_already_pairs
     assert with_two_run_default(lab, ["4a", "4e-dice"])[-1] == ("4a", "4e-dice", "the two experiments run")
     assert with_two_run_default(lab, ["4b", "4a"]) == lab
     assert with_two_run_default(lab, ["4a", "4b", "4c-bce"]) == lab
+
+
+def test_a_tiny_difference_is_printed_with_its_digits_not_as_zero():
+    second = np.linspace(0.8, 0.9, 20)
+    line = verdict("a", "b", paired_difference(second + 0.0002, second), "Dice")
+    assert "a beats b by 0.0002 [0.0002, 0.0002] Dice: larger than the noise" in line
