@@ -596,7 +596,7 @@ def score_summary(scores, prefix="val_"):
 def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     """Train, evaluate and draw one experiment into `run_dir`; returns its metrics."""
     from medlab.plots import plot_curves, read_history, write_csv
-    from medlab.runs import save_config, set_seed, write_json
+    from medlab.runs import save_config, set_seed
     print(f"\n=== experiment {name} -> {run_dir}")
     save_config(run_dir, {"experiment": name, **p, "data_dir": data["data_dir"], "cache_used": data["cache"],
                           "replicas": scaling.replicas})

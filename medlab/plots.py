@@ -1,6 +1,5 @@
 """Figures and Markdown shared by every task: learning curves, comparison bars, tables."""
 import csv
-from pathlib import Path
 
 import matplotlib
 
