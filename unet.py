@@ -384,6 +384,8 @@ def train(model, train_data, val_data, epochs, run_dir, verbose=1):
         print(f"resuming {Path(run_dir).name} after epoch {done} of {epochs}: weights, optimizer state "
               f"and {done} history rows restored from {Path(run_dir) / 'backup'}")
     if done < epochs:
+        for _ in range(done):  # each new pass moves the shuffling and augmentation seeds on: replay them
+            iter(train_data)
         model.fit(train_data, validation_data=val_data, epochs=epochs, initial_epoch=done,
                   callbacks=[checkpoint, epoch_logger(log_dir_for(run_dir))], verbose=verbose, shuffle=False)  # the dataset shuffles itself
     return checkpoint.seconds()

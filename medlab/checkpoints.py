@@ -11,6 +11,7 @@ that no state names (a kill between the two steps) are deleted at the next commi
 and `best.keras` in the run folder are published copies, rewritten from the state after each commit.
 """
 import json
+import math
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             crash_point("checkpoint-write")
         value = logs.get(self.monitor)
         best = self.state["best"]
-        if value is not None and value == value and (best is None or self.sign * (value - best["value"]) > 0):
+        if value is not None and math.isfinite(value) and (best is None or self.sign * (value - best["value"]) > 0):
             state["best"] = {"epoch": epoch + 1, "value": value, "file": f"best-{epoch + 1:04d}.keras"}
             with replacing(self.folder / state["best"]["file"]) as temp:
                 self.model.save(temp)

@@ -132,6 +132,7 @@ def test_damaged_checkpoint_is_one_line(tmp_path):
 
 def test_predict_and_explain_check_everything_before_making_a_folder(xrays, tmp_path):
     import keras
+
     import main_segmentation as ms
     classifier = tmp_path / "classifier.keras"
     keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]).save(classifier)
