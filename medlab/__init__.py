@@ -1,6 +1,7 @@
 """Shared code for the lab scripts: errors and run folders, image I/O, data folders,
 synthetic demo data, plots and the VGG-style model. The scripts at the repository root
 import from here so that no logic is written twice."""
+
 import os
 import sys
 
@@ -20,9 +21,9 @@ def quiet_tensorflow():
     os.dup2(devnull, 2)
     try:
         import tensorflow as tf
+
         tf.config.list_physical_devices()  # device discovery is where CUDA complains
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-

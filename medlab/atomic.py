@@ -4,6 +4,7 @@ A writer writes to a temporary name in the same folder (the same file system, so
 step), flushes it to the disk and renames it over the target with `os.replace`. A process killed
 while writing leaves at most a `*.partial.*` file behind, which no reader ever opens.
 """
+
 import contextlib
 import os
 import shutil

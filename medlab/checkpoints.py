@@ -10,6 +10,7 @@ previous state and its files stand, so a resume always finds one complete, consi
 that no state names (a kill between the two steps) are deleted at the next commit. `history.csv`
 and `best.keras` in the run folder are published copies, rewritten from the state after each commit.
 """
+
 import json
 import math
 import time
@@ -57,15 +58,28 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         self.folder.mkdir(exist_ok=True)
-        state = {**self.state, "epoch": epoch + 1, "weights": f"epoch-{epoch + 1:04d}.weights.h5",
-                 "rows": self.state["rows"] + [{"epoch": epoch, **logs}], "seconds": self.seconds()}
+        state = {
+            **self.state,
+            "epoch": epoch + 1,
+            "weights": f"epoch-{epoch + 1:04d}.weights.h5",
+            "rows": self.state["rows"] + [{"epoch": epoch, **logs}],
+            "seconds": self.seconds(),
+        }
         with replacing(self.folder / state["weights"]) as temp:
             self.model.save_weights(temp)
             crash_point("checkpoint-write")
         value = logs.get(self.monitor)
         best = self.state["best"]
-        if value is not None and math.isfinite(value) and (best is None or self.sign * (value - best["value"]) > 0):
-            state["best"] = {"epoch": epoch + 1, "value": value, "file": f"best-{epoch + 1:04d}.keras"}
+        if (
+            value is not None
+            and math.isfinite(value)
+            and (best is None or self.sign * (value - best["value"]) > 0)
+        ):
+            state["best"] = {
+                "epoch": epoch + 1,
+                "value": value,
+                "file": f"best-{epoch + 1:04d}.keras",
+            }
             with replacing(self.folder / state["best"]["file"]) as temp:
                 self.model.save(temp)
         crash_point("before-commit")
@@ -99,11 +113,16 @@ def read_state(folder):
         return None
     try:
         state = json.loads(path.read_text())
-        missing = [name for name in (state["weights"], (state["best"] or {}).get("file")) if name and
-                   not (Path(folder) / name).is_file()]
+        missing = [
+            name
+            for name in (state["weights"], (state["best"] or {}).get("file"))
+            if name and not (Path(folder) / name).is_file()
+        ]
     except (ValueError, KeyError, TypeError):
         missing = [STATE]
     if missing:
-        raise UserError(f"the checkpoint in {folder} is damaged ({', '.join(missing)} unreadable or "
-                        "missing); delete that folder to train this experiment again from the start")
+        raise UserError(
+            f"the checkpoint in {folder} is damaged ({', '.join(missing)} unreadable or "
+            "missing); delete that folder to train this experiment again from the start"
+        )
     return state

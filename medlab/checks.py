@@ -1,5 +1,6 @@
 """The input gate: every file checked before any output folder is made, and warnings for data that
 decodes but looks wrong (masks of another size, no lung anywhere, blank images)."""
+
 import numpy as np
 
 from medlab.images import decode, to_channels, to_unit_range
@@ -18,8 +19,10 @@ def unique_stems(paths, folder):
     twins = {stem: names for stem, names in by_stem.items() if len(names) > 1}
     if twins:
         listed = "; ".join(" and ".join(names) for names in list(twins.values())[:5])
-        raise UserError(f"{len(twins)} file name(s) in {folder} are used twice with another extension "
-                        f"({listed}); pairing goes by name, so keep one file of each")
+        raise UserError(
+            f"{len(twins)} file name(s) in {folder} are used twice with another extension "
+            f"({listed}); pairing goes by name, so keep one file of each"
+        )
     return {path.stem: path for path in paths}
 
 
@@ -27,26 +30,35 @@ def check_pairs(image_paths, mask_paths, warn=print):
     """Decode every image and mask once (a bad file stops here with one line) and warn about data
     that looks wrong. Returns True when every mask is empty."""
     from medlab.synthetic import progress
+
     resized, blank, lung = [], [], False
     bar = progress(len(image_paths), f"checking {len(image_paths)} image/mask pairs")
     for i, (image_path, mask_path) in enumerate(zip(image_paths, mask_paths)):
         image, mask = decode(image_path), decode(mask_path)
         if image.shape[:2] != mask.shape[:2]:
-            resized.append(f"{mask_path.name} {mask.shape[1]}x{mask.shape[0]} vs {image.shape[1]}x{image.shape[0]}")
+            resized.append(
+                f"{mask_path.name} {mask.shape[1]}x{mask.shape[0]} vs {image.shape[1]}x{image.shape[0]}"
+            )
         if float(np.std(to_channels(to_unit_range(image), 1))) < LOW_CONTRAST_STD:
             blank.append(image_path.name)
         lung = lung or bool(mask.any())
         bar.update(i + 1)
     show = lambda names: ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     if resized:
-        warn(f"warning: {len(resized)} mask(s) differ in size from their image ({show(resized)}); both "
-             "are resized to --size, so check that each mask belongs to its image")
+        warn(
+            f"warning: {len(resized)} mask(s) differ in size from their image ({show(resized)}); both "
+            "are resized to --size, so check that each mask belongs to its image"
+        )
     if blank:
-        warn(f"warning: {len(blank)} image(s) have almost no contrast ({show(blank)}); they look "
-             "blank, so check them")
+        warn(
+            f"warning: {len(blank)} image(s) have almost no contrast ({show(blank)}); they look "
+            "blank, so check them"
+        )
     if not lung:
-        warn(f"warning: all {len(mask_paths)} masks are empty (no lung pixel), so the scores say "
-             "nothing; check that the Mask folder holds lung masks (lungs white on black)")
+        warn(
+            f"warning: all {len(mask_paths)} masks are empty (no lung pixel), so the scores say "
+            "nothing; check that the Mask folder holds lung masks (lungs white on black)"
+        )
     return not lung
 
 
@@ -54,10 +66,13 @@ def check_writable_folder(folder, flag):
     """Create `folder` if needed and prove a file can be written there, or a one-line `UserError`."""
     import tempfile
     from pathlib import Path
+
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise UserError(f"{flag} {folder} is not a writable folder ({error.strerror or error}); "
-                        f"pass {flag} with a folder you can write to") from None
+        raise UserError(
+            f"{flag} {folder} is not a writable folder ({error.strerror or error}); "
+            f"pass {flag} with a folder you can write to"
+        ) from None

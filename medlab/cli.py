@@ -3,13 +3,14 @@
 Every entry of the block gets a flag (`batch_size` -> `--batch-size`); only flags the user actually
 typed override anything, so the precedence "defaults < experiment settings < flags" is explicit.
 """
+
 import argparse
 import math
 
 from medlab.runs import UserError
 
 # Seeds Keras, NumPy and Python all accept (NumPy's legacy seeding stops at 2**32 - 1).
-SEED_RANGE = (0, 2 ** 32 - 1)
+SEED_RANGE = (0, 2**32 - 1)
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,7 +27,9 @@ class Parser(argparse.ArgumentParser):
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"{flag} {value} is not a number; give a finite value")
             if name == "seed" and value is not None and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
-                raise UserError(f"--seed {value} is out of range [{SEED_RANGE[0]}, {SEED_RANGE[1]}]")
+                raise UserError(
+                    f"--seed {value} is out of range [{SEED_RANGE[0]}, {SEED_RANGE[1]}]"
+                )
         return parsed
 
 
@@ -35,17 +38,22 @@ def add_parameter_flags(parser, parameters, help_texts):
         flag = "--" + name.replace("_", "-")
         text = f"{help_texts.get(name, '')} (default: {default})"
         if isinstance(default, bool):
-            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=text)
+            parser.add_argument(
+                flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=text
+            )
         else:
             kind = type(default) if default is not None else str
-            parser.add_argument(flag, dest=name, default=None, type=kind, help=text,
-                                metavar=name.upper())
+            parser.add_argument(
+                flag, dest=name, default=None, type=kind, help=text, metavar=name.upper()
+            )
     return parser
 
 
 def typed_flags(args, parameters):
     """The parameters the user set on the command line, as {name: value}."""
-    return {name: getattr(args, name) for name in parameters if getattr(args, name, None) is not None}
+    return {
+        name: getattr(args, name) for name in parameters if getattr(args, name, None) is not None
+    }
 
 
 def check_range(name, value, low=None, high=None, high_open=False, hint=""):

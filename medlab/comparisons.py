@@ -6,6 +6,7 @@ A comparison is a triple (first, second, question), e.g. ("4a", "4b", "BCE vs Di
 difference is first minus second. As in transfer_vgg16.py a difference is "larger than the noise"
 when its 95% interval excludes 0, and here also only when the Wilcoxon test agrees (p < 0.05).
 """
+
 import numpy as np
 
 from medlab.classmetrics import bootstrap_mean_interval
@@ -22,7 +23,9 @@ def parse_compare(values, known):
     for text in (item.strip() for value in values or [] for item in value.split(",")):
         names = [name.strip() for name in text.split(":")]
         if len(names) != 2 or not all(names) or names[0] == names[1]:
-            raise UserError(f"--compare {text} is not two experiments A:B; write e.g. --compare 4a:4e-dice")
+            raise UserError(
+                f"--compare {text} is not two experiments A:B; write e.g. --compare 4a:4e-dice"
+            )
         pairs.append((*names, "asked with --compare"))
     return check_names(pairs, known, "--compare")
 
@@ -32,8 +35,10 @@ def check_names(comparisons, known, source):
     for first, second, _ in comparisons:
         unknown = [name for name in (first, second) if name not in known]
         if unknown:
-            raise UserError(f"{source} {first}:{second} names unknown experiment {', '.join(unknown)}; "
-                            f"choose from {', '.join(known)}")
+            raise UserError(
+                f"{source} {first}:{second} names unknown experiment {', '.join(unknown)}; "
+                f"choose from {', '.join(known)}"
+            )
     return list(comparisons)
 
 
@@ -46,8 +51,10 @@ def select_comparisons(comparisons, ran):
         seen.add((first, second))
         missing = [name for name in (first, second) if name not in ran]
         if missing:
-            notes.append(f"skipped {first} vs {second}, {question}: {', '.join(missing)} not run in "
-                         "this invocation")
+            notes.append(
+                f"skipped {first} vs {second}, {question}: {', '.join(missing)} not run in "
+                "this invocation"
+            )
         else:
             kept.append((first, second, question))
     return kept, notes
@@ -69,13 +76,18 @@ def paired_difference(first, second, n_resamples=RESAMPLES, seed=0, level=LEVEL)
     is undefined when every difference is zero, and "no evidence of a difference" is its meaning.
     """
     from scipy.stats import wilcoxon
+
     first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
     differences = first - second
     p_value = float(wilcoxon(differences).pvalue) if np.any(differences) else 1.0
-    return {"mean_first": float(first.mean()), "mean_second": float(second.mean()),
-            "difference": float(differences.mean()),
-            "ci": bootstrap_mean_interval(differences, n_resamples, seed, level),
-            "p_value": p_value, "images": int(differences.size)}
+    return {
+        "mean_first": float(first.mean()),
+        "mean_second": float(second.mean()),
+        "difference": float(differences.mean()),
+        "ci": bootstrap_mean_interval(differences, n_resamples, seed, level),
+        "p_value": p_value,
+        "images": int(differences.size),
+    }
 
 
 def shown(value, sign=""):
@@ -98,10 +110,15 @@ def verdict(first, second, result, label, higher_is_better=True):
     gain, gain_low, gain_high = sign * value, *sorted((sign * low, sign * high))
     p = f"Wilcoxon p = {result['p_value']:.2g}"
     if gain_low <= 0 <= gain_high:
-        return (f"no difference larger than the noise: {first} - {second} = {shown(value, '+')} "
-                f"[{shown(low, '+')}, {shown(high, '+')}] {label}, the interval includes 0 ({p})")
-    better, worse, by, span = ((first, second, gain, (gain_low, gain_high)) if gain > 0
-                               else (second, first, -gain, (-gain_high, -gain_low)))
+        return (
+            f"no difference larger than the noise: {first} - {second} = {shown(value, '+')} "
+            f"[{shown(low, '+')}, {shown(high, '+')}] {label}, the interval includes 0 ({p})"
+        )
+    better, worse, by, span = (
+        (first, second, gain, (gain_low, gain_high))
+        if gain > 0
+        else (second, first, -gain, (-gain_high, -gain_low))
+    )
     claim = f"{better} beats {worse} by {shown(by)} [{shown(span[0])}, {shown(span[1])}] {label}"
     if result["p_value"] < ALPHA:
         return f"{claim}: larger than the noise ({p})"
@@ -128,13 +145,18 @@ def compare_runs(comparisons, scores, metrics, seed=0, n_resamples=RESAMPLES):
     for first, second, question in comparisons:
         pair = aligned(scores, first, second)
         if pair is None:
-            notes.append(f"skipped {first} vs {second}, {question}: the two runs were not scored on the "
-                         "same images")
+            notes.append(
+                f"skipped {first} vs {second}, {question}: the two runs were not scored on the "
+                "same images"
+            )
             continue
         entry = {"first": first, "second": second, "question": question, "metrics": {}}
         for key, label, higher in metrics:
             result = paired_difference(pair[0][key], pair[1][key], n_resamples, seed)
-            entry["metrics"][key] = {**result, "verdict": verdict(first, second, result, label, higher)}
+            entry["metrics"][key] = {
+                **result,
+                "verdict": verdict(first, second, result, label, higher),
+            }
         entry["verdict"] = entry["metrics"][metrics[0][0]]["verdict"]
         results.append(entry)
     return results, notes
@@ -142,45 +164,95 @@ def compare_runs(comparisons, scores, metrics, seed=0, n_resamples=RESAMPLES):
 
 def comparison_rows(results):
     """One flat row per comparison and metric, for comparisons.csv and the Markdown table."""
-    return [{"first": r["first"], "second": r["second"], "question": r["question"], "metric": key,
-             "mean_first": m["mean_first"], "mean_second": m["mean_second"], "difference": m["difference"],
-             "ci_low": m["ci"][0], "ci_high": m["ci"][1], "p_value": m["p_value"], "images": m["images"],
-             "verdict": m["verdict"]}
-            for r in results for key, m in r["metrics"].items()]
+    return [
+        {
+            "first": r["first"],
+            "second": r["second"],
+            "question": r["question"],
+            "metric": key,
+            "mean_first": m["mean_first"],
+            "mean_second": m["mean_second"],
+            "difference": m["difference"],
+            "ci_low": m["ci"][0],
+            "ci_high": m["ci"][1],
+            "p_value": m["p_value"],
+            "images": m["images"],
+            "verdict": m["verdict"],
+        }
+        for r in results
+        for key, m in r["metrics"].items()
+    ]
 
 
 def comparison_figure(histories, path, first, second, question, panels):
     """Training (solid) and validation (dashed) curves of both runs on the same axes."""
     from medlab.plots import plot_curves
-    plot_curves({first: histories[first], second: histories[second]}, path, metrics=tuple(panels),
-                titles={metric: f"{title} - {question}" if i == 0 else title
-                        for i, (metric, title) in enumerate(panels.items())})
+
+    plot_curves(
+        {first: histories[first], second: histories[second]},
+        path,
+        metrics=tuple(panels),
+        titles={
+            metric: f"{title} - {question}" if i == 0 else title
+            for i, (metric, title) in enumerate(panels.items())
+        },
+    )
 
 
 def comparisons_markdown(results, notes, resamples=RESAMPLES):
     """The comparisons section of a summary: a table, then each verdict beside its curves."""
     from medlab.plots import markdown_table
+
     if not results and not notes:
         return ""
-    lines = ["## Paired comparisons", "",
-             ("Each difference is first minus second, per image, on the same images; the interval is "
-             f"a {LEVEL:.0%} paired bootstrap of the mean difference ({resamples} resamples) and p the "
-             "Wilcoxon signed-rank test. A difference is larger than the noise when its interval "
-             f"excludes 0 and p < {ALPHA:g}. Higher Dice and lower HD95 are better. Both cover the "
-              "choice of images, not the luck of training: each run is one trained model, and "
-              "another seed can move a run by more than these intervals (check with a second "
-              "--seed, or --folds)."), ""]
-    rows = [{**row, "p": f"{row['p_value']:.2g}", "difference [95% CI]":
-             f"{shown(row['difference'], '+')} [{shown(row['ci_low'], '+')}, {shown(row['ci_high'], '+')}]"}
-            for row in comparison_rows(results)]
+    lines = [
+        "## Paired comparisons",
+        "",
+        (
+            "Each difference is first minus second, per image, on the same images; the interval is "
+            f"a {LEVEL:.0%} paired bootstrap of the mean difference ({resamples} resamples) and p the "
+            "Wilcoxon signed-rank test. A difference is larger than the noise when its interval "
+            f"excludes 0 and p < {ALPHA:g}. Higher Dice and lower HD95 are better. Both cover the "
+            "choice of images, not the luck of training: each run is one trained model, and "
+            "another seed can move a run by more than these intervals (check with a second "
+            "--seed, or --folds)."
+        ),
+        "",
+    ]
+    rows = [
+        {
+            **row,
+            "p": f"{row['p_value']:.2g}",
+            "difference [95% CI]": f"{shown(row['difference'], '+')} [{shown(row['ci_low'], '+')}, {shown(row['ci_high'], '+')}]",
+        }
+        for row in comparison_rows(results)
+    ]
     if rows:
-        lines += [markdown_table(rows, ["question", "first", "second", "metric", "mean_first", "mean_second",
-                                        "difference [95% CI]", "p", "verdict"],
-                                 {"mean_first": ".3f", "mean_second": ".3f"}), ""]
+        lines += [
+            markdown_table(
+                rows,
+                [
+                    "question",
+                    "first",
+                    "second",
+                    "metric",
+                    "mean_first",
+                    "mean_second",
+                    "difference [95% CI]",
+                    "p",
+                    "verdict",
+                ],
+                {"mean_first": ".3f", "mean_second": ".3f"},
+            ),
+            "",
+        ]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     for r in results:
         lines += [f"### {r['first']} vs {r['second']}: {r['question']}", ""]
         lines += [f"- {m['verdict']}" for m in r["metrics"].values()]
-        lines += [""] + ([f"![{r['first']} and {r['second']}: learning curves]({r['figure']})", ""]
-                         if "figure" in r else [])
+        lines += [""] + (
+            [f"![{r['first']} and {r['second']}: learning curves]({r['figure']})", ""]
+            if "figure" in r
+            else []
+        )
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 """Fault injection for the crash tests: `MEDLAB_CRASH_AT=point:n` kills the process with SIGKILL the
 n-th time it reaches `crash_point(point)`, exactly as `kill -9` would, at a moment a test names.
 Unset (always, outside tests), `crash_point` does nothing."""
+
 import os
 import signal
 

@@ -12,6 +12,7 @@ The checks follow Adebayo et al. (2018, "Sanity checks for saliency maps"): maps
 must change when its weights are re-initialised, and maps of the two classes must differ. Pointing
 game and energy inside a known region measure whether a map points at the right place.
 """
+
 import cv2
 import keras
 import matplotlib
@@ -38,7 +39,9 @@ def model_node(model, layer):
     input layer) has one call per graph, and `layer.output` is the first one: not connected to
     this model's inputs.
     """
-    in_model = {id(node) for nodes in getattr(model, "_nodes_by_depth", {}).values() for node in nodes}
+    in_model = {
+        id(node) for nodes in getattr(model, "_nodes_by_depth", {}).values() for node in nodes
+    }
     nodes = [node for node in getattr(layer, "_inbound_nodes", []) if id(node) in in_model]
     return nodes[0] if nodes else None
 
@@ -63,8 +66,11 @@ def is_spatial(model, layer):
 
 
 def conv_layer_names(model):
-    return [layer.name for layer in model.layers
-            if "Conv" in type(layer).__name__ and is_spatial(model, layer)]
+    return [
+        layer.name
+        for layer in model.layers
+        if "Conv" in type(layer).__name__ and is_spatial(model, layer)
+    ]
 
 
 def nested_owner(model, name):
@@ -87,34 +93,45 @@ def find_target_layer(model, name=None):
             name = candidates[-1]
         else:
             owner = next((l.name for l in model.layers if isinstance(l, keras.Model)), None)
-            hint = (f"; its convolutions sit inside the nested model '{owner}': build the classifier "
-                    "as one flat graph, e.g. keras.Model(backbone.input, head(backbone.output))"
-                    if owner else "")
+            hint = (
+                f"; its convolutions sit inside the nested model '{owner}': build the classifier "
+                "as one flat graph, e.g. keras.Model(backbone.input, head(backbone.output))"
+                if owner
+                else ""
+            )
             raise UserError(f"model '{model.name}' has no convolutional layer to explain{hint}")
     try:
         layer = model.get_layer(name)
     except ValueError:
         owner = nested_owner(model, name)
         if owner:
-            raise UserError(f"layer '{name}' is inside the nested model '{owner}', which Grad-CAM "
-                            "cannot reach; build the classifier as one flat graph, e.g. "
-                            "keras.Model(backbone.input, head(backbone.output))") from None
-        raise UserError(f"model '{model.name}' has no layer named '{name}'; convolutional layers "
-                        f"(last ones): {listing}") from None
+            raise UserError(
+                f"layer '{name}' is inside the nested model '{owner}', which Grad-CAM "
+                "cannot reach; build the classifier as one flat graph, e.g. "
+                "keras.Model(backbone.input, head(backbone.output))"
+            ) from None
+        raise UserError(
+            f"model '{model.name}' has no layer named '{name}'; convolutional layers "
+            f"(last ones): {listing}"
+        ) from None
     if not is_spatial(model, layer):
         try:
             shape = tuple(layer_output(model, layer).shape)
         except (AttributeError, ValueError):
             shape = "?"
-        raise UserError(f"layer '{name}' ({type(layer).__name__}, output {shape}) is not "
-                        f"convolutional: Grad-CAM needs spatial feature maps; choose one of: {listing}")
+        raise UserError(
+            f"layer '{name}' ({type(layer).__name__}, output {shape}) is not "
+            f"convolutional: Grad-CAM needs spatial feature maps; choose one of: {listing}"
+        )
     return layer
 
 
 def output_layer(model):
     if len(model.outputs) != 1:
-        raise UserError(f"model '{model.name}' has {len(model.outputs)} outputs; Grad-CAM explains "
-                        "a classifier with one output")
+        raise UserError(
+            f"model '{model.name}' has {len(model.outputs)} outputs; Grad-CAM explains "
+            "a classifier with one output"
+        )
     return model.outputs[0]._keras_history.operation
 
 
@@ -196,8 +213,10 @@ class GradCAM:
         # every image's own gradient.
         gradients = tape.gradient(score, features)
         if gradients is None:
-            raise UserError(f"layer '{self.layer.name}' does not lead to the model's output; "
-                            "choose a convolutional layer on the path to the prediction")
+            raise UserError(
+                f"layer '{self.layer.name}' does not lead to the model's output; "
+                "choose a convolutional layer on the path to the prediction"
+            )
         maps = weighted_maps(features, gradients)
         return maps.numpy(), probabilities.numpy(), targets.numpy()
 
@@ -206,8 +225,10 @@ class GradCAM:
             return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         targets = np.broadcast_to(np.asarray(class_index, dtype=np.int32), (n,))
         if targets.min() < 0 or targets.max() >= self.n_classes:
-            raise UserError(f"class {int(targets.max())} does not exist: the model has "
-                            f"{self.n_classes} classes (0-{self.n_classes - 1})")
+            raise UserError(
+                f"class {int(targets.max())} does not exist: the model has "
+                f"{self.n_classes} classes (0-{self.n_classes - 1})"
+            )
         return tf.constant(targets)
 
 
@@ -232,8 +253,9 @@ def gradcam(model, images, class_index=None, layer_name=None):
 # ---------------------------------------------------------------------------------------------
 def upsample(cam, size):
     """Bilinear resize of one map to `size` (height, width), kept in [0, 1]."""
-    resized = cv2.resize(np.asarray(cam, dtype=np.float32), (size[1], size[0]),
-                         interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        np.asarray(cam, dtype=np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR
+    )
     return np.clip(resized, 0.0, 1.0)
 
 

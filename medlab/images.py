@@ -3,6 +3,7 @@
 Images are decoded and resized one at a time, so several-megapixel photos never sit in memory
 together. OpenCV decodes PNG, JPEG, BMP and TIFF at 8 or 16 bits; colour comes back as RGB.
 """
+
 import os
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def decode(path):
     """Decode one file as it is stored (any depth, 1/3/4 channels) or raise `UserError`."""
     check_file(path)
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
+        data = np.fromfile(
+            str(path), dtype=np.uint8
+        )  # np.fromfile + imdecode copes with non-ASCII paths
     except PermissionError:
         raise denied(path) from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
@@ -52,10 +55,14 @@ def check_file(path):
     """A one-line `UserError` for a path that is no readable file: missing, a broken link, a folder."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
-        raise UserError(f"{path} is a broken link (it points to {os.readlink(path)}, which does not "
-                        "exist); fix the link or remove it")
+        raise UserError(
+            f"{path} is a broken link (it points to {os.readlink(path)}, which does not "
+            "exist); fix the link or remove it"
+        )
     if path.is_dir():
-        raise UserError(f"{path} is a folder, not an image file; pass image files (png, jpg, bmp, tif)")
+        raise UserError(
+            f"{path} is a folder, not an image file; pass image files (png, jpg, bmp, tif)"
+        )
     if not path.exists():
         raise UserError(f"image {path} does not exist; check the path")
 
@@ -64,20 +71,28 @@ def check_plausible(path, image):
     """A decoded image that cannot be an X-ray or a photo (too small, fully transparent) is refused."""
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE:
-        raise UserError(f"image {path} is only {width}x{height} pixels, too small to hold anything "
-                        f"(at least {MIN_SIDE}x{MIN_SIDE}); replace or remove it")
+        raise UserError(
+            f"image {path} is only {width}x{height} pixels, too small to hold anything "
+            f"(at least {MIN_SIDE}x{MIN_SIDE}); replace or remove it"
+        )
     if image.ndim == 3 and image.shape[2] == 4 and not image[..., 3].any():
-        raise UserError(f"image {path} is fully transparent (alpha 0 everywhere), so it shows nothing; "
-                        "save it without transparency or remove it")
+        raise UserError(
+            f"image {path} is fully transparent (alpha 0 everywhere), so it shows nothing; "
+            "save it without transparency or remove it"
+        )
     return image
 
 
 def unreadable(path):
-    return UserError(f"cannot read image {path}: the file is corrupt or not an image; replace or remove it")
+    return UserError(
+        f"cannot read image {path}: the file is corrupt or not an image; replace or remove it"
+    )
 
 
 def denied(path):
-    return UserError(f"cannot read {path}: permission denied; make it readable (chmod +r) or remove it")
+    return UserError(
+        f"cannot read {path}: permission denied; make it readable (chmod +r) or remove it"
+    )
 
 
 def to_unit_range(image):
@@ -98,7 +113,11 @@ def to_channels(image, channels):
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if channels == 1:
-        return image[..., None] if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[..., None]
+        return (
+            image[..., None]
+            if image.ndim == 2
+            else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[..., None]
+        )
     if image.ndim == 2:
         return np.repeat(image[..., None], 3, axis=2)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -135,6 +154,7 @@ def save_image(path, image):
 def load_all(paths, loader, shape, title):
     """Apply `loader` to each path, one at a time with a progress bar, into one float32 array."""
     from medlab.synthetic import progress
+
     array = np.empty((len(paths), *shape), dtype=np.float32)
     bar = progress(len(paths), title)
     for i, path in enumerate(paths):

@@ -1,4 +1,5 @@
 """Figures and Markdown shared by every task: learning curves, comparison bars, tables."""
+
 import csv
 
 import matplotlib
@@ -14,7 +15,7 @@ def fit_label(text, width):
     if len(text) <= width:
         return text
     tail = (width - 1) // 2
-    return f"{text[:width - 1 - tail]}\u2026{text[-tail:]}"
+    return f"{text[: width - 1 - tail]}\u2026{text[-tail:]}"
 
 
 def read_history(path):
@@ -37,8 +38,13 @@ def plot_curves(histories, path, metrics=("loss",), titles=None):
             if metric in history:
                 ax.plot(epochs, history[metric], color=colour, label=f"{label} train")
             if f"val_{metric}" in history:
-                ax.plot(epochs, history[f"val_{metric}"], color=colour, linestyle="--",
-                        label=f"{label} validation")
+                ax.plot(
+                    epochs,
+                    history[f"val_{metric}"],
+                    color=colour,
+                    linestyle="--",
+                    label=f"{label} validation",
+                )
         ax.set_title((titles or {}).get(metric, metric))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -76,11 +82,13 @@ def plot_spread(values, path, ylabel, title=""):
 def markdown_table(rows, columns, formats=None):
     """Rows of dicts as a Markdown table; `formats` maps a column to a format spec like '.3f'."""
     formats = formats or {}
+
     def cell(row, column):
         value = row.get(column, "")
         if isinstance(value, float) and column in formats:
             return "n/a" if not np.isfinite(value) else format(value, formats[column])
         return str(value)
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
@@ -88,6 +96,7 @@ def markdown_table(rows, columns, formats=None):
 
 def write_csv(path, rows, columns):
     from medlab.atomic import replacing
+
     with replacing(path) as temp, open(temp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -3,6 +3,7 @@
 Every script reports bad input by raising `UserError`; `main_guard` turns it into one line on
 stderr and exit code 2, so users never see a traceback for a mistake they can fix.
 """
+
 import datetime
 import functools
 import json
@@ -15,8 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-PACKAGES = ("tensorflow", "keras", "numpy", "matplotlib", "scikit-image", "opencv-python-headless",
-            "opencv-python", "scipy")
+PACKAGES = (
+    "tensorflow",
+    "keras",
+    "numpy",
+    "matplotlib",
+    "scikit-image",
+    "opencv-python-headless",
+    "opencv-python",
+    "scipy",
+)
 
 
 class UserError(Exception):
@@ -28,6 +37,7 @@ def main_guard(main, lower="--batch-size or the image size"):
 
     Running out of memory or disk space is reported the same way, naming the settings to `lower`.
     """
+
     @functools.wraps(main)
     def guarded(*args, **kwargs):
         try:
@@ -44,12 +54,14 @@ def main_guard(main, lower="--batch-size or the image size"):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+
     return guarded
 
 
 def set_seed(seed):
     """Seed Python, NumPy and TensorFlow/Keras for a reproducible run."""
     import keras
+
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
@@ -68,8 +80,10 @@ def new_run_dir(root, name):
         except FileExistsError:
             continue
         except OSError as error:
-            raise UserError(f"cannot create the output folder {path}: {error.strerror}; "
-                            "pass --out with a writable folder") from None
+            raise UserError(
+                f"cannot create the output folder {path}: {error.strerror}; "
+                "pass --out with a writable folder"
+            ) from None
     raise UserError(f"too many runs named {name} in {root} this second; try again")
 
 
@@ -99,6 +113,7 @@ def jsonable(value):
 
 def write_json(path, data):
     """Write `data` as indented JSON; NaN becomes null so every JSON reader accepts it."""
+
     def clean(value):
         if isinstance(value, float) and not np.isfinite(value):
             return None
@@ -107,18 +122,23 @@ def write_json(path, data):
         if isinstance(value, list):
             return [clean(v) for v in value]
         return value
+
     from medlab.atomic import write_text_atomic
+
     write_text_atomic(path, json.dumps(clean(jsonable(data)), indent=2) + "\n")
 
 
 def save_config(run_dir, config):
     """Save every parameter of a run with the command line and package versions."""
-    write_json(Path(run_dir) / "config.json", {
-        "parameters": config,
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        "versions": package_versions(),
-        "created": datetime.datetime.now().isoformat(timespec="seconds"),
-    })
+    write_json(
+        Path(run_dir) / "config.json",
+        {
+            "parameters": config,
+            "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+            "versions": package_versions(),
+            "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        },
+    )
 
 
 def banner(lines):
@@ -133,17 +153,23 @@ def banner(lines):
 def load_keras_model(path, made_by, compile=True):
     """A saved `.keras` model, or a one-line `UserError` naming the file and what to pass instead."""
     import keras
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
     import zipfile
+
     if not zipfile.is_zipfile(path):  # Keras would call a damaged file "File not found"
-        raise UserError(f"cannot load model {path}: the file is damaged or not a .keras file (not a zip "
-                        f"archive); pass a .keras file saved by {made_by}")
+        raise UserError(
+            f"cannot load model {path}: the file is damaged or not a .keras file (not a zip "
+            f"archive); pass a .keras file saved by {made_by}"
+        )
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for a file that is not a model
-        raise UserError(f"cannot load model {path} ({first_line(error)}); pass a .keras file saved by {made_by}") from None
+        raise UserError(
+            f"cannot load model {path} ({first_line(error)}); pass a .keras file saved by {made_by}"
+        ) from None
 
 
 INCOMPLETE = "INCOMPLETE.txt"
@@ -154,7 +180,8 @@ def mark_incomplete(folder):
     space then never looks finished."""
     (Path(folder) / INCOMPLETE).write_text(
         "This run has not finished (it is running, or it was interrupted or failed): its results are "
-        "missing or partial. A segmentation run continues with main_segmentation.py --resume.\n")
+        "missing or partial. A segmentation run continues with main_segmentation.py --resume.\n"
+    )
     return Path(folder)
 
 
@@ -171,12 +198,19 @@ def mark_complete(folder):
 def resource_message(error, lower):
     """The one-line message for running out of memory or disk space, or None for any other error."""
     import errno
+
     text = first_line(error)
-    out_of_memory = isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"
+    out_of_memory = (
+        isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"
+    )
     if out_of_memory or "out of memory" in text.lower() or "OOM when allocating" in text:
-        return (f"out of memory ({text}); lower {lower}. The run folder keeps {INCOMPLETE}, "
-                "so it is not mistaken for a finished run")
+        return (
+            f"out of memory ({text}); lower {lower}. The run folder keeps {INCOMPLETE}, "
+            "so it is not mistaken for a finished run"
+        )
     if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
-        return (f"the disk is full ({text}); free space or pass --out on a disk with room. The run "
-                f"folder keeps {INCOMPLETE}, so it is not mistaken for a finished run")
+        return (
+            f"the disk is full ({text}); free space or pass --out on a disk with room. The run "
+            f"folder keeps {INCOMPLETE}, so it is not mistaken for a finished run"
+        )
     return None

@@ -1,4 +1,5 @@
 """The lab's from-scratch VGG16-style classifier ("Lab 2 task 7a"), shared by Tasks 1-3."""
+
 import keras
 from keras import layers
 
@@ -11,9 +12,18 @@ POOLING = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2
 CENTRING = (4.0, -2.0)
 
 
-def build_vgg16_style(input_shape=(128, 128, 1), base=8, n_classes=2, dense_units=64,
-                      dense_layers=3, dropout=0.4, batch_norm=False, pooling=None, centre=False,
-                      name="vgg16_style"):
+def build_vgg16_style(
+    input_shape=(128, 128, 1),
+    base=8,
+    n_classes=2,
+    dense_units=64,
+    dense_layers=3,
+    dropout=0.4,
+    batch_norm=False,
+    pooling=None,
+    centre=False,
+    name="vgg16_style",
+):
     """VGG16 blocks [b,b] [2b,2b] [4b x3] [8b x3] [8b x3] of 3x3 'same' convs + ReLU + max-pooling,
     then Flatten and `dense_layers` x (Dense(dense_units, relu), Dropout(dropout)).
 
@@ -34,7 +44,9 @@ def build_vgg16_style(input_shape=(128, 128, 1), base=8, n_classes=2, dense_unit
         for conv in range(1, convs + 1):
             is_last = block == len(VGG16_BLOCKS) and conv == convs
             conv_name = LAST_CONV_LAYER if is_last else f"block{block}_conv{conv}"
-            x = layers.Conv2D(base * multiple, 3, padding="same", activation="relu", name=conv_name)(x)
+            x = layers.Conv2D(
+                base * multiple, 3, padding="same", activation="relu", name=conv_name
+            )(x)
             if batch_norm:
                 x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
         x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)

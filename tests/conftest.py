@@ -1,4 +1,5 @@
 """Shared test set-up: run from the repository root so scripts and `medlab` import as users run them."""
+
 import os
 import sys
 from pathlib import Path
@@ -15,9 +16,16 @@ quiet_tensorflow()  # as the scripts do
 def run_script(script, *args, cwd=None, timeout=600):
     """Run a root-level script as a user would and return the completed process."""
     import subprocess
+
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd or ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -28,6 +36,7 @@ def script():
 def tensorboard_events(log_dir):
     """{tag: [steps]} of the event files directly inside `log_dir` (not its subfolders)."""
     import tensorflow as tf
+
     tags = {}
     for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(path)):

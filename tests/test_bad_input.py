@@ -1,5 +1,6 @@
 """Bad input, misuse and faults: one `error:` line naming the file or flag and the fix, exit code 2,
 and no output folder left behind; or the warning stated for data that loads but looks wrong."""
+
 import errno
 import json
 import os
@@ -18,6 +19,7 @@ from medlab.synthetic_xray import write_chest_xrays
 
 def segmentation(argv, tmp_path=None):
     import main_segmentation as ms
+
     out = ["--out", str(tmp_path / "out")] if tmp_path else []
     unet._run([*map(str, argv), *out], ms.PARAMETERS, ms.EXPERIMENTS, ms.SYNTHETIC_DEMO)
 
@@ -34,26 +36,31 @@ def refused(argv, tmp_path, message):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--lr", "nan"], "--lr nan is not a number"),
-    (["--lr", "inf"], "--lr inf is not a number"),
-    (["--dropout", "nan"], "--dropout nan is not a number"),
-    (["--val-fraction", "nan"], "--val-fraction nan is not a number"),
-    (["--memory-budget-gb", "nan"], "--memory-budget-gb nan is not a number"),
-    (["--seed", "-1"], "--seed -1 is out of range"),
-    (["--seed", str(2 ** 32)], "--seed 4294967296 is out of range"),
-    (["--experiments", ","], "names no experiment"),
-    (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
-    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--lr", "nan"], "--lr nan is not a number"),
+        (["--lr", "inf"], "--lr inf is not a number"),
+        (["--dropout", "nan"], "--dropout nan is not a number"),
+        (["--val-fraction", "nan"], "--val-fraction nan is not a number"),
+        (["--memory-budget-gb", "nan"], "--memory-budget-gb nan is not a number"),
+        (["--seed", "-1"], "--seed -1 is out of range"),
+        (["--seed", str(2**32)], "--seed 4294967296 is out of range"),
+        (["--experiments", ","], "names no experiment"),
+        (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
 def test_nonsense_numbers_and_lists_are_refused(xrays, tmp_path, flags, message):
     refused(["--data-dir", xrays, *flags], tmp_path, message)
 
 
 def test_argparse_errors_are_one_line_in_every_script(capsys):
-    for run in (lambda: unet.run_command_line(["--epochs", "x"], {"epochs": 1}, {}, {}),
-                lambda: cam_vgg16.main(["--lr", "nan"]),
-                lambda: main_guard(tv.main)(["--lr", "inf"])):
+    for run in (
+        lambda: unet.run_command_line(["--epochs", "x"], {"epochs": 1}, {}, {}),
+        lambda: cam_vgg16.main(["--lr", "nan"]),
+        lambda: main_guard(tv.main)(["--lr", "inf"]),
+    ):
         with pytest.raises(SystemExit) as stop:
             run()
         err = capsys.readouterr().err.strip()
@@ -77,14 +84,23 @@ def test_broken_unreadable_tiny_and_transparent_files_are_named(xrays, tmp_path,
         if path.endswith("cxr_0003.png"):
             raise PermissionError(errno.EACCES, "Permission denied", path)
         return real_fromfile(path, *args, **kwargs)
+
     monkeypatch.setattr(np, "fromfile", denied)
     for cache in ("memory", "none"):
-        refused(["--data-dir", tmp_path / "fresh", "--cache", cache], tmp_path, "cxr_0003.png: permission denied")
+        refused(
+            ["--data-dir", tmp_path / "fresh", "--cache", cache],
+            tmp_path,
+            "cxr_0003.png: permission denied",
+        )
 
 
 def test_duplicate_stems_are_listed(xrays, tmp_path):
     cv2.imwrite(str(xrays / "Image" / "cxr_0001.jpg"), np.full((32, 32), 128, np.uint8))
-    refused(["--data-dir", xrays], tmp_path, "cxr_0001.jpg and cxr_0001.png|cxr_0001.png and cxr_0001.jpg")
+    refused(
+        ["--data-dir", xrays],
+        tmp_path,
+        "cxr_0001.jpg and cxr_0001.png|cxr_0001.png and cxr_0001.jpg",
+    )
 
 
 def test_data_that_looks_wrong_is_warned_about(xrays):
@@ -93,7 +109,9 @@ def test_data_that_looks_wrong_is_warned_about(xrays):
     cv2.imwrite(str(images[1]), np.full((32, 32), 77, np.uint8))
     warnings = []
     assert check_pairs(images, masks, warn=warnings.append) is False
-    assert any("1 mask(s) differ in size" in w and "40x40 vs 32x32" in w for w in warnings), warnings
+    assert any("1 mask(s) differ in size" in w and "40x40 vs 32x32" in w for w in warnings), (
+        warnings
+    )
     assert any("1 image(s) have almost no contrast (cxr_0001.png)" in w for w in warnings), warnings
     for mask in masks:
         cv2.imwrite(str(mask), np.zeros((32, 32), np.uint8))
@@ -106,7 +124,10 @@ def test_data_that_looks_wrong_is_warned_about(xrays):
     nothing_found = {"recall": np.zeros(6), "coverage": np.zeros(6)}
     assert unet.collapsed(nothing_found) == "empty mask"
     assert unet.collapsed(nothing_found, masks_empty=True) is None
-    assert unet.collapsed({"recall": np.zeros(6), "coverage": np.ones(6)}, masks_empty=True) == "whole image"
+    assert (
+        unet.collapsed({"recall": np.zeros(6), "coverage": np.ones(6)}, masks_empty=True)
+        == "whole image"
+    )
 
 
 def test_resume_refuses_flags_and_damaged_plans(tmp_path):
@@ -124,8 +145,10 @@ def test_resume_refuses_flags_and_damaged_plans(tmp_path):
 
 def test_damaged_checkpoint_is_one_line(tmp_path):
     from medlab.checkpoints import read_state
-    (tmp_path / "state.json").write_text(json.dumps({"epoch": 3, "weights": "epoch-0003.weights.h5",
-                                                     "best": None, "rows": []}))
+
+    (tmp_path / "state.json").write_text(
+        json.dumps({"epoch": 3, "weights": "epoch-0003.weights.h5", "best": None, "rows": []})
+    )
     with pytest.raises(UserError, match="checkpoint in .* is damaged .*epoch-0003.weights.h5"):
         read_state(tmp_path)
 
@@ -134,14 +157,19 @@ def test_predict_and_explain_check_everything_before_making_a_folder(xrays, tmp_
     import keras
 
     import main_segmentation as ms
+
     classifier = tmp_path / "classifier.keras"
-    keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]).save(classifier)
+    keras.Sequential(
+        [keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]
+    ).save(classifier)
     image, out = xrays / "Image" / "cxr_0000.png", tmp_path / "out"
     (tmp_path / "bad.keras").write_bytes(b"garbage")
-    for argv, message in (([classifier, image], "is not a segmentation model"),
-                          ([classifier, tmp_path / "missing.png"], "missing.png does not exist"),
-                          ([classifier, xrays], "is a folder, not an image"),
-                          ([tmp_path / "bad.keras", image], "damaged or not a .keras file")):
+    for argv, message in (
+        ([classifier, image], "is not a segmentation model"),
+        ([classifier, tmp_path / "missing.png"], "missing.png does not exist"),
+        ([classifier, xrays], "is a folder, not an image"),
+        ([tmp_path / "bad.keras", image], "damaged or not a .keras file"),
+    ):
         with pytest.raises(UserError, match=message):
             unet.predict_command([*map(str, argv), "--out", str(out)], ms.PARAMETERS)
     (tmp_path / "taken").write_text("a file")
@@ -159,18 +187,26 @@ def test_transfer_checks_cache_dir_weights_folder_and_class_counts(tmp_path):
     with pytest.raises(UserError, match="--weights .* is a folder"):
         tv.backbone_from_file(tmp_path, (32, 32, 3))
     from medlab.classdata import stratified_split
+
     with pytest.raises(UserError, match="class dogs has only 1 image.*lower --val-fraction"):
         stratified_split(np.array([0, 0, 0, 1]), 0.5, 0, ["cats", "dogs"])
 
 
-@pytest.mark.parametrize("error, fragment", [
-    (MemoryError(), "out of memory"),
-    (type("ResourceExhaustedError", (Exception,), {})("OOM when allocating tensor"), "out of memory"),
-    (OSError(errno.ENOSPC, "No space left on device"), "the disk is full"),
-])
+@pytest.mark.parametrize(
+    "error, fragment",
+    [
+        (MemoryError(), "out of memory"),
+        (
+            type("ResourceExhaustedError", (Exception,), {})("OOM when allocating tensor"),
+            "out of memory",
+        ),
+        (OSError(errno.ENOSPC, "No space left on device"), "the disk is full"),
+    ],
+)
 def test_out_of_memory_and_disk_full_are_one_line(capsys, error, fragment):
     def failing():
         raise error
+
     with pytest.raises(SystemExit) as stop:
         main_guard(failing, lower="--batch-size")()
     err = capsys.readouterr().err.strip()
@@ -185,6 +221,7 @@ def test_unrelated_errors_still_raise():
 
 def test_new_run_folders_are_incomplete_until_marked(tmp_path):
     from medlab.runs import mark_complete, new_run_dir
+
     run = new_run_dir(tmp_path, "x")
     assert (run / "INCOMPLETE.txt").is_file()
     mark_complete(run)
@@ -195,6 +232,14 @@ def test_memory_estimate_counts_the_built_model_and_refuses_what_cannot_fit(xray
     model = unet.build_unet((64, 64, 1), base=4, depth=3, dropout=0.2, batch_norm=True)
     outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
     assert unet.unet_activations(64, 4, 3, True, 0.2) == outputs
-    assert abs(unet.unet_weights(4, 3) - model.count_params()) < 0.05 * model.count_params()  # biases, batch norm
-    refused(["--data-dir", xrays, "--size", "4096"], tmp_path, "needs about .* GB, over --memory-budget-gb 4")
-    refused(["--data-dir", xrays, "--base", "100000"], tmp_path, "lower --batch-size, --size or --base")
+    assert (
+        abs(unet.unet_weights(4, 3) - model.count_params()) < 0.05 * model.count_params()
+    )  # biases, batch norm
+    refused(
+        ["--data-dir", xrays, "--size", "4096"],
+        tmp_path,
+        "needs about .* GB, over --memory-budget-gb 4",
+    )
+    refused(
+        ["--data-dir", xrays, "--base", "100000"], tmp_path, "lower --batch-size, --size or --base"
+    )

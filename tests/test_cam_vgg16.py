@@ -3,6 +3,7 @@
 One tiny training run (module fixture) feeds the output checks and the `explain` cases, so the
 file stays fast: TensorFlow starts in a subprocess only for the runs a user would type.
 """
+
 import json
 import math
 
@@ -14,21 +15,46 @@ from conftest import tensorboard_events
 import cam_vgg16
 from medlab.synthetic_classes import synthetic_class_set
 
-TINY = ["--size", "32", "--base", "2", "--epochs", "2", "--batch-size", "8", "--grid-images", "4",
-        "--sanity-images", "4"]
-OUTPUTS = ["config.json", "history.csv", "curves.png", "cam_grid.png", "class_mean_cam.png",
-           "randomisation.png", "model.keras", "metrics.json", "sanity.json", "summary.md"]
+TINY = [
+    "--size",
+    "32",
+    "--base",
+    "2",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--grid-images",
+    "4",
+    "--sanity-images",
+    "4",
+]
+OUTPUTS = [
+    "config.json",
+    "history.csv",
+    "curves.png",
+    "cam_grid.png",
+    "class_mean_cam.png",
+    "randomisation.png",
+    "model.keras",
+    "metrics.json",
+    "sanity.json",
+    "summary.md",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
     """A synthetic Bone set with region and marker masks, 8 + 8 images of 64x64."""
-    return synthetic_class_set("bone", n_train=8, n_val=8, size=64, root=tmp_path_factory.mktemp("data"))
+    return synthetic_class_set(
+        "bone", n_train=8, n_val=8, size=64, root=tmp_path_factory.mktemp("data")
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_set, tmp_path_factory):
     from conftest import run_script
+
     out = tmp_path_factory.mktemp("out")
     result = run_script("cam_vgg16.py", "--data-dir", tiny_set, *TINY, "--out", out, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -42,22 +68,37 @@ def test_training_run_writes_every_output(tiny_run):
     for name in OUTPUTS:
         assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("val_accuracy", "val_auc", "pointing_game", "energy_inside_region",
-                "marker_pointing_game", "randomisation_correlation", "class_map_correlation", "marker_test"):
+    for key in (
+        "val_accuracy",
+        "val_auc",
+        "pointing_game",
+        "energy_inside_region",
+        "marker_pointing_game",
+        "randomisation_correlation",
+        "class_map_correlation",
+        "marker_test",
+    ):
         assert key in metrics, key
     assert 0 <= metrics["val_accuracy"] <= 1 and metrics["n_val"] == 8
     assert tensorboard_events(run_dir / "tensorboard" / "train")["epoch_loss"] == [0, 1]
-    assert {"_hparams_/session_start_info", "final/val_auc"} <= set(tensorboard_events(run_dir / "tensorboard"))
+    assert {"_hparams_/session_start_info", "final/val_auc"} <= set(
+        tensorboard_events(run_dir / "tensorboard")
+    )
     assert metrics["layer"] == "Last_ConvLayer" and metrics["cam_resolution"] == "2x2"
     # Region masks were found: the marker is scored on every correctly classified image, the
     # fracture region only on AFF images (a normal femur has no region to point at).
-    assert metrics["marker_pointing_game_by_class"]["all"]["n"] == round(metrics["val_accuracy"] * 8)
+    assert metrics["marker_pointing_game_by_class"]["all"]["n"] == round(
+        metrics["val_accuracy"] * 8
+    )
     regions = metrics["pointing_game_by_class"]
     assert regions["NFF"]["n"] == 0 and regions["all"]["n"] == regions["AFF"]["n"]
     assert metrics["region_masks"] is True
     # The set records each image's marker class, so the marker test splits all 8 images.
     test = metrics["marker_test"]
-    assert test["marker_agrees"]["n"] + test["marker_contradicts"]["n"] == 8 and 0 <= test["p_value"] <= 1
+    assert (
+        test["marker_agrees"]["n"] + test["marker_contradicts"]["n"] == 8
+        and 0 <= test["p_value"] <= 1
+    )
     sanity = json.loads((run_dir / "sanity.json").read_text())
     assert sanity["randomisation_cascade"][0]["randomised_down_to"] == "prediction"
     assert len(sanity["randomisation_cascade"]) == 17  # 13 convolutions + 4 dense layers
@@ -78,7 +119,9 @@ def test_explain_writes_overlays_at_the_original_size(tiny_run, tiny_set, tmp_pa
     overlay = cv2.imread(str(tmp_path / f"{image.stem}_cam.png"))
     assert overlay is not None and overlay.shape == (64, 64, 3)  # the image's size, not the model's
     out = capsys.readouterr().out
-    assert "predicted AFF" in out or "predicted NFF" in out  # class names from the run's config.json
+    assert (
+        "predicted AFF" in out or "predicted NFF" in out
+    )  # class names from the run's config.json
 
 
 def expect_user_error(capsys, argv, message):
@@ -91,12 +134,15 @@ def expect_user_error(capsys, argv, message):
     assert message in err, err
 
 
-@pytest.mark.parametrize("layer,message", [("nope", "no layer named 'nope'"),
-                                           ("dense1", "is not convolutional")])
+@pytest.mark.parametrize(
+    "layer,message", [("nope", "no layer named 'nope'"), ("dense1", "is not convolutional")]
+)
 def test_explain_rejects_bad_layers(tiny_run, tiny_set, capsys, layer, message):
     run_dir, _ = tiny_run
     image = sorted((tiny_set / "validation" / "NFF").glob("*.png"))[0]
-    expect_user_error(capsys, ["explain", str(run_dir / "model.keras"), str(image), "--layer", layer], message)
+    expect_user_error(
+        capsys, ["explain", str(run_dir / "model.keras"), str(image), "--layer", layer], message
+    )
 
 
 def test_explain_rejects_a_model_that_does_not_load(tmp_path, tiny_set, capsys):
@@ -135,15 +181,21 @@ def test_one_class_exits_2(tmp_path, capsys):
 def test_corrupt_image_exits_2(tmp_path, capsys):
     root = two_class_folder(tmp_path / "set")
     (root / "train" / "A" / "broken.png").write_bytes(b"\x89PNG garbage")
-    expect_user_error(capsys, ["--data-dir", str(root), "--out", str(tmp_path / "out")] + TINY,
-                      "cannot read image")
+    expect_user_error(
+        capsys,
+        ["--data-dir", str(root), "--out", str(tmp_path / "out")] + TINY,
+        "cannot read image",
+    )
 
 
 def test_training_rejects_a_bad_layer_before_training(tmp_path, capsys):
     root = two_class_folder(tmp_path / "set")
     out = tmp_path / "out"
-    expect_user_error(capsys, ["--data-dir", str(root), "--out", str(out), "--layer", "flatten"] + TINY,
-                      "is not convolutional")
+    expect_user_error(
+        capsys,
+        ["--data-dir", str(root), "--out", str(out), "--layer", "flatten"] + TINY,
+        "is not convolutional",
+    )
     assert not out.exists()  # no half-filled run folder
 
 
@@ -159,12 +211,21 @@ def demo_model_params(**changes):
 
 def test_demo_model_options_change_the_lab_network_where_documented():
     from medlab.gradcam import GradCAM
+
     lab = cam_vgg16.build_model({**cam_vgg16.PARAMETERS, "size": 32, "base": 2})
     demo = cam_vgg16.build_model(demo_model_params(), steps_per_epoch=4)
     lab_kinds = [type(layer).__name__ for layer in lab.layers]
     demo_kinds = [type(layer).__name__ for layer in demo.layers]
-    assert "Flatten" in lab_kinds and lab_kinds.count("Dropout") == 3 and "BatchNormalization" not in lab_kinds
-    assert "GlobalMaxPooling2D" in demo_kinds and "Flatten" not in demo_kinds and "Dropout" not in demo_kinds
+    assert (
+        "Flatten" in lab_kinds
+        and lab_kinds.count("Dropout") == 3
+        and "BatchNormalization" not in lab_kinds
+    )
+    assert (
+        "GlobalMaxPooling2D" in demo_kinds
+        and "Flatten" not in demo_kinds
+        and "Dropout" not in demo_kinds
+    )
     assert demo_kinds.count("BatchNormalization") == demo_kinds.count("Conv2D") == 13
     assert demo_kinds.count("Dense") == lab_kinds.count("Dense") == 4  # 3 x Dense(64) + the softmax
     # Batch norm follows the ReLU, so the explained layer still outputs rectified maps.
@@ -177,6 +238,7 @@ def test_demo_model_options_change_the_lab_network_where_documented():
 
 def test_cosine_schedule_decays_to_zero_over_the_run():
     import keras
+
     model = cam_vgg16.build_model(demo_model_params(lr=1e-3, epochs=3), steps_per_epoch=5)
     schedule = keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])
     assert float(schedule(0)) == pytest.approx(1e-3)
@@ -184,7 +246,9 @@ def test_cosine_schedule_decays_to_zero_over_the_run():
     assert float(schedule(15)) == pytest.approx(0.0, abs=1e-9)  # 3 epochs x 5 steps
     constant = cam_vgg16.build_model(demo_model_params(lr_schedule="constant"))
     assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
-    with pytest.raises(ValueError, match="steps_per_epoch"):  # else it would decay to 0 after `epochs` steps
+    with pytest.raises(
+        ValueError, match="steps_per_epoch"
+    ):  # else it would decay to 0 after `epochs` steps
         cam_vgg16.build_model(demo_model_params())
 
 
@@ -192,7 +256,7 @@ def test_pointing_game_leaves_out_images_without_a_region():
     cams = np.zeros((3, 16, 16))
     cams[:, 2, 2] = 1.0  # every map peaks at (2, 2)
     masks = np.zeros((3, 16, 16), bool)
-    masks[0, :4, :4] = True    # hit
+    masks[0, :4, :4] = True  # hit
     masks[1, 10:, 10:] = True  # miss
     # masks[2] is empty: nothing to point at, so it must not count as a miss
     scores = cam_vgg16.faithfulness(cams, masks, tolerance=0)
@@ -201,10 +265,16 @@ def test_pointing_game_leaves_out_images_without_a_region():
 
 
 def test_demo_settings_plain_demo_gets_the_variant_shortcut_demo_the_lab_network():
-    parse = lambda *argv: cam_vgg16.resolve_parameters(cam_vgg16.train_parser().parse_args(list(argv)), True)
+    parse = lambda *argv: cam_vgg16.resolve_parameters(
+        cam_vgg16.train_parser().parse_args(list(argv)), True
+    )
     plain, shortcut = parse(), parse("--shortcut")
     assert plain["batch_norm"] and plain["pooling"] == "max" and plain["dropout"] == 0.0
-    assert not shortcut["batch_norm"] and shortcut["pooling"] == "flatten" and shortcut["dropout"] == 0.4
+    assert (
+        not shortcut["batch_norm"]
+        and shortcut["pooling"] == "flatten"
+        and shortcut["dropout"] == 0.4
+    )
     assert parse("--pooling", "avg", "--epochs", "3")["pooling"] == "avg"  # flags still win
     real = cam_vgg16.resolve_parameters(cam_vgg16.train_parser().parse_args([]), False)
     assert real["epochs"] == 80 and real["lr"] == 1e-5 and real["pooling"] == "flatten"  # the lab's
@@ -223,7 +293,9 @@ def test_marker_test_compares_images_whose_marker_lies_with_the_others():
     assert "relies on the text marker" in cam_vgg16.marker_sentence(test)
     honest = cam_vgg16.marker_test(labels, np.ones(40, bool), marker_classes)
     assert honest["p_value"] == 1.0 and cam_vgg16.marker_outcome(honest) == "no evidence"
-    assert cam_vgg16.marker_test(labels, np.ones(40, bool), None) is None  # real data: no markers known
+    assert (
+        cam_vgg16.marker_test(labels, np.ones(40, bool), None) is None
+    )  # real data: no markers known
 
 
 def test_marker_test_needs_both_groups_and_enough_evidence():

@@ -1,12 +1,20 @@
 """Paired comparisons of two runs: interval and p-value against scipy.stats, verdicts, pairing."""
+
 import warnings
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from medlab.comparisons import (compare_runs, comparisons_markdown, paired_difference, parse_compare,
-                                select_comparisons, verdict, with_two_run_default)
+from medlab.comparisons import (
+    compare_runs,
+    comparisons_markdown,
+    paired_difference,
+    parse_compare,
+    select_comparisons,
+    verdict,
+    with_two_run_default,
+)
 from medlab.runs import UserError
 
 DICE = [("dice", "Dice", True)]
@@ -23,8 +31,13 @@ def test_interval_and_p_value_match_scipy():
     result = paired_difference(first, second, n_resamples=20000, seed=1)
     assert result["difference"] == pytest.approx(np.mean(first - second))
     assert result["p_value"] == pytest.approx(stats.wilcoxon(first, second).pvalue)
-    reference = stats.bootstrap((first - second,), np.mean, n_resamples=20000, method="percentile",
-                                rng=np.random.default_rng(2)).confidence_interval
+    reference = stats.bootstrap(
+        (first - second,),
+        np.mean,
+        n_resamples=20000,
+        method="percentile",
+        rng=np.random.default_rng(2),
+    ).confidence_interval
     width = reference.high - reference.low
     # Two Monte Carlo estimates of the same percentiles: equal up to resampling noise.
     assert result["ci"][0] == pytest.approx(reference.low, abs=0.05 * width)
@@ -50,7 +63,9 @@ def test_verdict_names_the_better_run_for_either_direction_of_a_metric():
     assert verdict("4e", "4c", result, "px HD95", higher_is_better=False).startswith("4c beats 4e")
     first, _ = scores_pair()
     changes = np.random.default_rng(1).normal(0, 0.02, 10)
-    noise = paired_difference(first, first + np.concatenate([changes, -changes]))  # symmetric: mean 0
+    noise = paired_difference(
+        first, first + np.concatenate([changes, -changes])
+    )  # symmetric: mean 0
     assert "no difference larger than the noise" in verdict("a", "b", noise, "Dice")
 
 
@@ -64,11 +79,14 @@ def test_runs_are_paired_by_image_name_and_comparisons_not_run_are_noted():
     first, second = scores_pair()
     names = [f"p{i}" for i in range(20)]
     order = np.random.default_rng(0).permutation(20)
-    scores = {"a": {"dice": first, "image": names},
-              "b": {"dice": second[order], "image": [names[i] for i in order]},  # same images, shuffled
-              "c": {"dice": second[:10], "image": names[:10]}}
-    kept, notes = select_comparisons([("a", "b", "q1"), ("a", "b", "again"), ("a", "x", "q2"), ("a", "c", "q3")],
-                                     scores)
+    scores = {
+        "a": {"dice": first, "image": names},
+        "b": {"dice": second[order], "image": [names[i] for i in order]},  # same images, shuffled
+        "c": {"dice": second[:10], "image": names[:10]},
+    }
+    kept, notes = select_comparisons(
+        [("a", "b", "q1"), ("a", "b", "again"), ("a", "x", "q2"), ("a", "c", "q3")], scores
+    )
     assert [k[:2] for k in kept] == [("a", "b"), ("a", "c")] and "x not run" in notes[0]
     results, skipped = compare_runs(kept, scores, DICE)
     assert results[0]["metrics"]["dice"]["difference"] == pytest.approx(np.mean(first - second))
@@ -77,8 +95,14 @@ def test_runs_are_paired_by_image_name_and_comparisons_not_run_are_noted():
     assert "| q1 | a | b | dice |" in text and results[0]["verdict"] in text
 
 
-@pytest.mark.parametrize("value, message", [("4a-4b", "is not two experiments"), ("4a:4a", "is not two"),
-                                            ("4a:4z", "unknown experiment 4z")])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("4a-4b", "is not two experiments"),
+        ("4a:4a", "is not two"),
+        ("4a:4z", "unknown experiment 4z"),
+    ],
+)
 def test_bad_compare_flags_are_one_line_errors(value, message):
     with pytest.raises(UserError, match=message):
         parse_compare([value], ["4a", "4b"])
@@ -87,7 +111,11 @@ def test_bad_compare_flags_are_one_line_errors(value, message):
 
 def test_two_runs_are_compared_with_each_other_unless_a_comparison_already_pairs_them():
     lab = [("4a", "4b", "loss")]
-    assert with_two_run_default(lab, ["4a", "4e-dice"])[-1] == ("4a", "4e-dice", "the two experiments run")
+    assert with_two_run_default(lab, ["4a", "4e-dice"])[-1] == (
+        "4a",
+        "4e-dice",
+        "the two experiments run",
+    )
     assert with_two_run_default(lab, ["4b", "4a"]) == lab
     assert with_two_run_default(lab, ["4a", "4b", "4c-bce"]) == lab
 

@@ -1,6 +1,7 @@
 """Crash safety: main_segmentation.py killed with SIGKILL at the moments that used to lose work
 (during an epoch, while a checkpoint is written, between model.keras and metrics.json), then `--resume`d each time, ends as a complete run with the epochs and history rows
 it was asked for."""
+
 import csv
 import json
 import os
@@ -10,12 +11,26 @@ from medlab.synthetic_xray import write_chest_xrays
 from tests.conftest import run_script
 
 EPOCHS = 2
-TINY = ["--epochs", str(EPOCHS), "--size", "32", "--depth", "2", "--base", "2", "--batch-size", "4",
-        "--experiments", "4a"]
+TINY = [
+    "--epochs",
+    str(EPOCHS),
+    "--size",
+    "32",
+    "--depth",
+    "2",
+    "--base",
+    "2",
+    "--batch-size",
+    "4",
+    "--experiments",
+    "4a",
+]
 # Each run is killed at one point; the next run resumes it. 8 training pairs = 2 batches an epoch.
-CRASHES = [("batch", 3),             # during epoch 2, after epoch 1 was committed
-           ("checkpoint-write", 1),  # epoch 2's weights half written
-           ("before-metrics", 1)]    # model.keras and figures written, metrics.json not yet
+CRASHES = [
+    ("batch", 3),  # during epoch 2, after epoch 1 was committed
+    ("checkpoint-write", 1),  # epoch 2's weights half written
+    ("before-metrics", 1),
+]  # model.keras and figures written, metrics.json not yet
 
 
 def crashing(point, count, *args):

@@ -4,6 +4,7 @@ The hand-built model sees a grey image: channel 0 of its convolution fires on br
 channel 1 on dark ones. Class 1 is scored by the bright evidence and class 0 by the dark evidence,
 so the map of class 1 must peak on the bright square and the map of class 0 on the dark square.
 """
+
 import keras
 import numpy as np
 import pytest
@@ -13,8 +14,8 @@ from medlab import gradcam
 from medlab.gradcam import GradCAM
 from medlab.runs import UserError
 
-BRIGHT = (slice(2, 8), slice(3, 9))     # 6x6: more evidence, so class 1 is predicted
-DARK = (slice(22, 26), slice(20, 24))   # 4x4
+BRIGHT = (slice(2, 8), slice(3, 9))  # 6x6: more evidence, so class 1 is predicted
+DARK = (slice(22, 26), slice(20, 24))  # 4x4
 
 
 def square_model(output="softmax", conv_name="Last_ConvLayer"):
@@ -30,7 +31,9 @@ def square_model(output="softmax", conv_name="Last_ConvLayer"):
     if output == "sigmoid":  # logit = bright evidence - dark evidence
         head.set_weights([np.array([[100.0], [-100.0]], np.float32), np.zeros(1, np.float32)])
     else:  # logit 0 = dark evidence, logit 1 = bright evidence
-        head.set_weights([np.array([[0.0, 100.0], [100.0, 0.0]], np.float32), np.zeros(2, np.float32)])
+        head.set_weights(
+            [np.array([[0.0, 100.0], [100.0, 0.0]], np.float32), np.zeros(2, np.float32)]
+        )
     return model
 
 
@@ -118,8 +121,12 @@ def test_bad_layer_names_are_user_errors():
 def transfer_model(nested):
     """VGG16 (random weights, small input) with a sigmoid head, flat or as a nested model."""
     backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
-    head = [layers.Flatten(), layers.Dense(8, activation="relu"), layers.Dropout(0.5),
-            layers.Dense(1, activation="sigmoid")]
+    head = [
+        layers.Flatten(),
+        layers.Dense(8, activation="relu"),
+        layers.Dropout(0.5),
+        layers.Dense(1, activation="sigmoid"),
+    ]
     if nested:
         return keras.Sequential([keras.Input((32, 32, 3)), backbone, *head])
     x = backbone.output
@@ -147,7 +154,7 @@ def test_randomisation_lowers_the_correlation_and_leaves_the_model_alone():
     for _ in range(6):  # squares at random places
         y, x = rng.integers(0, 24, 2)
         image = grey_image(bright=None, dark=None)
-        image[y:y + 6, x:x + 6] = 1.0
+        image[y : y + 6, x : x + 6] = 1.0
         images.append(image)
     before = [w.copy() for w in model.get_weights()]
     cascade = gradcam.randomisation_test(model, np.stack(images))

@@ -1,13 +1,14 @@
 """--cache memory|disk|none: streamed pipelines give the same pairs, split and augmentation as preloading."""
+
 import json
 
 import cv2
 import numpy as np
 import pytest
+from test_segmentation_cli import segmentation_blocks, xray_folder
 
 import unet
 from medlab.runs import UserError
-from test_segmentation_cli import segmentation_blocks, xray_folder
 
 SIZE = 32
 
@@ -18,7 +19,10 @@ def mixed_format_folder(root, count=10):
     image = cv2.imread(str(data / "Image" / "p1.png"), cv2.IMREAD_GRAYSCALE)
     (data / "Image" / "p1.png").unlink()
     cv2.imwrite(str(data / "Image" / "p1.png"), image.astype(np.uint16) * 257)
-    cv2.imwrite(str(data / "Image" / "p2.bmp"), cv2.cvtColor(cv2.imread(str(data / "Image" / "p2.png")), cv2.COLOR_BGR2RGB))
+    cv2.imwrite(
+        str(data / "Image" / "p2.bmp"),
+        cv2.cvtColor(cv2.imread(str(data / "Image" / "p2.png")), cv2.COLOR_BGR2RGB),
+    )
     (data / "Image" / "p2.png").unlink()
     mask = cv2.imread(str(data / "Mask" / "p3.png"), cv2.IMREAD_GRAYSCALE)
     (data / "Mask" / "p3.png").unlink()
@@ -32,7 +36,9 @@ def batches(dataset, epochs=1):
 
 def pipelines(data_dir, cache, cache_dir, augment=False):
     data = unet.load_pairs(data_dir, SIZE, 0.3, seed=1, cache=cache)
-    train, val = unet.experiment_datasets({"augment": augment, "seed": 4}, data, batch_size=3, cache_dir=cache_dir)
+    train, val = unet.experiment_datasets(
+        {"augment": augment, "seed": 4}, data, batch_size=3, cache_dir=cache_dir
+    )
     return data, train, val
 
 
@@ -49,24 +55,34 @@ def test_streamed_datasets_yield_the_batches_of_preloaded_arrays(tmp_path, cache
     memory, memory_train, memory_val = pipelines(data_dir, "memory", None, augment=True)
     streamed, train, val = pipelines(data_dir, cache, tmp_path, augment=True)
     assert memory["cache"] == "memory" and streamed["cache"] == cache
-    assert isinstance(streamed["train"][0][0], type(data_dir))           # paths, not pixels
+    assert isinstance(streamed["train"][0][0], type(data_dir))  # paths, not pixels
     assert streamed["val_names"] == memory["val_names"]
-    for _ in range(2):                                                   # the disk cache is read back
+    for _ in range(2):  # the disk cache is read back
         assert_same_batches(batches(memory_val)[0], batches(val)[0])
     expected = batches(memory_train, epochs=2)
-    for epoch, actual in enumerate(batches(train, epochs=2)):            # same shuffle and augmentation
+    for epoch, actual in enumerate(batches(train, epochs=2)):  # same shuffle and augmentation
         assert_same_batches(expected[epoch], actual)
-    assert not np.array_equal(expected[0][0][1], expected[1][0][1])      # epochs do differ
-    assert {p.name for p in tmp_path.iterdir() if p.name.startswith(("train", "val"))} == \
-        ({"train.index", "train.data-00000-of-00001", "val.index", "val.data-00000-of-00001"}
-         if cache == "disk" else set())
+    assert not np.array_equal(expected[0][0][1], expected[1][0][1])  # epochs do differ
+    assert {p.name for p in tmp_path.iterdir() if p.name.startswith(("train", "val"))} == (
+        {"train.index", "train.data-00000-of-00001", "val.index", "val.data-00000-of-00001"}
+        if cache == "disk"
+        else set()
+    )
 
 
 def test_auto_streams_when_preloading_would_exceed_the_memory_budget(tmp_path, capsys):
     data_dir = xray_folder(tmp_path, count=4)
-    assert unet.load_pairs(data_dir, SIZE, 0.25, 0, cache="auto", memory_budget_gb=1.0)["cache"] == "memory"
+    assert (
+        unet.load_pairs(data_dir, SIZE, 0.25, 0, cache="auto", memory_budget_gb=1.0)["cache"]
+        == "memory"
+    )
     pair_gb = unet.PRELOAD_COPIES * unet.decoded_gb(1, SIZE)
-    assert unet.load_pairs(data_dir, SIZE, 0.25, 0, cache="auto", memory_budget_gb=3.5 * pair_gb)["cache"] == "none"
+    assert (
+        unet.load_pairs(data_dir, SIZE, 0.25, 0, cache="auto", memory_budget_gb=3.5 * pair_gb)[
+            "cache"
+        ]
+        == "none"
+    )
     assert "over the" in capsys.readouterr().out
 
 
@@ -79,9 +95,29 @@ def test_streaming_refuses_an_unreadable_file_before_any_work(tmp_path):
 
 def test_a_disk_cached_run_writes_its_outputs_and_removes_the_cache(tmp_path):
     data_dir = xray_folder(tmp_path, count=6)
-    unet._run(["--data-dir", str(data_dir), "--experiments", "4a", "--epochs", "1", "--size", "32", "--depth", "2",
-               "--base", "2", "--batch-size", "2", "--cache", "disk", "--out", str(tmp_path / "out")],
-              *segmentation_blocks())
+    unet._run(
+        [
+            "--data-dir",
+            str(data_dir),
+            "--experiments",
+            "4a",
+            "--epochs",
+            "1",
+            "--size",
+            "32",
+            "--depth",
+            "2",
+            "--base",
+            "2",
+            "--batch-size",
+            "2",
+            "--cache",
+            "disk",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        *segmentation_blocks(),
+    )
     (summary,) = (p for p in (tmp_path / "out").iterdir() if p.name.endswith("-summary"))
     (run,) = (p for p in (tmp_path / "out").iterdir() if p.name.endswith("-4a"))
     metrics = json.loads((run / "metrics.json").read_text())

@@ -1,4 +1,5 @@
 """medlab.classify: the tf.data pipeline keeps image/label pairs, augments only when asked."""
+
 import numpy as np
 
 from medlab.classify import class_one_scores, image_dataset, targets_for
@@ -6,7 +7,9 @@ from medlab.classify import class_one_scores, image_dataset, targets_for
 
 def numbered_images(count=10, size=16):
     """Image i is filled with the value i/100 plus a bright corner, so it can be recognised."""
-    images = np.zeros((count, size, size, 1), np.float32) + np.arange(count)[:, None, None, None] / 100
+    images = (
+        np.zeros((count, size, size, 1), np.float32) + np.arange(count)[:, None, None, None] / 100
+    )
     images[:, :4, :4] = 1.0
     return images
 
@@ -28,13 +31,16 @@ def test_augmentation_only_when_asked():
     labels = np.zeros((10, 1), np.float32)
     plain = np.concatenate([b.numpy() for b, _ in image_dataset(images, labels, 4)])
     np.testing.assert_array_equal(plain, images)  # validation data: untouched, in order
-    augmented = np.concatenate([b.numpy() for b, _ in image_dataset(images, labels, 4, augment=True, seed=1)])
+    augmented = np.concatenate(
+        [b.numpy() for b, _ in image_dataset(images, labels, 4, augment=True, seed=1)]
+    )
     assert augmented.shape == images.shape
     assert np.mean(np.abs(augmented - images) > 1e-3) > 0.01  # geometry changed
 
 
 def test_targets_and_scores_for_sigmoid_and_softmax_models():
     import keras
+
     inputs = keras.Input((3,))
     sigmoid = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
     softmax = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))

@@ -1,5 +1,6 @@
 """transfer_vgg16.py as users run it: a tiny end-to-end run, the cache on a re-run, predict,
 the offline ImageNet error and one-line errors (exit code 2) for bad input."""
+
 import json
 
 import cv2
@@ -10,26 +11,62 @@ from conftest import tensorboard_events
 import transfer_vgg16 as tv
 from medlab.synthetic_classes import synthetic_class_set
 
-TINY = ["--weights", "none", "--epochs", "2", "--image-size", "32", "--scratch-size", "32",
-        "--bootstrap", "200", "--batch-size", "4"]
-OUTPUTS = ["config.json", "metrics.json", "summary.md", "curves.png", "roc.png", "confusion.png",
-           "history_transfer.csv", "history_scratch.csv", "predictions.csv", "transfer_vgg16.keras",
-           "transfer_vgg16.json", "transfer_head.keras", "scratch_vgg16.keras", "scratch_vgg16.json"]
+TINY = [
+    "--weights",
+    "none",
+    "--epochs",
+    "2",
+    "--image-size",
+    "32",
+    "--scratch-size",
+    "32",
+    "--bootstrap",
+    "200",
+    "--batch-size",
+    "4",
+]
+OUTPUTS = [
+    "config.json",
+    "metrics.json",
+    "summary.md",
+    "curves.png",
+    "roc.png",
+    "confusion.png",
+    "history_transfer.csv",
+    "history_scratch.csv",
+    "predictions.csv",
+    "transfer_vgg16.keras",
+    "transfer_vgg16.json",
+    "transfer_head.keras",
+    "scratch_vgg16.keras",
+    "scratch_vgg16.json",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny_bone(tmp_path_factory):
-    return synthetic_class_set("bone", n_train=12, n_val=8, size=64, root=tmp_path_factory.mktemp("data"))
+    return synthetic_class_set(
+        "bone", n_train=12, n_val=8, size=64, root=tmp_path_factory.mktemp("data")
+    )
 
 
 def run_dirs(out):
     return sorted(p for p in out.iterdir() if p.is_dir())
 
 
-def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, tiny_bone, tmp_path, capsys,
-                                                                     monkeypatch):
+def test_tiny_run_writes_everything_then_reuses_features_and_predicts(
+    script, tiny_bone, tmp_path, capsys, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    common = ["--data-dir", tiny_bone, "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", *TINY]
+    common = [
+        "--data-dir",
+        tiny_bone,
+        "--out",
+        tmp_path / "out",
+        "--cache-dir",
+        tmp_path / "cache",
+        *TINY,
+    ]
     first = script("transfer_vgg16.py", *common, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "extracting VGG16 features of 20 images" in first.stdout
@@ -42,7 +79,10 @@ def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, ti
             assert len(metrics[method][f"val_{metric}_ci"]) == 2
     assert 0 <= metrics["transfer"]["val_accuracy"] <= 1
     for model in ("transfer", "scratch"):  # one TensorBoard run per model, with its pooled scores
-        assert tensorboard_events(run / "tensorboard" / model / "validation")["epoch_loss"] == [0, 1]
+        assert tensorboard_events(run / "tensorboard" / model / "validation")["epoch_loss"] == [
+            0,
+            1,
+        ]
         assert "final/val_auc" in tensorboard_events(run / "tensorboard" / model)
     assert metrics["evaluation"]["positive_class"] == "AFF" and metrics["scored_images"] == 8
     assert "verdict" in metrics["difference"]
@@ -52,7 +92,9 @@ def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, ti
     history = (run / "history_transfer.csv").read_text().splitlines()
     assert history[0].split(",")[:2] == ["epoch", "accuracy"] and len(history) == 3  # 2 epochs
     config = json.loads((run / "config.json").read_text())["parameters"]
-    assert config["epochs"] == 2 and config["lr"] == 1e-5  # real data: the lab's defaults, not the demo's
+    assert (
+        config["epochs"] == 2 and config["lr"] == 1e-5
+    )  # real data: the lab's defaults, not the demo's
 
     # The rest runs in-process, which spares two TensorFlow start-ups.
     tv.main([str(a) for a in common] + ["--folds", "2"])
@@ -67,26 +109,44 @@ def test_tiny_run_writes_everything_then_reuses_features_and_predicts(script, ti
     image = next(tiny_bone.glob("validation/NFF/*.png"))
     tv.main(["predict", str(run / "transfer_vgg16.keras"), str(image)])
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith(f"{image}: ") and ("AFF" in line or "NFF" in line) and "probability" in line
-    [p_one] = [row.split(",")[4] for row in (run / "predictions.csv").read_text().splitlines()
-               if row.split(",")[2] == str(image)]
+    assert (
+        line.startswith(f"{image}: ") and ("AFF" in line or "NFF" in line) and "probability" in line
+    )
+    [p_one] = [
+        row.split(",")[4]
+        for row in (run / "predictions.csv").read_text().splitlines()
+        if row.split(",")[2] == str(image)
+    ]
     shown = float(line.rsplit(" ", 1)[1].rstrip(")"))
     assert shown == pytest.approx(float(p_one) if "NFF" in line else 1 - float(p_one), abs=2e-3)
 
 
-def test_imagenet_without_internet_stops_with_one_clear_line(script, tiny_bone, tmp_path, monkeypatch):
+def test_imagenet_without_internet_stops_with_one_clear_line(
+    script, tiny_bone, tmp_path, monkeypatch
+):
     # An empty Keras cache and a proxy nobody listens on: the download fails at once, as offline.
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    result = script("transfer_vgg16.py", "--data-dir", tiny_bone, "--weights", "imagenet",
-                    "--out", tmp_path / "out", cwd=tmp_path, timeout=120)
+    result = script(
+        "transfer_vgg16.py",
+        "--data-dir",
+        tiny_bone,
+        "--weights",
+        "imagenet",
+        "--out",
+        tmp_path / "out",
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()[-1:]
     assert line.startswith("error: cannot get the ImageNet VGG16 weights")
-    assert str(tmp_path / "keras" / "models" / tv.IMAGENET_FILE) in line and "--weights PATH" in line
+    assert (
+        str(tmp_path / "keras" / "models" / tv.IMAGENET_FILE) in line and "--weights PATH" in line
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()  # no silent fallback, no half-made run
 
@@ -103,6 +163,7 @@ def expect_user_error(argv, capsys, *fragments):
 
 def copy_set(source, target):
     import shutil
+
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("_*", "SYNTHETIC.json"))
     return target
 
@@ -112,7 +173,9 @@ def test_bad_input_ends_with_one_line_and_exit_code_2(tiny_bone, tmp_path, capsy
     out = ["--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", *TINY]
     expect_user_error(["--data-dir", tmp_path / "nowhere", *out], capsys, "does not exist")
     expect_user_error(["--dataset", "lung", *out], capsys, "--dataset lung is unknown")
-    expect_user_error(["--data-dir", tiny_bone, "--preprocess", "caffe", *out], capsys, "--preprocess")
+    expect_user_error(
+        ["--data-dir", tiny_bone, "--preprocess", "caffe", *out], capsys, "--preprocess"
+    )
 
     one_class = copy_set(tiny_bone, tmp_path / "one")
     for split in ("train", "validation"):
@@ -130,13 +193,27 @@ def test_bad_input_ends_with_one_line_and_exit_code_2(tiny_bone, tmp_path, capsy
     next((corrupt / "validation" / "AFF").iterdir()).write_bytes(b"not a png")
     expect_user_error(["--data-dir", corrupt, *out], capsys, "corrupt")
 
-    expect_user_error(["--data-dir", tiny_bone, *out[:-len(TINY)], *TINY[2:], "--weights",
-                       tmp_path / "missing.h5"], capsys, "missing.h5 does not exist")
+    expect_user_error(
+        [
+            "--data-dir",
+            tiny_bone,
+            *out[: -len(TINY)],
+            *TINY[2:],
+            "--weights",
+            tmp_path / "missing.h5",
+        ],
+        capsys,
+        "missing.h5 does not exist",
+    )
     wrong = tmp_path / "wrong.weights.h5"
     from medlab.vgg import build_vgg16_style
+
     build_vgg16_style((32, 32, 3)).save_weights(wrong)
-    expect_user_error(["--data-dir", tiny_bone, *out[:-len(TINY)], *TINY[2:], "--weights", wrong],
-                      capsys, "does not fit VGG16")
+    expect_user_error(
+        ["--data-dir", tiny_bone, *out[: -len(TINY)], *TINY[2:], "--weights", wrong],
+        capsys,
+        "does not fit VGG16",
+    )
     expect_user_error(["predict", tmp_path / "none.keras", "x.png"], capsys, "does not exist")
     assert not (tmp_path / "out").exists()
 
@@ -147,8 +224,11 @@ def test_flat_folder_is_split_with_the_seed(tmp_path, capsys):
     for name in ("cats", "dogs"):
         (flat / name).mkdir(parents=True)
         for i in range(5):
-            cv2.imwrite(str(flat / name / f"{i}.jpg"), rng.integers(0, 255, (40, 40), dtype=np.uint8))
+            cv2.imwrite(
+                str(flat / name / f"{i}.jpg"), rng.integers(0, 255, (40, 40), dtype=np.uint8)
+            )
     from medlab.classdata import load_class_split
+
     split = load_class_split(flat, 0.2, seed=0)
     assert split.layout == "flat" and len(split.val_paths) == 2
     assert tv.positive_label(split.class_names, "auto") == 1  # no Mel/AFF: class 1 is positive

@@ -1,5 +1,6 @@
 """transfer_vgg16: the feature cache, label alignment, the frozen backbone, the exported model and
 the weights options, tested in-process on tiny inputs."""
+
 import cv2
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def write_image(path, colour, size=40):
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.zeros((size, size, 3), np.uint8)
     pixels[:] = colour[::-1]  # OpenCV writes BGR
-    pixels[size // 4:size // 2, :size // 3] = 255  # some structure, so images differ
+    pixels[size // 4 : size // 2, : size // 3] = 255  # some structure, so images differ
     assert cv2.imwrite(str(path), pixels)
     return path
 
@@ -43,10 +44,13 @@ def lab_folder(root, per_class=5):
 
 
 def test_cache_miss_then_hit_then_miss_when_one_image_changes(tmp_path, capsys):
-    paths = [write_image(tmp_path / "img" / f"{i}.png", (10 * i, 50, 200 - 10 * i)) for i in range(5)]
+    paths = [
+        write_image(tmp_path / "img" / f"{i}.png", (10 * i, 50, 200 - 10 * i)) for i in range(5)
+    ]
     backbone = MeanColour()
-    extract = lambda paths, **kw: tv.cached_features(backbone, paths, SIZE, kw.get("pre", "vgg16"),
-                                                     tmp_path / "cache", kw.get("id", "w1"))
+    extract = lambda paths, **kw: tv.cached_features(
+        backbone, paths, SIZE, kw.get("pre", "vgg16"), tmp_path / "cache", kw.get("id", "w1")
+    )
     first, hit = extract(paths)
     assert not hit and backbone.passes == 1
     again, hit = extract(paths)
@@ -76,7 +80,9 @@ def test_features_and_labels_follow_the_same_file_list(tmp_path):
     features, _ = tv.cached_features(MeanColour(), paths, SIZE, "rescale", tmp_path / "cache", "w")
     assert features.shape == (40, 3)  # the last partial batch is kept
     for row, path, label in zip(features, paths, labels):
-        np.testing.assert_allclose(row, load_image(path, (SIZE, SIZE), 3).mean(axis=(0, 1)), atol=1e-6)
+        np.testing.assert_allclose(
+            row, load_image(path, (SIZE, SIZE), 3).mean(axis=(0, 1)), atol=1e-6
+        )
         assert label == ("B" == path.parent.name)
         assert (row[2] > row[0]) == bool(label)  # bluish images carry label 1
 
@@ -84,12 +90,14 @@ def test_features_and_labels_follow_the_same_file_list(tmp_path):
 @pytest.fixture(scope="module")
 def random_backbone():
     import keras
+
     keras.utils.set_random_seed(0)
     return tv.load_backbone("none", SIZE)
 
 
 def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path, random_backbone):
     import keras
+
     split = load_class_split(lab_folder(tmp_path / "Set", per_class=4))
     paths = list(split.train_paths) + list(split.val_paths)
     labels = np.concatenate([split.train_labels, split.val_labels])
@@ -97,8 +105,9 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
     features, _ = tv.cached_features(random_backbone, paths, SIZE, "vgg16", tmp_path / "cache", "w")
     params = {**tv.PARAMETERS, "epochs": 3, "lr": 1e-3, "batch_size": 4}
     train, val = np.arange(8), np.arange(8, 16)
-    head, scores, _ = tv.train_transfer(features, labels, train, val, params, tmp_path / "history.csv",
-                                        single_device())
+    head, scores, _ = tv.train_transfer(
+        features, labels, train, val, params, tmp_path / "history.csv", single_device()
+    )
     assert not random_backbone.trainable
     for old, new in zip(before, random_backbone.get_weights()):
         np.testing.assert_array_equal(old, new)
@@ -108,7 +117,9 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
     assert full.get_layer("block5_conv3").output.shape[-1] == 512
     full.save(tmp_path / "full.keras")
     reloaded = keras.models.load_model(tmp_path / "full.keras")
-    for old, layer in zip(before, [w for l in reloaded.layers if l.name.startswith("block") for w in l.get_weights()]):
+    for old, layer in zip(
+        before, [w for l in reloaded.layers if l.name.startswith("block") for w in l.get_weights()]
+    ):
         np.testing.assert_array_equal(old, layer)
     raw = np.stack([load_image(p, (SIZE, SIZE), 3) for p in np.array(paths)[val]]) * 255.0
     np.testing.assert_allclose(reloaded.predict(raw, verbose=0)[:, 0], scores, atol=1e-4)
@@ -118,8 +129,9 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
 def test_export_preprocessing_equals_the_feature_preprocessing(preprocess):
     images = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
     layer = tv.preprocessing_layer(preprocess)
-    np.testing.assert_allclose(np.asarray(layer(images * 255.0)), tv.to_backbone_input(images, preprocess),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        np.asarray(layer(images * 255.0)), tv.to_backbone_input(images, preprocess), atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("name", ["vgg16_notop.weights.h5", "vgg16_notop_legacy.h5"])
@@ -127,6 +139,7 @@ def test_a_local_weights_file_is_loaded(tmp_path, name):
     import h5py
     import keras
     from keras.src.legacy.saving import legacy_h5_format
+
     keras.utils.set_random_seed(123)
     source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
     path = tmp_path / name
@@ -145,6 +158,7 @@ def test_a_local_weights_file_is_loaded(tmp_path, name):
 
 def test_weights_of_another_model_or_a_missing_file_are_user_errors(tmp_path):
     from medlab.vgg import build_vgg16_style
+
     other = tmp_path / "other.weights.h5"
     build_vgg16_style((SIZE, SIZE, 3)).save_weights(other)
     with pytest.raises(UserError, match="does not fit VGG16"):
@@ -155,6 +169,7 @@ def test_weights_of_another_model_or_a_missing_file_are_user_errors(tmp_path):
 
 def test_scratch_model_is_flat_and_centres_its_pixels():
     import keras
+
     params = {**tv.PARAMETERS, "scratch_size": 32, "scratch_channels": 1}
     model = tv.build_scratch(params)
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)

@@ -1,4 +1,5 @@
 """Metrics, bootstrap intervals, folds and the verdict used by transfer_vgg16.py."""
+
 import numpy as np
 import pytest
 
@@ -46,8 +47,12 @@ def test_bootstrap_interval_separates_a_real_difference_and_not_noise():
 
 def test_verdict_words_follow_the_interval():
     base = {"val_accuracy": 0.1}
-    assert "transfer learning is more accurate" in tv.verdict({**base, "val_accuracy_ci": [0.02, 0.2]})
-    assert "from scratch is more accurate" in tv.verdict({"val_accuracy": -0.1, "val_accuracy_ci": [-0.2, -0.01]})
+    assert "transfer learning is more accurate" in tv.verdict(
+        {**base, "val_accuracy_ci": [0.02, 0.2]}
+    )
+    assert "from scratch is more accurate" in tv.verdict(
+        {"val_accuracy": -0.1, "val_accuracy_ci": [-0.2, -0.01]}
+    )
     assert "no accuracy difference" in tv.verdict({**base, "val_accuracy_ci": [-0.05, 0.2]})
 
 

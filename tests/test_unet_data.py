@@ -1,4 +1,5 @@
 """Pairing, loading, splitting and the input pipeline of the segmentation task."""
+
 import cv2
 import numpy as np
 import pytest
@@ -42,14 +43,14 @@ def test_unmatched_names_are_listed(tmp_path):
 def test_images_of_any_depth_and_channels_become_one_unit_channel(tmp_path):
     gray16 = np.full((40, 30), 65535 // 2, np.uint16)
     rgb = np.zeros((20, 20, 3), np.uint8)
-    rgb[..., 2] = 255                        # red in OpenCV's BGR order
+    rgb[..., 2] = 255  # red in OpenCV's BGR order
     rgba = np.dstack([np.full((20, 20, 3), 200, np.uint8), np.full((20, 20), 255, np.uint8)])
     for name, array in (("g16.png", gray16), ("rgb.png", rgb), ("rgba.png", rgba)):
         write(tmp_path / name, array)
     images = unet.load_images([tmp_path / n for n in ("g16.png", "rgb.png", "rgba.png")], 16)
     assert images.shape == (3, 16, 16, 1) and images.dtype == np.float32
     assert images[0].mean() == pytest.approx(0.5, abs=1e-3)
-    assert images[1].mean() == pytest.approx(0.299, abs=0.01)   # luminance of pure red
+    assert images[1].mean() == pytest.approx(0.299, abs=0.01)  # luminance of pure red
     assert images[2].mean() == pytest.approx(200 / 255, abs=0.01)
 
 
@@ -76,7 +77,7 @@ def test_images_and_masks_already_at_the_target_size_keep_their_channel(tmp_path
 
 def test_multi_label_mask_gets_a_warning(tmp_path):
     mask = lung_like_mask(64)
-    mask[:, 32:] //= 2                          # right lung labelled 127, left 255
+    mask[:, 32:] //= 2  # right lung labelled 127, left 255
     write(tmp_path / "two_labels.png", mask)
     warnings = []
     unet.load_mask(tmp_path / "two_labels.png", 64, warn=warnings.append)
@@ -106,7 +107,7 @@ def pattern_pairs(count=8, size=48):
     """Images whose bright region is exactly the mask, placed off-centre so transforms move it."""
     masks = np.zeros((count, size, size, 1), np.float32)
     for i in range(count):
-        masks[i, 6 + i:20 + i, 4:16] = 1
+        masks[i, 6 + i : 20 + i, 4:16] = 1
     return masks * 0.8 + 0.1, masks
 
 
@@ -120,8 +121,10 @@ def test_augmentation_moves_image_and_mask_together_and_keeps_masks_binary():
             assert set(np.unique(mask_batch)) <= {0.0, 1.0}
             agreement = np.mean((image_batch >= 0.5) == (mask_batch >= 0.5), axis=(1, 2, 3))
             assert agreement.min() > 0.98
-            moved += sum(not any(np.array_equal(m, original) for original in masks) for m in mask_batch)
-    assert moved >= 12   # nearly every augmented mask differs from all originals
+            moved += sum(
+                not any(np.array_equal(m, original) for original in masks) for m in mask_batch
+            )
+    assert moved >= 12  # nearly every augmented mask differs from all originals
 
 
 def test_augmentation_differs_between_epochs_but_repeats_with_the_seed():
@@ -139,4 +142,4 @@ def test_validation_data_is_untouched_and_in_order():
     batches = list(unet.make_dataset(images, masks, batch_size=4))
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), images)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), masks)
-    assert [len(b[0]) for b in batches] == [4, 2]   # the last partial batch is kept
+    assert [len(b[0]) for b in batches] == [4, 2]  # the last partial batch is kept

@@ -1,4 +1,5 @@
 """The overlay figure stays legible with real, long file names."""
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -21,8 +22,10 @@ def test_overlay_titles_do_not_run_into_each_other_with_long_file_names():
     assert len(boxes) == 8
     panels = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
     for i, box in enumerate(boxes):
-        assert not any(box.overlaps(other) for other in boxes[i + 1:]), titles[i].get_text()
-        assert not any(box.overlaps(panel) for j, panel in enumerate(panels) if j != i), titles[i].get_text()
+        assert not any(box.overlaps(other) for other in boxes[i + 1 :]), titles[i].get_text()
+        assert not any(box.overlaps(panel) for j, panel in enumerate(panels) if j != i), titles[
+            i
+        ].get_text()
     figure_box = fig.bbox
     assert all(figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1 for box in boxes)
     assert "day9.png" in titles[0].get_text() and "SARS-10" in titles[0].get_text()

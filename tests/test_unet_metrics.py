@@ -1,4 +1,5 @@
 """Similarity metrics and losses against hand-computed values, including empty masks."""
+
 import keras
 import numpy as np
 import pytest
@@ -8,15 +9,15 @@ import unet
 
 def square(top, left, side, size=32):
     mask = np.zeros((size, size, 1), np.float32)
-    mask[top:top + side, left:left + side] = 1
+    mask[top : top + side, left : left + side] = 1
     return mask
 
 
 def test_scores_on_a_known_pair():
-    truth = square(0, 0, 4)                       # 16 pixels
+    truth = square(0, 0, 4)  # 16 pixels
     prediction = np.zeros_like(truth)
-    prediction[0:2, 0:4] = 1                       # 8 inside the truth
-    prediction[10:12, 10:12] = 1                   # 4 outside
+    prediction[0:2, 0:4] = 1  # 8 inside the truth
+    prediction[10:12, 10:12] = 1  # 4 outside
     scores = unet.similarity_scores(truth[None], prediction[None])
     assert scores["dice"][0] == pytest.approx(2 * 8 / (16 + 12))
     assert scores["iou"][0] == pytest.approx(8 / 20)
@@ -28,9 +29,9 @@ def test_empty_mask_rules():
     empty, full = np.zeros((1, 8, 8, 1)), square(0, 0, 4, 8)[None]
     both_empty = unet.similarity_scores(empty, empty)
     assert all(both_empty[m][0] == 1.0 for m in ("dice", "iou", "precision", "recall"))
-    missed = unet.similarity_scores(full, empty)      # nothing predicted
+    missed = unet.similarity_scores(full, empty)  # nothing predicted
     assert all(missed[m][0] == 0.0 for m in ("dice", "iou", "precision", "recall"))
-    invented = unet.similarity_scores(empty, full)    # lungs where there are none
+    invented = unet.similarity_scores(empty, full)  # lungs where there are none
     assert all(invented[m][0] == 0.0 for m in ("dice", "iou", "precision", "recall"))
 
 
@@ -94,7 +95,8 @@ def test_bce_dice_loss_is_the_sum_of_its_parts():
     prediction = np.clip(truth * 0.7 + 0.2, 0, 1)
     bce = float(keras.losses.BinaryCrossentropy()(truth, prediction))
     assert float(unet.LOSSES["bce_dice"](truth, prediction)) == pytest.approx(
-        bce + float(unet.dice_loss(truth, prediction)), rel=1e-5)
+        bce + float(unet.dice_loss(truth, prediction)), rel=1e-5
+    )
 
 
 def test_cosine_schedule_falls_from_the_rate_to_zero_over_the_run():
@@ -109,8 +111,8 @@ def test_postprocessing_keeps_the_two_largest_regions_and_fills_their_holes():
     left, right, speck = square(4, 2, 10), square(4, 18, 8), square(28, 28, 2)
     truth = left + right
     mask = truth + speck
-    mask[8, 6] = 0                                   # a hole inside the left lung
+    mask[8, 6] = 0  # a hole inside the left lung
     cleaned = unet.keep_lungs(mask[None])
     np.testing.assert_array_equal(cleaned[0], truth)
-    lonely = unet.keep_lungs(speck[None])            # fewer regions than two: kept as they are
+    lonely = unet.keep_lungs(speck[None])  # fewer regions than two: kept as they are
     np.testing.assert_array_equal(lonely[0], speck)

@@ -1,4 +1,5 @@
 """The U-Net's structure follows its flags."""
+
 import keras
 import pytest
 
@@ -16,15 +17,17 @@ def test_plain_unet_has_no_batch_norm_or_dropout_and_the_right_widths():
     assert model.layers[-1].activation.__name__ == "sigmoid"
     assert not layer_types(model, keras.layers.BatchNormalization)
     assert not layer_types(model, keras.layers.Dropout)
-    convs = [l.filters for l in layer_types(model, keras.layers.Conv2D) if l.name.endswith("_conv1")]
-    assert convs == [4, 8, 16, 32, 16, 8, 4]   # 3 levels down, bottleneck 8x, 3 levels up
+    convs = [
+        l.filters for l in layer_types(model, keras.layers.Conv2D) if l.name.endswith("_conv1")
+    ]
+    assert convs == [4, 8, 16, 32, 16, 8, 4]  # 3 levels down, bottleneck 8x, 3 levels up
     assert len(layer_types(model, keras.layers.Conv2DTranspose)) == 3
 
 
 def test_batch_norm_sits_between_each_convolution_and_its_relu():
     model = unet.build_unet((32, 32, 1), base=2, depth=2, batch_norm=True)
     norms = layer_types(model, keras.layers.BatchNormalization)
-    assert len(norms) == 2 * (2 + 1 + 2)       # two per conv block, five blocks
+    assert len(norms) == 2 * (2 + 1 + 2)  # two per conv block, five blocks
     for norm in norms:
         conv = norm._inbound_nodes[0].parent_nodes[0].operation
         assert isinstance(conv, keras.layers.Conv2D) and not conv.use_bias
@@ -49,4 +52,4 @@ def test_size_must_divide_by_two_to_the_depth():
 def test_base_scales_the_parameter_count():
     small = unet.build_unet((32, 32, 1), base=4, depth=2).count_params()
     large = unet.build_unet((32, 32, 1), base=8, depth=2).count_params()
-    assert 3.5 < large / small < 4.1          # convolution weights grow with base squared
+    assert 3.5 < large / small < 4.1  # convolution weights grow with base squared
