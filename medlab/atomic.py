@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def partial_name(path):
-    """`best.keras` -> `best.partial.keras`: the suffixes stay, as Keras checks `.keras` and `.weights.h5`."""
+    """`best.keras` -> `best.partial.keras`: suffixes kept (Keras checks `.keras`/`.weights.h5`)."""
     path = Path(path)
     head, dot, tail = path.name.partition(".")
     return path.with_name(f"{head}.partial{dot}{tail}")

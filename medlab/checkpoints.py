@@ -37,7 +37,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.started = time.perf_counter()
 
     def restore(self, model):
-        """Load the last committed epoch into `model` (compiled); returns the epochs already done."""
+        """Load the last committed epoch into `model` (compiled); returns the epochs done."""
         state = read_state(self.folder)
         if state is None:
             return 0

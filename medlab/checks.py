@@ -37,7 +37,8 @@ def check_pairs(image_paths, mask_paths, warn=print):
         image, mask = decode(image_path), decode(mask_path)
         if image.shape[:2] != mask.shape[:2]:
             resized.append(
-                f"{mask_path.name} {mask.shape[1]}x{mask.shape[0]} vs {image.shape[1]}x{image.shape[0]}"
+                f"{mask_path.name} {mask.shape[1]}x{mask.shape[0]} "
+                f"vs {image.shape[1]}x{image.shape[0]}"
             )
         if float(np.std(to_channels(to_unit_range(image), 1))) < LOW_CONTRAST_STD:
             blank.append(image_path.name)
@@ -46,8 +47,8 @@ def check_pairs(image_paths, mask_paths, warn=print):
     show = lambda names: ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     if resized:
         warn(
-            f"warning: {len(resized)} mask(s) differ in size from their image ({show(resized)}); both "
-            "are resized to --size, so check that each mask belongs to its image"
+            f"warning: {len(resized)} mask(s) differ in size from their image ({show(resized)}); "
+            "both are resized to --size, so check that each mask belongs to its image"
         )
     if blank:
         warn(
@@ -63,7 +64,7 @@ def check_pairs(image_paths, mask_paths, warn=print):
 
 
 def check_writable_folder(folder, flag):
-    """Create `folder` if needed and prove a file can be written there, or a one-line `UserError`."""
+    """Create `folder` if needed and prove it is writable, or raise a one-line `UserError`."""
     import tempfile
     from pathlib import Path
 

@@ -57,7 +57,7 @@ def typed_flags(args, parameters):
 
 
 def check_range(name, value, low=None, high=None, high_open=False, hint=""):
-    """Raise a one-line `UserError` for a parameter outside [low, high] (or [low, high)), NaN or infinite."""
+    """A one-line `UserError` for a value outside [low, high] (or [low, high)), NaN or infinite."""
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"--{name.replace('_', '-')} {value} is not a number; give a finite value")
     too_low = low is not None and value < low

@@ -43,7 +43,7 @@ def check_names(comparisons, known, source):
 
 
 def select_comparisons(comparisons, ran):
-    """The comparisons whose two runs exist in `ran`, each once, and a note for every one skipped."""
+    """The comparisons whose two runs exist in `ran`, each once, and a note for each one skipped."""
     kept, notes, seen = [], [], set()
     for first, second, question in comparisons:
         if (first, second) in seen:
@@ -210,11 +210,11 @@ def comparisons_markdown(results, notes, resamples=RESAMPLES):
         "",
         (
             "Each difference is first minus second, per image, on the same images; the interval is "
-            f"a {LEVEL:.0%} paired bootstrap of the mean difference ({resamples} resamples) and p the "
-            "Wilcoxon signed-rank test. A difference is larger than the noise when its interval "
-            f"excludes 0 and p < {ALPHA:g}. Higher Dice and lower HD95 are better. Both cover the "
-            "choice of images, not the luck of training: each run is one trained model, and "
-            "another seed can move a run by more than these intervals (check with a second "
+            f"a {LEVEL:.0%} paired bootstrap of the mean difference ({resamples} resamples) and p "
+            "the Wilcoxon signed-rank test. A difference is larger than the noise when its "
+            f"interval excludes 0 and p < {ALPHA:g}. Higher Dice and lower HD95 are better. Both "
+            "cover the choice of images, not the luck of training: each run is one trained model, "
+            "and another seed can move a run by more than these intervals (check with a second "
             "--seed, or --folds)."
         ),
         "",
@@ -223,7 +223,10 @@ def comparisons_markdown(results, notes, resamples=RESAMPLES):
         {
             **row,
             "p": f"{row['p_value']:.2g}",
-            "difference [95% CI]": f"{shown(row['difference'], '+')} [{shown(row['ci_low'], '+')}, {shown(row['ci_high'], '+')}]",
+            "difference [95% CI]": (
+                f"{shown(row['difference'], '+')} "
+                f"[{shown(row['ci_low'], '+')}, {shown(row['ci_high'], '+')}]"
+            ),
         }
         for row in comparison_rows(results)
     ]

@@ -83,7 +83,7 @@ def nested_owner(model, name):
 
 
 def find_target_layer(model, name=None):
-    """The layer to explain: `name`, else `Last_ConvLayer`, else the last convolution in the model."""
+    """The layer to explain: `name`, else `Last_ConvLayer`, else the last convolution."""
     candidates = conv_layer_names(model)
     listing = ", ".join(candidates[-6:]) or "none"
     if name is None:
@@ -92,7 +92,9 @@ def find_target_layer(model, name=None):
         elif candidates:
             name = candidates[-1]
         else:
-            owner = next((l.name for l in model.layers if isinstance(l, keras.Model)), None)
+            owner = next(
+                (layer.name for layer in model.layers if isinstance(layer, keras.Model)), None
+            )
             hint = (
                 f"; its convolutions sit inside the nested model '{owner}': build the classifier "
                 "as one flat graph, e.g. keras.Model(backbone.input, head(backbone.output))"
@@ -200,7 +202,8 @@ class GradCAM:
     def __call__(self, images, class_index=None):
         """Maps (N, h, w) in [0, 1] at the layer's resolution, class probabilities and targets.
 
-        `class_index`: None for each image's predicted class, an int for one class, or one per image.
+        `class_index`: None for each image's predicted class, an int for one class, or one per
+        image.
         """
         images = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
         with tf.GradientTape() as tape:

@@ -52,7 +52,7 @@ def decode(path):
 
 
 def check_file(path):
-    """A one-line `UserError` for a path that is no readable file: missing, a broken link, a folder."""
+    """A one-line `UserError` for a path that is no readable file: missing, broken link, folder."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise UserError(
@@ -68,7 +68,7 @@ def check_file(path):
 
 
 def check_plausible(path, image):
-    """A decoded image that cannot be an X-ray or a photo (too small, fully transparent) is refused."""
+    """Refuse a decoded image that cannot be an X-ray or photo (too small, fully transparent)."""
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise UserError(

@@ -151,7 +151,7 @@ def banner(lines):
 
 
 def load_keras_model(path, made_by, compile=True):
-    """A saved `.keras` model, or a one-line `UserError` naming the file and what to pass instead."""
+    """A saved `.keras` model or a one-line `UserError` naming the file and what to pass instead."""
     import keras
 
     path = Path(path)
@@ -179,8 +179,9 @@ def mark_incomplete(folder):
     """Flag `folder` as unfinished until `mark_complete`: a run killed, out of memory or out of disk
     space then never looks finished."""
     (Path(folder) / INCOMPLETE).write_text(
-        "This run has not finished (it is running, or it was interrupted or failed): its results are "
-        "missing or partial. A segmentation run continues with main_segmentation.py --resume.\n"
+        "This run has not finished (it is running, or it was interrupted or failed): its results "
+        "are missing or partial. A segmentation run continues with main_segmentation.py "
+        "--resume.\n"
     )
     return Path(folder)
 

@@ -30,9 +30,10 @@ def build_vgg16_style(
     The lab's network is the default. Two options help it learn small, movable evidence (a
     fracture line) from few images: `batch_norm` puts a BatchNormalization after every
     convolution's ReLU (so each convolution, `Last_ConvLayer` included, still outputs rectified
-    maps for Grad-CAM), and `pooling` ("max" or "avg"; None or "flatten": the lab's Flatten) replaces Flatten by global pooling, as
-    `keras.applications` models do. Dropout 0 leaves the Dropout layers out. `centre` puts a
-    Rescaling layer named `centre_pixels` first, mapping [0, 1] pixels to [-2, 2] (`CENTRING`).
+    maps for Grad-CAM), and `pooling` ("max" or "avg"; None or "flatten": the lab's Flatten)
+    replaces Flatten by global pooling, as `keras.applications` models do. Dropout 0 leaves the
+    Dropout layers out. `centre` puts a Rescaling layer named `centre_pixels` first, mapping
+    [0, 1] pixels to [-2, 2] (`CENTRING`).
 
     The output is a softmax over `n_classes`, or a single sigmoid unit when `n_classes` is 1.
     """

@@ -1,4 +1,4 @@
-"""Shared test set-up: run from the repository root so scripts and `medlab` import as users run them."""
+"""Shared test set-up: run from the repo root so scripts and `medlab` import as users run them."""
 
 import os
 import sys

@@ -1,6 +1,6 @@
 """Crash safety: main_segmentation.py killed with SIGKILL at the moments that used to lose work
-(during an epoch, while a checkpoint is written, between model.keras and metrics.json), then `--resume`d each time, ends as a complete run with the epochs and history rows
-it was asked for."""
+(during an epoch, while a checkpoint is written, between model.keras and metrics.json), then
+`--resume`d each time, ends as a complete run with the epochs and history rows it was asked for."""
 
 import csv
 import json

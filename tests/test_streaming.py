@@ -1,4 +1,4 @@
-"""--cache memory|disk|none: streamed pipelines give the same pairs, split and augmentation as preloading."""
+"""--cache memory|disk|none: streaming gives the pairs, split and augmentation of preloading."""
 
 import json
 
@@ -14,7 +14,7 @@ SIZE = 32
 
 
 def mixed_format_folder(root, count=10):
-    """Pairs in several formats (8/16-bit, RGB, JPEG masks), so streaming must use the same loaders."""
+    """Pairs in several formats (8/16-bit, RGB, JPEG masks): streaming must use the same loaders."""
     data = xray_folder(root, count=count)
     image = cv2.imread(str(data / "Image" / "p1.png"), cv2.IMREAD_GRAYSCALE)
     (data / "Image" / "p1.png").unlink()

@@ -118,7 +118,13 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
     full.save(tmp_path / "full.keras")
     reloaded = keras.models.load_model(tmp_path / "full.keras")
     for old, layer in zip(
-        before, [w for l in reloaded.layers if l.name.startswith("block") for w in l.get_weights()]
+        before,
+        [
+            w
+            for block in reloaded.layers
+            if block.name.startswith("block")
+            for w in block.get_weights()
+        ],
     ):
         np.testing.assert_array_equal(old, layer)
     raw = np.stack([load_image(p, (SIZE, SIZE), 3) for p in np.array(paths)[val]]) * 255.0

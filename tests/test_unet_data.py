@@ -115,7 +115,7 @@ def test_augmentation_moves_image_and_mask_together_and_keeps_masks_binary():
     images, masks = pattern_pairs()
     dataset = unet.make_dataset(images, masks, batch_size=4, shuffle=True, augment=True, seed=3)
     moved = 0
-    for epoch in range(2):
+    for _epoch in range(2):
         for image_batch, mask_batch in dataset:
             image_batch, mask_batch = image_batch.numpy(), mask_batch.numpy()
             assert set(np.unique(mask_batch)) <= {0.0, 1.0}

@@ -18,7 +18,9 @@ def test_plain_unet_has_no_batch_norm_or_dropout_and_the_right_widths():
     assert not layer_types(model, keras.layers.BatchNormalization)
     assert not layer_types(model, keras.layers.Dropout)
     convs = [
-        l.filters for l in layer_types(model, keras.layers.Conv2D) if l.name.endswith("_conv1")
+        layer.filters
+        for layer in layer_types(model, keras.layers.Conv2D)
+        if layer.name.endswith("_conv1")
     ]
     assert convs == [4, 8, 16, 32, 16, 8, 4]  # 3 levels down, bottleneck 8x, 3 levels up
     assert len(layer_types(model, keras.layers.Conv2DTranspose)) == 3
