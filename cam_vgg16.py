@@ -69,8 +69,8 @@ PRESETS = {
     "lab": {"size": 128, "channels": 1, "base": 8, "epochs": 80, "lr": 1e-5, "batch_size": 8,
             "rotation": 10.0, "shift": 0.1, "flip": True, "centre": False, "batch_norm": False,
             "pooling": "flatten", "dropout": 0.4, "lr_schedule": "constant", "class_weight": "none"},
-    "recommended": {"epochs": 12, "lr": 1e-3, "lr_schedule": "cosine", "batch_norm": True,
-                    "pooling": "max", "dropout": 0.0, "class_weight": "balanced"},
+    "recommended": {"epochs": 40, "lr": 1e-3, "lr_schedule": "cosine", "batch_size": 32, "batch_norm": True,
+                    "pooling": "avg", "dropout": 0.0, "class_weight": "balanced"},
 }
 # Training images: enough for the fracture; for the shortcut as few as the course had, since with
 # more the lab's network, once the marker has got it going, goes on to learn the faint cracks too.

@@ -45,6 +45,7 @@ PARAMETERS = {
     "scratch_dropout": 0.4,     #   after each of its 3 Dense(64) layers
     "scratch_lr_schedule": "constant",  # or cosine: decays to 0 over the run
     "scratch_epochs": 0,        #   0: the same as --epochs
+    "scratch_batch_size": 0,    #   0: the same as --batch-size
     "class_weight": "none",     # none or balanced (each class weighs as much in the loss): head and scratch
     "augment": False,           # train-time rotation/shift/zoom/flip for the from-scratch model
     "folds": 0,                 # K >= 2: stratified K-fold cross-validation on train+validation
@@ -65,6 +66,7 @@ HELP = {
     "seeds": "number of repeats with different seeds", "positive": "positive class name",
     "scratch_pooling": "flatten, max or avg", "scratch_lr_schedule": "constant or cosine",
     "scratch_epochs": "epochs of the from-scratch model (0: --epochs)", "class_weight": "none or balanced",
+    "scratch_batch_size": "batch size of the from-scratch model (0: --batch-size)",
     **SCALING_HELP,
 }
 
@@ -79,10 +81,10 @@ PRESETS = {
     "lab": {"scratch_size": 128, "scratch_channels": 1, "scratch_base": 8, "scratch_lr": 1e-5,
             "scratch_centre": False, "scratch_batch_norm": False, "scratch_pooling": "flatten",
             "scratch_dropout": 0.4, "scratch_lr_schedule": "constant", "scratch_epochs": 0,
-            "augment": False, "class_weight": "none"},
-    "recommended": {"scratch_lr": 1e-3, "scratch_batch_norm": True, "scratch_pooling": "max",
-                    "scratch_dropout": 0.0, "scratch_lr_schedule": "cosine", "scratch_epochs": 12,
-                    "augment": True, "class_weight": "balanced"},
+            "scratch_batch_size": 0, "augment": False, "class_weight": "none"},
+    "recommended": {"scratch_lr": 1e-3, "scratch_batch_norm": True, "scratch_pooling": "avg",
+                    "scratch_dropout": 0.0, "scratch_lr_schedule": "cosine", "scratch_epochs": 40,
+                    "scratch_batch_size": 32, "augment": True, "class_weight": "balanced"},
 }
 
 DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}
@@ -301,6 +303,10 @@ def scratch_epochs(p):
     return p["scratch_epochs"] or p["epochs"]
 
 
+def scratch_batch_size(p):
+    return p["scratch_batch_size"] or p["batch_size"]
+
+
 # ----------------------------------------------------------------------------- experiments
 
 def plan_evaluations(split, folds, seed):
@@ -329,7 +335,7 @@ def train_transfer(features, labels, train, val, p, csv_path, scaling):
 def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
     from medlab.classify import (class_one_scores, class_weights, compile_classifier, fit_logged,
                                  image_dataset, learning_rate)
-    batch_size = scaling.global_batch(p["batch_size"])
+    batch_size = scaling.global_batch(scratch_batch_size(p))
     lr = learning_rate(p["scratch_lr"], p["scratch_lr_schedule"], scratch_epochs(p),
                        int(np.ceil(len(train) / batch_size)))
     with scaling.scope():
@@ -573,7 +579,7 @@ def describe_scratch(p):
             f"{'centred' if p['scratch_centre'] else '[0, 1]'} pixels, "
             f"{'batch norm, ' if p['scratch_batch_norm'] else ''}{p['scratch_pooling']} top, dropout "
             f"{p['scratch_dropout']}, lr {p['scratch_lr']:g} {p['scratch_lr_schedule']}, "
-            f"{scratch_epochs(p)} epochs{', augmented' if p['augment'] else ''}")
+            f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}{', augmented' if p['augment'] else ''}")
 
 
 def save_models(run_dir, kept, backbone, p, class_names):
@@ -648,6 +654,7 @@ def check_scratch_options(p):
             raise UserError(f"--{name.replace('_', '-')} {p[name]} is unknown; choose {' or '.join(allowed)}")
     check_range("scratch_dropout", p["scratch_dropout"], 0.0, 1.0, high_open=True)
     check_range("scratch_epochs", p["scratch_epochs"], 0)
+    check_range("scratch_batch_size", p["scratch_batch_size"], 0)
 
 
 def parse_arguments(argv):
