@@ -79,7 +79,7 @@ def try_instead(script, typed, preset_keys, used_preset, preset="recommended"):
     if used_preset == preset and not any(name in preset_keys for name in typed):
         return (f"The {preset} preset has not learnt this set either: check the labels, add images "
                 "or train longer (--epochs).")
-    return f"Try instead: `{suggested_command(script, typed, preset_keys, preset)}`"
+    return f"Try instead: `{suggested_command(script, typed, preset_keys, preset)}`."
 
 
 def print_bold(text):

@@ -56,7 +56,7 @@ def test_transfer_reports_which_of_its_models_has_not_learnt():
     assert checks["transfer"]["predicts_one_class"] and checks["transfer"]["predicted_counts"]["Nevi"] == 4
     assert checks["transfer"]["not_learnt_message"].startswith("The transfer head predicts Nevi for 4 of 4")
     assert not checks["scratch"]["not_learnt"]
-    assert advice == "Try instead: `python transfer_vgg16.py --lr 1e-05 --preset recommended`"
+    assert advice == "Try instead: `python transfer_vgg16.py --lr 1e-05 --preset recommended`."
 
 
 def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
@@ -116,7 +116,8 @@ def test_a_model_that_predicts_one_class_is_reported(tmp_path, monkeypatch, caps
     sentence = "The model predicts AFF for 8 of 8 validation images: it has not learnt the task"
     summary = (run_dir / "summary.md").read_text()
     assert f"**{sentence}**" in summary and "--preset recommended" in summary
-    kept = " ".join(TINY).replace(" --epochs 1", "")  # the preset sets epochs (and lr): typed ones go
+    # The preset sets epochs, batch size and lr: the typed values of those are left out.
+    kept = " ".join(TINY).replace(" --epochs 1", "").replace(" --batch-size 8", "")
     assert metrics["try_instead"] == (f"Try instead: `python cam_vgg16.py --data-dir {data} {kept} "
-                                      f"--out {tmp_path / 'out'} --preset recommended`")
+                                      f"--out {tmp_path / 'out'} --preset recommended`.")
     assert sentence in capsys.readouterr().out
