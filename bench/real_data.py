@@ -55,7 +55,7 @@ def run_script(script, args, out, dry_run):
         return None, None
     before = set(Path(out).glob("*")) if Path(out).is_dir() else set()
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *command[1:]], cwd=ROOT)
+    result = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, check=False)
     if result.returncode != 0:
         fail(f"{script} ended with exit code {result.returncode} (its output is above)")
     new = sorted(set(Path(out).glob("*")) - before)

@@ -80,6 +80,7 @@ def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
 
 def test_lab_preset_feeds_pixels_scaled_by_1_over_255(tmp_path):
     import cv2
+
     from medlab.classdata import load_arrays
     image = np.full((40, 40), 255, np.uint8)
     image[:20] = 51
