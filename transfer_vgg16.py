@@ -738,8 +738,8 @@ def train_command(argv):
         "bootstrap": p["bootstrap"], "preset": p["preset"], "class_weight": p["class_weight"],
         "scratch": describe_scratch(p)})
     print(f"\n{metrics['difference']['verdict']}")
+    from medlab.collapse import print_bold
     for line in not_learnt_lines(metrics)[:-1]:
-        from medlab.collapse import print_bold
         print_bold(line.strip("*"))
     print(f"summary: {run_dir / 'summary.md'}")
     return run_dir
