@@ -3,6 +3,7 @@
     python cam_vgg16.py --dataset bone              # data/Bone if present, else the synthetic demo set
     python cam_vgg16.py --dataset bone --shortcut   # synthetic set whose text marker gives the class away
     python cam_vgg16.py --data-dir PATH             # any two-class folder, lab or flat layout
+    python cam_vgg16.py --data-dir PATH --preset recommended   # or --preset lab: the handout exactly
     python cam_vgg16.py explain MODEL IMAGE... [--layer L] [--class C] [--out DIR]
 
 Trains the lab's VGG16-style network (the plain synthetic demo: with batch norm and global max
@@ -44,6 +45,7 @@ PARAMETERS = {
     "pooling": "flatten",     # top of the convolutions: flatten (the lab's), max or avg (global pooling)
     "dropout": 0.4,           # after each of the 3 Dense(64) layers
     "lr_schedule": "constant",  # constant, or cosine: decays to 0 over the run
+    "class_weight": "none",   # none, or balanced: each class weighs as much in the loss (imbalanced sets)
     "layer": None,            # layer to explain; None: Last_ConvLayer (or the last convolution)
     "target_class": None,     # class to explain; None: each image's predicted class
     "grid_images": 12,        # validation images in cam_grid.png
@@ -63,6 +65,17 @@ PARAMETERS = {
 DEMO_SETTINGS = {"epochs": 12, "lr": 1e-3, "lr_schedule": "cosine", "batch_norm": True,
                  "pooling": "max", "dropout": 0.0}
 SHORTCUT_DEMO_SETTINGS = {"epochs": 20, "lr": 3e-4}
+# Named settings (--preset), applied over the defaults and the demo settings, under the flags.
+# "lab" is the handout exactly (LAB_SPEC, Task 3: [0, 1] pixels without the centring layer, one
+# channel, Flatten, dropout 0.4, lr 1e-5 for 80 epochs); "recommended" is what learnt best of the
+# settings measured on real photos (README, Task 3, "Presets and real data").
+PRESETS = {
+    "lab": {"size": 128, "channels": 1, "base": 8, "epochs": 80, "lr": 1e-5, "batch_size": 8,
+            "rotation": 10.0, "shift": 0.1, "flip": True, "centre": False, "batch_norm": False,
+            "pooling": "flatten", "dropout": 0.4, "lr_schedule": "constant", "class_weight": "none"},
+    "recommended": {"epochs": 40, "lr": 1e-3, "lr_schedule": "cosine", "batch_size": 32, "batch_norm": True,
+                    "pooling": "avg", "dropout": 0.0, "class_weight": "balanced"},
+}
 # Training images: enough for the fracture; for the shortcut as few as the course had, since with
 # more the lab's network, once the marker has got it going, goes on to learn the faint cracks too.
 SYNTHETIC_SET = {"n_train": 600, "n_val": 80, "size": 256, "seed": 0}
@@ -89,6 +102,7 @@ HELP = {
     "batch_norm": "batch normalisation after every convolution",
     "pooling": "flatten (the lab's), max or avg: global pooling instead of Flatten",
     "dropout": "dropout after each dense layer (0: none)", "lr_schedule": "constant or cosine",
+    "class_weight": "none, or balanced: weigh each class by n / (2 n_class) in the loss",
     "target_class": "class index to explain (default: predicted class)",
     "grid_images": "images in cam_grid.png", "sanity_images": "images for the sanity checks",
     "shortcut": "synthetic set with a class-correlated text marker", "out": "output root folder",
@@ -112,8 +126,11 @@ def train_parser():
         else:
             kind = FLAG_TYPES.get(name, type(default))
             choices = {"dataset": list(DATASET_FOLDERS), "channels": [1, 3], "pooling": ["flatten", "max", "avg"],
-                       "lr_schedule": ["constant", "cosine"]}.get(name)
+                       "lr_schedule": ["constant", "cosine"], "class_weight": ["none", "balanced"]}.get(name)
             parser.add_argument(*flags, dest=name, default=None, type=kind, choices=choices, help=text)
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="lab: the handout's network and settings exactly; recommended: what learnt "
+                             "best on real data (README, Task 3); flags still override")
     return parser
 
 
@@ -135,10 +152,11 @@ def explain_parser():
 
 
 def resolve_parameters(args, synthetic):
-    """Lab defaults, then demo settings on synthetic data, then the flags the user typed."""
+    """Lab defaults, then demo settings on synthetic data, then the preset, then the flags typed."""
     params = dict(PARAMETERS)
     if synthetic:
         params.update(demo_settings(args.shortcut))
+    params.update(PRESETS.get(args.preset, {}))
     params.update({k: v for k, v in vars(args).items() if k in PARAMETERS and v is not None})
     check_parameters(params)
     return params
@@ -218,6 +236,25 @@ def marker_labels(paths, class_names):
     return np.array([class_names.index(name) for name in found])
 
 
+def classification_metrics(labels, probabilities, names, args, params):
+    """Balanced accuracy, sensitivity and specificity at 0.5 (positive class: Mel / AFF, else
+    label 1), and whether the model has learnt at all, with what to try instead (issue 10)."""
+    from medlab.classmetrics import binary_metrics, positive_label
+    from medlab.collapse import learning_check, not_learnt_sentence, try_instead
+    positive = positive_label(names)
+    scores = binary_metrics(labels == positive, probabilities[:, positive])
+    check = learning_check(labels, probabilities.argmax(axis=1), names)
+    typed = {k: v for k, v in vars(args).items() if k in PARAMETERS and v is not None}
+    return {"positive_class": names[positive], "val_balanced_accuracy": scores["balanced_accuracy"],
+            "val_sensitivity": scores["sensitivity"], "val_specificity": scores["specificity"],
+            **{k: check[k] for k in ("predicts_one_class", "not_learnt", "predicted_counts",
+                                     "majority_prediction")},
+            "not_learnt_message": not_learnt_sentence(check, "The model"),
+            "try_instead": try_instead("cam_vgg16.py", typed, PRESETS["recommended"], args.preset)
+            if check["not_learnt"] else None,
+            "class_weight": params["class_weight"], "preset": args.preset}
+
+
 def region_masks(paths, size, side_path):
     """Masks stored next to synthetic images (resized to the model input), or None if any is missing."""
     import cv2
@@ -245,21 +282,20 @@ def build_model(params, steps_per_epoch=None, jit_compile=False):
     model = build_vgg16_style((params["size"], params["size"], params["channels"]), base=params["base"],
                               n_classes=2, dropout=params["dropout"], batch_norm=params["batch_norm"],
                               pooling=params["pooling"], centre=params["centre"])
-    lr = params["lr"]
-    if params["lr_schedule"] == "cosine":  # ends the run with small steps: the last epoch's weights are settled
-        if not steps_per_epoch:
-            raise ValueError("the cosine schedule needs steps_per_epoch")
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=params["epochs"] * steps_per_epoch)
+    from medlab.classify import learning_rate
+    lr = learning_rate(params["lr"], params["lr_schedule"], params["epochs"], steps_per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
 
-def train(model, train_data, val_data, params, run_dir):
+def train(model, train_data, val_data, params, run_dir, labels):
     import keras
+    from medlab.classify import class_weights
     from medlab.tensorboard_logs import epoch_logger, log_dir_for
     # shuffle=False: the tf.data pipeline already reshuffles every epoch.
     model.fit(train_data, validation_data=val_data, epochs=params["epochs"], verbose=2, shuffle=False,
+              class_weight=class_weights(labels, params["class_weight"]),
               callbacks=[keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
                          epoch_logger(log_dir_for(run_dir))])
 
@@ -378,7 +414,7 @@ def pick_grid_images(labels, predicted, count):
     return chosen
 
 
-def plot_cam_grid(path, images, cams, labels, predicted, probabilities, explained, class_names):
+def plot_cam_grid(path, images, cams, labels, predicted, probabilities, explained, class_names, warning=""):
     """Image and overlay side by side; title: true / predicted class and its probability."""
     import matplotlib.pyplot as plt
     from medlab.gradcam import as_rgb, overlay
@@ -396,13 +432,19 @@ def plot_cam_grid(path, images, cams, labels, predicted, probabilities, explaine
         right.set_title(f"pred {class_names[predicted[i]]} p={probabilities[i, predicted[i]]:.2f}"
                         + ("" if explained[i] == predicted[i] else f"\nmap: {class_names[explained[i]]}"),
                         fontsize=9, color="green" if ok else "red")
-    fig.suptitle("Grad-CAM on validation images (green: correct, red: wrong)", fontsize=11)
+    title = "Grad-CAM on validation images (green: correct, red: wrong)"
+    fig.suptitle(not_learnt_title(title, warning), fontsize=11, color="red" if warning else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def plot_class_means(path, images, cams, labels, correct, class_names):
+def not_learnt_title(title, warning):
+    """The figure title, with the not-learnt sentence on its own line: such maps explain nothing."""
+    return f"{title}\n{warning}" if warning else title
+
+
+def plot_class_means(path, images, cams, labels, correct, class_names, warning=""):
     """Mean map of the correctly classified images of each class, over their mean image."""
     import matplotlib.pyplot as plt
     from medlab.gradcam import overlay
@@ -417,6 +459,8 @@ def plot_class_means(path, images, cams, labels, correct, class_names):
         mean_cam = mean_cam / mean_cam.max() if mean_cam.max() > 0 else mean_cam
         ax.imshow(np.clip(overlay(images[keep].mean(axis=0), mean_cam), 0, 1))
         ax.set_title(f"{class_names[label]}: mean of {int(keep.sum())} maps", fontsize=10)
+    if warning:
+        fig.suptitle(not_learnt_title("Mean Grad-CAM per class", warning), fontsize=10, color="red")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -454,10 +498,20 @@ def describe_network(params):
     return "the lab's network" + (" with " + ", ".join(changes) if changes else "")
 
 
+def rates_sentence(metrics, params):
+    counts = ", ".join(f"{name} {n}" for name, n in metrics["predicted_counts"].items())
+    return (f"Balanced accuracy **{fmt(metrics['val_balanced_accuracy'])}**, sensitivity "
+            f"{fmt(metrics['val_sensitivity'])} and specificity {fmt(metrics['val_specificity'])} "
+            f"({metrics['positive_class']} positive; predictions: {counts}). Preset: "
+            f"{metrics['preset'] or 'none'}; class weights: {params['class_weight']}.")
+
+
 def verdict(metrics, sanity):
     """Plain sentences: can the maps be trusted, and where do they point?"""
     warnings = []
-    if not metrics["val_auc"] >= MIN_USEFUL_AUC:  # also catches NaN
+    if metrics["not_learnt"]:
+        warnings.append(f"**{metrics['not_learnt_message']}**; its maps explain nothing. {metrics['try_instead']}")
+    elif not metrics["val_auc"] >= MIN_USEFUL_AUC:  # also catches NaN
         warnings.append(f"**The model has not learnt the task** (validation AUC {fmt(metrics['val_auc'])}): "
                         "its maps explain nothing yet; train longer or on more data.")
     if not sanity["randomisation_passed"]:
@@ -504,6 +558,7 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
              f"Validation accuracy **{fmt(metrics['val_accuracy'])}**, ROC AUC **{fmt(metrics['val_auc'])}** "
              f"({metrics['n_val']} images, weights of the last epoch) of {describe_network(params)}. Explained layer "
              f"`{metrics['layer']}`, class: {metrics['explained_class']}.", "",
+             rates_sentence(metrics, params), "",
              verdict(metrics, sanity), "",
              "![learning curves](curves.png)", "", "## Where the model looks", "",
              "![Grad-CAM grid](cam_grid.png)", "", "![mean map per class](class_mean_cam.png)", ""]
@@ -581,10 +636,11 @@ def run_training(argv):
     explainer = GradCAM(model, params["layer"])  # fails early on a bad --layer, before training
     run_dir = new_run_dir(params["out"], Path(folder).name.lower())
     save_config(run_dir, {**params, "data_folder": str(folder), "synthetic": synthetic,
-                          "class_names": names, "demo_settings": demo_settings(params["shortcut"]) if synthetic else None})
+                          "class_names": names, "demo_settings": demo_settings(params["shortcut"]) if synthetic else None,
+                          "preset": args.preset})
     batches = {**params, "batch_size": global_batch}
     train(model, training_dataset(train_images, split.train_labels, batches),
-          validation_dataset(val_images, split.val_labels, batches), params, run_dir)
+          validation_dataset(val_images, split.val_labels, batches), params, run_dir, split.train_labels)
     save_model_atomic(model, run_dir / "model.keras")
     plot_curves({"VGG16": read_history(run_dir / "history.csv")}, run_dir / "curves.png",
                 metrics=("loss", "accuracy"))
@@ -602,10 +658,12 @@ def run_training(argv):
     has_region = None if regions is None else regions.any(axis=(1, 2))
     scored = correct if has_region is None else correct & has_region  # the pointing game's images
 
+    learnt = classification_metrics(labels, probabilities, names, args, params)
     grid = pick_grid_images(labels, predicted, params["grid_images"])
     plot_cam_grid(run_dir / "cam_grid.png", val_images[grid], cams[grid], labels[grid], predicted[grid],
-                  probabilities[grid], explained[grid], names)
-    plot_class_means(run_dir / "class_mean_cam.png", val_images, cams, labels, correct, names)
+                  probabilities[grid], explained[grid], names, learnt["not_learnt_message"])
+    plot_class_means(run_dir / "class_mean_cam.png", val_images, cams, labels, correct, names,
+                     learnt["not_learnt_message"])
     sanity = sanity_checks(model, explainer, val_images, params)
     write_json(run_dir / "sanity.json", sanity)
     plot_randomisation(run_dir / "randomisation.png", sanity)
@@ -615,7 +673,7 @@ def run_training(argv):
     metrics = {
         "dataset_name": Path(folder).name, "synthetic": synthetic, "class_names": names,
         "n_val": int(len(labels)), "val_accuracy": float(correct.mean()),
-        "val_auc": roc_auc(labels, probabilities[:, 1]),
+        "val_auc": roc_auc(labels, probabilities[:, 1]), **learnt,
         "layer": explainer.layer.name, "cam_resolution": "x".join(map(str, maps.shape[1:])),
         "explained_class": "predicted" if params["target_class"] is None else names[params["target_class"]],
         "pointing_tolerance_px": tolerance,
@@ -638,6 +696,9 @@ def run_training(argv):
     print(f"validation accuracy {fmt(metrics['val_accuracy'])}, AUC {fmt(metrics['val_auc'])}; "
           f"pointing game {fmt(metrics['pointing_game'])} (marker {fmt(metrics['marker_pointing_game'])}); "
           f"randomisation correlation {fmt(metrics['randomisation_correlation'])}")
+    if metrics["not_learnt"]:
+        from medlab.collapse import print_bold
+        print_bold(f"{metrics['not_learnt_message']}. {metrics['try_instead']}")
     mark_complete(run_dir)
     print(f"results in {run_dir} (summary.md)")
     keras.backend.clear_session()

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab import quiet_tensorflow
+from medlab.classmetrics import positive_label
 from medlab.distribute import SCALING_HELP, SCALING_PARAMETERS
 from medlab.runs import UserError, main_guard  # light imports: TensorFlow loads only when needed
 
@@ -40,6 +41,13 @@ PARAMETERS = {
     "scratch_base": 8,          #   filters of the first block
     "scratch_lr": 1e-5,
     "scratch_centre": True,     #   pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
+    "scratch_batch_norm": False,  # BatchNormalization after every convolution (not in the lab's model)
+    "scratch_pooling": "flatten",  # flatten (the lab's), max or avg: global pooling instead of Flatten
+    "scratch_dropout": 0.4,     #   after each of its 3 Dense(64) layers
+    "scratch_lr_schedule": "constant",  # or cosine: decays to 0 over the run
+    "scratch_epochs": 0,        #   0: the same as --epochs
+    "scratch_batch_size": 0,    #   0: the same as --batch-size
+    "class_weight": "none",     # none or balanced (each class weighs as much in the loss): head and scratch
     "augment": False,           # train-time rotation/shift/zoom/flip for the from-scratch model
     "folds": 0,                 # K >= 2: stratified K-fold cross-validation on train+validation
     "seeds": 1,                 # repeat every training with seeds seed, seed+1, ...
@@ -57,15 +65,30 @@ HELP = {
     "weights": "imagenet, none, or a path to a VGG16 notop .h5/.weights.h5 file",
     "preprocess": "vgg16 or rescale", "folds": "K-fold cross-validation (0 = use the split)",
     "seeds": "number of repeats with different seeds", "positive": "positive class name",
+    "scratch_pooling": "flatten, max or avg", "scratch_lr_schedule": "constant or cosine",
+    "scratch_epochs": "epochs of the from-scratch model (0: --epochs)", "class_weight": "none or balanced",
+    "scratch_batch_size": "batch size of the from-scratch model (0: --batch-size)",
     **SCALING_HELP,
 }
 
 # Without data, a generated set replaces data/Skin or data/Bone, and these settings replace the
 # defaults above (flags still win) so that the demo finishes in minutes on a laptop CPU.
 SYNTHETIC_DEMO = {"image_size": 128, "epochs": 30, "lr": 1e-4, "scratch_size": 64, "scratch_lr": 1e-4}
+# Named settings for the from-scratch model and the class weights (--preset; over the demo
+# settings, under the flags), as in cam_vgg16.py: "lab" is the handout's Lab 2 model exactly ([0, 1]
+# pixels without the centring layer, one channel, lr 1e-5, the lab's epochs), "recommended" what
+# learnt best on real data (README, Tasks 1-2).
+PRESETS = {
+    "lab": {"scratch_size": 128, "scratch_channels": 1, "scratch_base": 8, "scratch_lr": 1e-5,
+            "scratch_centre": False, "scratch_batch_norm": False, "scratch_pooling": "flatten",
+            "scratch_dropout": 0.4, "scratch_lr_schedule": "constant", "scratch_epochs": 0,
+            "scratch_batch_size": 0, "augment": False, "class_weight": "none"},
+    "recommended": {"scratch_lr": 1e-3, "scratch_batch_norm": True, "scratch_pooling": "avg",
+                    "scratch_dropout": 0.0, "scratch_lr_schedule": "cosine", "scratch_epochs": 40,
+                    "scratch_batch_size": 32, "augment": True, "class_weight": "balanced"},
+}
 
 DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}
-POSITIVE_NAMES = ("Mel", "AFF")  # the diseases of the lab's two sets
 METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
 THRESHOLD = 0.5
 IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -275,7 +298,17 @@ def build_scratch(p):
     """The lab's VGG16-style model, fed pixels centred on 0 (`medlab.vgg.CENTRING`)."""
     from medlab.vgg import build_vgg16_style
     return build_vgg16_style((p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
-                             base=p["scratch_base"], n_classes=1, centre=p["scratch_centre"], name="scratch_vgg16")
+                             base=p["scratch_base"], n_classes=1, centre=p["scratch_centre"], name="scratch_vgg16",
+                             batch_norm=p["scratch_batch_norm"], pooling=p["scratch_pooling"],
+                             dropout=p["scratch_dropout"])
+
+
+def scratch_epochs(p):
+    return p["scratch_epochs"] or p["epochs"]
+
+
+def scratch_batch_size(p):
+    return p["scratch_batch_size"] or p["batch_size"]
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -293,25 +326,30 @@ def plan_evaluations(split, folds, seed):
 
 def train_transfer(features, labels, train, val, p, csv_path, scaling):
     """A fresh head trained on cached features; returns it with validation scores and seconds."""
-    from medlab.classify import class_one_scores, compile_classifier, fit_logged
+    from medlab.classify import class_one_scores, class_weights, compile_classifier, fit_logged
     with scaling.scope():
         head = compile_classifier(build_head(features.shape[1:], p["dense_units"], p["dropout"]), p["lr"],
                                   jit_compile=scaling.jit)
     seconds = fit_logged(head, (features[train], labels[train, None]), (features[val], labels[val, None]),
-                         p["epochs"], csv_path, scaling.global_batch(p["batch_size"]))
+                         p["epochs"], csv_path, scaling.global_batch(p["batch_size"]),
+                         class_weight=class_weights(labels[train], p["class_weight"]))
     return head, class_one_scores(head, features[val]), seconds
 
 
 def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
-    from medlab.classify import class_one_scores, compile_classifier, fit_logged, image_dataset
+    from medlab.classify import (class_one_scores, class_weights, compile_classifier, fit_logged,
+                                 image_dataset, learning_rate)
+    batch_size = scaling.global_batch(scratch_batch_size(p))
+    lr = learning_rate(p["scratch_lr"], p["scratch_lr_schedule"], scratch_epochs(p),
+                       int(np.ceil(len(train) / batch_size)))
     with scaling.scope():
-        model = compile_classifier(build_scratch(p), p["scratch_lr"], jit_compile=scaling.jit)
+        model = compile_classifier(build_scratch(p), lr, jit_compile=scaling.jit)
     targets = labels.astype(np.float32)[:, None]
-    batch_size = scaling.global_batch(p["batch_size"])
     train_data = image_dataset(images[train], targets[train], batch_size, shuffle=True,
                                augment=p["augment"], seed=seed)
     val_data = image_dataset(images[val], targets[val], batch_size)
-    seconds = fit_logged(model, train_data, val_data, p["epochs"], csv_path)
+    seconds = fit_logged(model, train_data, val_data, scratch_epochs(p), csv_path,
+                         class_weight=class_weights(labels[train], p["class_weight"]))
     return model, class_one_scores(model, images[val]), seconds
 
 
@@ -340,12 +378,6 @@ def run_evaluations(data, p, run_dir, scaling):
 
 
 # ----------------------------------------------------------------------------- metrics
-
-def positive_label(class_names, positive):
-    if positive == "auto":
-        return next((i for i, n in enumerate(class_names) if n in POSITIVE_NAMES), 1)
-    return class_names.index(positive)
-
 
 def oriented(labels, scores, positive):
     """Labels and scores with the positive class as 1, whichever label it has."""
@@ -405,6 +437,28 @@ def log_hparams(run_dir, p, metrics):
     for model in ("transfer", "scratch"):
         write_hparams(tensorboard_model_dir(run_dir / f"history_{model}.csv"), {**p, "model": model},
                       metrics[model], f"{run_dir.name}/{model}")
+
+
+def learning_checks(runs, labels, class_names, p, typed):
+    """Has each model learnt? Checked on the first seed's validation predictions at the threshold;
+    adds the counts to `metrics` entries and returns the advice (None when both learnt)."""
+    from medlab.collapse import learning_check, not_learnt_sentence, try_instead
+    _, truth, scores = first_seed_predictions(runs, labels, p["seed"])
+    checks = {}
+    for method, model in (("transfer", "The transfer head"), ("scratch", "The from-scratch model")):
+        check = learning_check(truth, np.asarray(scores[method]) >= THRESHOLD, class_names)
+        checks[method] = {**check, "not_learnt_message": not_learnt_sentence(check, model)}
+    if not any(check["not_learnt"] for check in checks.values()):
+        return checks, None
+    return checks, try_instead("transfer_vgg16.py", typed, PRESETS["recommended"], p["preset"])
+
+
+def not_learnt_lines(metrics):
+    """Bold sentences for the summary, one per model that has not learnt, then the advice."""
+    sentences = [metrics[m]["not_learnt_message"] for m in ("transfer", "scratch") if metrics[m]["not_learnt"]]
+    if not sentences:
+        return []
+    return [f"**{sentence}.**" for sentence in sentences] + [metrics["try_instead"], ""]
 
 
 def verdict(difference):
@@ -500,7 +554,10 @@ def write_summary(run_dir, metrics, context):
     if context["weights"] == "none":
         lines += ["**Random backbone (`--weights none`)**: the features come from an untrained VGG16, "
                   "so this run is a smoke test of the pipeline, not transfer learning.", ""]
+    lines += not_learnt_lines(metrics)
     lines += [f"- data: `{context['data_dir']}`; {context['describe']}",
+              f"- training: preset `{context['preset'] or 'none'}`, class weights `{context['class_weight']}` "
+              f"(head and from-scratch model); from-scratch model {context['scratch']}",
               f"- backbone: VGG16 without top, weights `{context['weights']}`, input "
               f"{context['image_size']}x{context['image_size']}x3, `{context['preprocess']}` "
               f"preprocessing, features {context['feature_shape']}; extraction "
@@ -527,6 +584,15 @@ def write_summary(run_dir, metrics, context):
               "- `history_*.csv`, `predictions.csv`, `metrics.json`, `config.json`",
               "", "Predict: `python transfer_vgg16.py predict transfer_vgg16.keras IMAGE...`", ""]
     (run_dir / "summary.md").write_text("\n".join(lines))
+
+
+def describe_scratch(p):
+    """The from-scratch model's settings in words, e.g. for the summary."""
+    return (f"{p['scratch_size']}x{p['scratch_size']}x{p['scratch_channels']}, "
+            f"{'centred' if p['scratch_centre'] else '[0, 1]'} pixels, "
+            f"{'batch norm, ' if p['scratch_batch_norm'] else ''}{p['scratch_pooling']} top, dropout "
+            f"{p['scratch_dropout']}, lr {p['scratch_lr']:g} {p['scratch_lr_schedule']}, "
+            f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}{', augmented' if p['augment'] else ''}")
 
 
 def save_models(run_dir, kept, backbone, p, class_names):
@@ -591,6 +657,18 @@ def check_parameters(p):
         raise UserError(f"--scratch-size {p['scratch_size']} must be a multiple of 32 (five poolings)")
     if p["scratch_channels"] not in (1, 3):
         raise UserError(f"--scratch-channels {p['scratch_channels']} must be 1 or 3")
+    check_scratch_options(p)
+
+
+def check_scratch_options(p):
+    from medlab.cli import check_range
+    for name, allowed in (("scratch_pooling", ("flatten", "max", "avg")), ("class_weight", ("none", "balanced")),
+                          ("scratch_lr_schedule", ("constant", "cosine"))):
+        if p[name] not in allowed:
+            raise UserError(f"--{name.replace('_', '-')} {p[name]} is unknown; choose {' or '.join(allowed)}")
+    check_range("scratch_dropout", p["scratch_dropout"], 0.0, 1.0, high_open=True)
+    check_range("scratch_epochs", p["scratch_epochs"], 0)
+    check_range("scratch_batch_size", p["scratch_batch_size"], 0)
 
 
 def parse_arguments(argv):
@@ -599,6 +677,9 @@ def parse_arguments(argv):
         description="Transfer learning with a frozen VGG16 vs the from-scratch VGG16-style model. "
                     "Use 'transfer_vgg16.py predict MODEL IMAGE...' to classify images.")
     add_parameter_flags(parser, PARAMETERS, HELP)
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="settings of the from-scratch model and the class weights: lab (the "
+                             "handout's Lab 2 model exactly) or recommended (README); flags still override")
     return parser.parse_args(argv)
 
 
@@ -627,7 +708,7 @@ def train_command(argv):
     quiet_tensorflow()
     flags = typed_flags(args, PARAMETERS)
     data_dir, synthetic, demo = locate_data({**PARAMETERS, **flags}, flags)
-    p = {**PARAMETERS, **demo, **flags}
+    p = {**PARAMETERS, **demo, **PRESETS.get(args.preset, {}), **flags, "preset": args.preset}
     check_parameters(p)
     check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction, not after
     split = load_class_split(data_dir, p["val_fraction"], p["seed"])
@@ -650,6 +731,9 @@ def train_command(argv):
     configure_precision(p["mixed_precision"])
     runs, kept = run_evaluations(data, p, run_dir, scaling)
     metrics, (truth, scores) = summarise(runs, data["labels"], positive, p)
+    checks, metrics["try_instead"] = learning_checks(runs, data["labels"], split.class_names, p, flags)
+    for method, check in checks.items():
+        metrics[method].update(check)
     evaluation = (f"stratified {p['folds']}-fold cross-validation on train+validation" if p["folds"] >= 2
                   else f"the {split.layout}-layout validation set") + f", {p['seeds']} seed(s)"
     metrics["evaluation"] = {"kind": evaluation, "class_names": split.class_names,
@@ -667,9 +751,14 @@ def train_command(argv):
         "describe": split.describe(), "image_size": p["image_size"], "preprocess": p["preprocess"],
         "feature_shape": "x".join(map(str, data["features"].shape[1:])), "cache_hit": data["cache_hit"],
         "evaluation": evaluation, "positive_name": split.class_names[positive], "folds": p["folds"] >= 2,
-        "bootstrap": p["bootstrap"]})
+        "bootstrap": p["bootstrap"], "preset": p["preset"], "class_weight": p["class_weight"],
+        "scratch": describe_scratch(p)})
+    print(f"\n{metrics['difference']['verdict']}")
+    from medlab.collapse import print_bold
+    for line in not_learnt_lines(metrics)[:-1]:
+        print_bold(line.strip("*"))
     mark_complete(run_dir)
-    print(f"\n{metrics['difference']['verdict']}\nsummary: {run_dir / 'summary.md'}")
+    print(f"summary: {run_dir / 'summary.md'}")
     return run_dir
 
 

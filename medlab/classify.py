@@ -34,6 +34,16 @@ def compile_classifier(model, lr, jit_compile=False):
     return model
 
 
+def learning_rate(lr, schedule, epochs, steps_per_epoch=None):
+    """`lr` for "constant"; for "cosine" a decay to 0 over the run, which ends the run with small
+    steps, so the last epoch's weights (the ones scored) are settled."""
+    if schedule == "constant":
+        return lr
+    if not steps_per_epoch:
+        raise ValueError("the cosine schedule needs steps_per_epoch")
+    return keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch)
+
+
 def targets_for(model, labels):
     """Labels in the form the model's loss expects: one-hot for a softmax pair, else (N, 1)."""
     labels = np.asarray(labels)
@@ -59,7 +69,17 @@ def image_dataset(images, targets, batch_size, shuffle=False, augment=False, see
     return augmented_batches(dataset, batch_size, transform, seed).prefetch(tf.data.AUTOTUNE)
 
 
-def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None):
+def class_weights(labels, mode):
+    """Keras `class_weight` for `mode`: None for "none"; for "balanced" each class weighs
+    n / (2 * n_class), so both classes count as much in the loss and the majority class is no
+    longer the cheapest answer (the usual collapse on imbalanced real sets)."""
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(labels), minlength=2)
+    return {label: float(counts.sum() / (2 * n)) for label, n in enumerate(counts) if n}
+
+
+def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None, class_weight=None):
     """Fit for exactly `epochs` epochs, logging every epoch to `csv_path` and to TensorBoard (a
     folder named after the CSV file, see `tensorboard_model_dir`); returns seconds taken.
 
@@ -75,6 +95,7 @@ def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None):
     model.fit(inputs, targets, validation_data=val_data, epochs=epochs,
               callbacks=[keras.callbacks.CSVLogger(str(csv_path)),
                          epoch_logger(tensorboard_model_dir(csv_path))],
+              class_weight=class_weight,
               verbose=1 if sys.stdout.isatty() else 2, **options)
     return time.perf_counter() - start
 

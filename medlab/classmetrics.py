@@ -1,6 +1,8 @@
 """Binary classification metrics on label and score arrays (class 1 = positive)."""
 import numpy as np
 
+POSITIVE_NAMES = ("Mel", "AFF")  # the diseases of the lab's two sets
+
 
 def roc_auc(labels, scores):
     """Area under the ROC curve by the rank-sum formula (ties count one half); NaN for one class."""
@@ -40,6 +42,14 @@ def binary_metrics(labels, scores, threshold=0.5):
             "auc": roc_auc(labels, scores),
             "sensitivity": sensitivity,
             "specificity": specificity}
+
+
+def positive_label(class_names, positive="auto"):
+    """The label counted as positive for sensitivity: `positive` by name, or for "auto" the
+    disease of the lab's sets (Mel, AFF) when present, else label 1."""
+    if positive == "auto":
+        return next((i for i, n in enumerate(class_names) if n in POSITIVE_NAMES), 1)
+    return class_names.index(positive)
 
 
 def roc_curve(labels, scores):

@@ -1,0 +1,87 @@
+"""Notice a classifier that has not learnt its task (issue 10).
+
+On imbalanced real sets a network often settles on the majority class: its accuracy then equals
+the majority share in every epoch, which looks like a result, and its Grad-CAM maps explain
+predictions that mean nothing. The check below looks at the predictions themselves, at the
+model's threshold, so it catches that whatever the AUC says.
+"""
+import shlex
+import sys
+
+import numpy as np
+
+from medlab.classmetrics import binary_metrics
+
+# "(Almost) all one class": the most predicted class takes at least this share of the images.
+ONE_CLASS_SHARE = 0.95
+# Balanced accuracy at or below this is near chance (0.5), whatever the spread of the predictions.
+CHANCE_BALANCED_ACCURACY = 0.55
+
+
+def learning_check(labels, predicted, class_names):
+    """Counts of the predicted classes and whether the model has learnt the task.
+
+    Args:
+        labels, predicted: integer class labels (0/1) of the validation images and the model's
+            predictions at its threshold.
+        class_names: the names of labels 0 and 1.
+    Returns:
+        {"predicts_one_class", "not_learnt", "predicted_counts" {name: n}, "majority_prediction",
+        "n_images", "balanced_accuracy"}: `predicts_one_class` when one class takes at least
+        `ONE_CLASS_SHARE` of the predictions; `not_learnt` also when the balanced accuracy is at
+        most `CHANCE_BALANCED_ACCURACY` (NaN, one class absent from the labels, counts as unknown).
+    """
+    labels, predicted = np.asarray(labels).astype(int), np.asarray(predicted).astype(int)
+    counts = np.bincount(predicted, minlength=2)
+    top = int(counts.argmax())
+    one_class = bool(counts[top] >= ONE_CLASS_SHARE * predicted.size)
+    balanced = binary_metrics(labels, predicted.astype(float))["balanced_accuracy"]
+    return {"predicts_one_class": one_class,
+            "not_learnt": bool(one_class or balanced <= CHANCE_BALANCED_ACCURACY),
+            "predicted_counts": {name: int(counts[i]) for i, name in enumerate(class_names)},
+            "majority_prediction": class_names[top], "n_images": int(predicted.size),
+            "balanced_accuracy": float(balanced)}
+
+
+def not_learnt_sentence(check, model="the model"):
+    """The plain sentence for summaries and the console; "" for a model that has learnt."""
+    if not check["not_learnt"]:
+        return ""
+    if check["predicts_one_class"]:
+        name = check["majority_prediction"]
+        return (f"{model} predicts {name} for {check['predicted_counts'][name]} of {check['n_images']} "
+                "validation images: it has not learnt the task")
+    return (f"{model} has a balanced accuracy of {check['balanced_accuracy']:.3f} on {check['n_images']} "
+            "validation images, near chance (0.5): it has not learnt the task")
+
+
+def suggested_command(script, typed, preset_keys, preset="recommended"):
+    """The command to try instead: the flags the user typed, less those the preset sets, plus it.
+
+    `typed` maps parameter names to the values given on the command line (booleans become
+    --name / --no-name); `preset_keys` are the parameters the preset sets, whose typed values
+    would otherwise override it.
+    """
+    words = ["python", script]
+    for name, value in typed.items():
+        if name in preset_keys or name == "preset":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        else:
+            words += [flag, shlex.quote(str(value))]
+    return " ".join(words + ["--preset", preset])
+
+
+def try_instead(script, typed, preset_keys, used_preset, preset="recommended"):
+    """What to do next: the command with `preset`, or, when that preset already ran as it is, more data."""
+    if used_preset == preset and not any(name in preset_keys for name in typed):
+        return (f"The {preset} preset has not learnt this set either: check the labels, add images "
+                "or train longer (--epochs).")
+    return f"Try instead: `{suggested_command(script, typed, preset_keys, preset)}`."
+
+
+def print_bold(text):
+    """Bold on a terminal, framed by stars in a log file, so the sentence is never missed."""
+    print(f"\033[1m{text}\033[0m" if sys.stdout.isatty() else f"*** {text} ***")
