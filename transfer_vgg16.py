@@ -450,7 +450,10 @@ def learning_checks(runs, labels, class_names, p, typed):
         checks[method] = {**check, "not_learnt_message": not_learnt_sentence(check, model)}
     if not any(check["not_learnt"] for check in checks.values()):
         return checks, None
-    return checks, try_instead("transfer_vgg16.py", typed, PRESETS["recommended"], p["preset"])
+    advice = try_instead("transfer_vgg16.py", typed, PRESETS["recommended"], p["preset"])
+    if checks["transfer"]["not_learnt"] and p["weights"] == "none":  # no preset helps random features
+        advice += " The head's features come from a random VGG16 (--weights none): use --weights imagenet."
+    return checks, advice
 
 
 def not_learnt_lines(metrics):

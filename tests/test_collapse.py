@@ -57,6 +57,8 @@ def test_transfer_reports_which_of_its_models_has_not_learnt():
     assert checks["transfer"]["not_learnt_message"].startswith("The transfer head predicts Nevi for 4 of 4")
     assert not checks["scratch"]["not_learnt"]
     assert advice == "Try instead: `python transfer_vgg16.py --lr 1e-05 --preset recommended`."
+    _, advice = tv.learning_checks(runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], {**params, "weights": "none"}, {})
+    assert advice.endswith("use --weights imagenet.")
 
 
 def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
