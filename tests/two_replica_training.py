@@ -39,6 +39,7 @@ PARAMETERS = {
     "batch_norm": False,
     "loss": "bce",
     "lr": 1e-2,
+    "lr_schedule": "constant",
     "epochs": 2,
     "augment": True,
     "seed": 3,
