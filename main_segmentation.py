@@ -52,9 +52,9 @@ EXPERIMENTS = {
     "4d-dice": {"loss": "dice", "dropout": 0.2, "base": 32},
     "4e-bce": {"loss": "bce", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
     "4e-dice": {"loss": "dice", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
-    # What measurably helped on real chest X-rays (README, Task 4, "Real chest X-rays").
-    "best": {"loss": "bce_dice", "base": 16, "batch_norm": True, "augment": True, "lr": 1e-3,
-             "lr_schedule": "cosine", "epochs": 60, "postprocess": True},
+    # What measurably helped on real chest X-rays (README, Task 4, "Real chest X-rays"); batch norm,
+    # augmentation and base 16 did not, within 15 CPU minutes, so best leaves them out.
+    "best": {"loss": "bce_dice", "lr": 1e-3, "lr_schedule": "cosine", "epochs": 100, "postprocess": True},
 }
 
 # The lab's questions, as paired comparisons (first, second, question) on the same validation

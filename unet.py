@@ -535,12 +535,16 @@ HELP = {
 }
 METRICS = ("dice", "iou", "hd95", "precision", "recall")
 LR_SCHEDULES = ("constant", "cosine")
+# Parameters newer than the first runs.json plans: an older plan (resumed) or a partial block gets
+# the lab's behaviour.
+ADDED_PARAMETERS = {"lr_schedule": "constant", "postprocess": False}
 
 
 def check_parameters(p):
     """Reject nonsense parameters with a one-line message before any work starts."""
     from medlab.cli import check_range
     from medlab.distribute import check_scaling
+    p = {**ADDED_PARAMETERS, **p}
     if p["loss"] not in LOSSES:
         raise UserError(f"--loss {p['loss']} is unknown; choose one of {', '.join(LOSSES)}")
     if p["lr_schedule"] not in LR_SCHEDULES:
@@ -684,6 +688,7 @@ def experiment_datasets(p, data, batch_size, cache_dir=None):
 
 def fit_experiment(p, datasets, run_dir, scaling):
     """A fresh U-Net built and trained under `scaling`'s strategy; returns it and the training seconds."""
+    p = {**ADDED_PARAMETERS, **p}
     steps = p["epochs"] * int(datasets[0].cardinality())
     with scaling.scope():
         model = compile_unet(build_unet((p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"],
@@ -708,6 +713,7 @@ def score_summary(scores, prefix="val_"):
 
 def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     """Train, evaluate and draw one experiment into `run_dir`; returns its metrics."""
+    p = {**ADDED_PARAMETERS, **p}
     from medlab.plots import plot_curves, read_history
     from medlab.runs import save_config, set_seed
     print(f"\n=== experiment {name} -> {run_dir}")

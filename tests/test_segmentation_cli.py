@@ -214,7 +214,7 @@ def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(tm
     monkeypatch.setattr(unet, "build_unet", saturated)
     data = xray_folder(tmp_path, count=10)
     unet._run(["--data-dir", str(data), "--experiments", "best", *TINY, "--lr", "1e-12",
-               "--out", str(tmp_path / "out")], *segmentation_blocks())
+               "--postprocess", "--out", str(tmp_path / "out")], *segmentation_blocks())
     out = capsys.readouterr().out
     assert "**warning: best marks (almost) the whole image as lung in all 2 validation images" in out
     (summary,) = folders(tmp_path / "out", "-summary")
