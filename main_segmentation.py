@@ -10,6 +10,7 @@
 Edit the parameters below or override any of them with a flag (`--help` lists them). Precedence:
 the defaults < an experiment's own settings < flags given on the command line.
 """
+
 import sys
 
 from medlab import quiet_tensorflow
@@ -18,29 +19,29 @@ quiet_tensorflow()  # before unet imports TensorFlow, whose start-up chatter wou
 import unet  # noqa: E402
 
 PARAMETERS = {
-    "data_dir": "data/X_ray",   # X_ray/{Image,Mask}/ with identical file names
-    "size": 256,                # images are resized to size x size, one channel
-    "base": 8,                  # filters of the first U-Net level (then 2x, 4x, 8x, bottleneck 16x)
-    "depth": 4,                 # U-Net levels; size must be divisible by 2**depth
-    "dropout": 0.0,             # rate after every pooling and skip concatenation (0 = none)
+    "data_dir": "data/X_ray",  # X_ray/{Image,Mask}/ with identical file names
+    "size": 256,  # images are resized to size x size, one channel
+    "base": 8,  # filters of the first U-Net level (then 2x, 4x, 8x, bottleneck 16x)
+    "depth": 4,  # U-Net levels; size must be divisible by 2**depth
+    "dropout": 0.0,  # rate after every pooling and skip concatenation (0 = none)
     "batch_norm": False,
-    "augment": False,           # joint rotation 10, shift 0.1, zoom 0.2, flip of image and mask
-    "loss": "bce",              # bce or dice
+    "augment": False,  # joint rotation 10, shift 0.1, zoom 0.2, flip of image and mask
+    "loss": "bce",  # bce or dice
     "batch_size": 8,
     "lr": 1e-4,
     "epochs": 150,
-    "val_fraction": 0.2,        # the same seeded split for every experiment
-    "folds": 0,                 # K >= 2: K-fold cross-validation over all pairs instead of the split
+    "val_fraction": 0.2,  # the same seeded split for every experiment
+    "folds": 0,  # K >= 2: K-fold cross-validation over all pairs instead of the split
     "seed": 42,
     "out": "results/segmentation",
     # Scaling (README, "Scaling"): batch_size above is per replica; the global batch is printed.
-    "cache": "auto",            # memory, disk or none; auto preloads when it fits the budget below
+    "cache": "auto",  # memory, disk or none; auto preloads when it fits the budget below
     "memory_budget_gb": 4.0,
-    "strategy": "auto",         # auto, default, mirrored (all local GPUs) or multiworker (TF_CONFIG)
-    "mixed_precision": "off",   # off, float16 (GPU) or bfloat16
-    "jit": False,               # XLA compilation of the training step
+    "strategy": "auto",  # auto, default, mirrored (all local GPUs) or multiworker (TF_CONFIG)
+    "mixed_precision": "off",  # off, float16 (GPU) or bfloat16
+    "jit": False,  # XLA compilation of the training step
     "lr_schedule": "constant",  # constant, or cosine: decays from lr to 0 over the run
-    "postprocess": False,       # keep the two largest regions of each predicted mask, holes filled
+    "postprocess": False,  # keep the two largest regions of each predicted mask, holes filled
 }
 
 EXPERIMENTS = {
@@ -54,7 +55,13 @@ EXPERIMENTS = {
     "4e-dice": {"loss": "dice", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
     # What measurably helped on real chest X-rays (README, Task 4, "Real chest X-rays"); batch norm,
     # augmentation and base 16 did not, within 15 CPU minutes, so best leaves them out.
-    "best": {"loss": "bce_dice", "lr": 1e-3, "lr_schedule": "cosine", "epochs": 100, "postprocess": True},
+    "best": {
+        "loss": "bce_dice",
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "epochs": 100,
+        "postprocess": True,
+    },
 }
 
 # The lab's questions, as paired comparisons (first, second, question) on the same validation
@@ -77,5 +84,6 @@ DEFAULT_EXPERIMENTS = [name for name in EXPERIMENTS if name != "best"]
 SYNTHETIC_DEMO = {"pairs": 100, "size": 64, "batch_size": 4, "epochs": 16, "lr": 7e-4}
 
 if __name__ == "__main__":
-    unet.run_command_line(sys.argv[1:], PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO, COMPARISONS,
-                          DEFAULT_EXPERIMENTS)
+    unet.run_command_line(
+        sys.argv[1:], PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO, COMPARISONS, DEFAULT_EXPERIMENTS
+    )

@@ -10,6 +10,7 @@ trained on the same split for the same number of epochs, and both are scored on 
 validation images with bootstrap confidence intervals, so the comparison says whether the
 difference is larger than the noise. Edit the parameters below or override any with a flag.
 """
+
 import hashlib
 import json
 import sys
@@ -26,66 +27,96 @@ from medlab.distribute import SCALING_HELP, SCALING_PARAMETERS
 from medlab.runs import UserError, main_guard  # light imports: TensorFlow loads only when needed
 
 PARAMETERS = {
-    "dataset": "skin",          # skin or bone: data/Skin or data/Bone (synthetic demo when absent)
-    "data_dir": "",             # any folder Set/{train,validation}/{A,B}/ or Set/{A,B}/; wins over --dataset
-    "weights": "imagenet",      # imagenet, none (random: smoke tests only) or a VGG16 notop weights file
-    "preprocess": "vgg16",      # vgg16: keras.applications.vgg16.preprocess_input; rescale: the handout's 1/255
-    "image_size": 224,          # backbone input; features are (size/32) x (size/32) x 512
-    "epochs": 150,              # for the head and for the from-scratch model alike
-    "lr": 1e-5,                 # Adam learning rate of the head
+    "dataset": "skin",  # skin or bone: data/Skin or data/Bone (synthetic demo when absent)
+    "data_dir": "",  # any folder Set/{train,validation}/{A,B}/ or Set/{A,B}/; wins over --dataset
+    "weights": "imagenet",  # imagenet, none (random: smoke tests only) or a VGG16 notop weights file
+    "preprocess": "vgg16",  # vgg16: keras.applications.vgg16.preprocess_input; rescale: the handout's 1/255
+    "image_size": 224,  # backbone input; features are (size/32) x (size/32) x 512
+    "epochs": 150,  # for the head and for the from-scratch model alike
+    "lr": 1e-5,  # Adam learning rate of the head
     "batch_size": 8,
-    "dense_units": 128,         # head: Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(1, sigmoid)
+    "dense_units": 128,  # head: Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(1, sigmoid)
     "dropout": 0.5,
-    "scratch_size": 128,        # from-scratch VGG16-style model (Lab 2 task 7a): input size,
-    "scratch_channels": 3,      #   channels (1 = grayscale as in the lab's Task 3),
-    "scratch_base": 8,          #   filters of the first block
+    "scratch_size": 128,  # from-scratch VGG16-style model (Lab 2 task 7a): input size,
+    "scratch_channels": 3,  #   channels (1 = grayscale as in the lab's Task 3),
+    "scratch_base": 8,  #   filters of the first block
     "scratch_lr": 1e-5,
-    "scratch_centre": True,     #   pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
+    "scratch_centre": True,  #   pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
     "scratch_batch_norm": False,  # BatchNormalization after every convolution (not in the lab's model)
     "scratch_pooling": "flatten",  # flatten (the lab's), max or avg: global pooling instead of Flatten
-    "scratch_dropout": 0.4,     #   after each of its 3 Dense(64) layers
+    "scratch_dropout": 0.4,  #   after each of its 3 Dense(64) layers
     "scratch_lr_schedule": "constant",  # or cosine: decays to 0 over the run
-    "scratch_epochs": 0,        #   0: the same as --epochs
-    "scratch_batch_size": 0,    #   0: the same as --batch-size
-    "class_weight": "none",     # none or balanced (each class weighs as much in the loss): head and scratch
-    "augment": False,           # train-time rotation/shift/zoom/flip for the from-scratch model
-    "folds": 0,                 # K >= 2: stratified K-fold cross-validation on train+validation
-    "seeds": 1,                 # repeat every training with seeds seed, seed+1, ...
+    "scratch_epochs": 0,  #   0: the same as --epochs
+    "scratch_batch_size": 0,  #   0: the same as --batch-size
+    "class_weight": "none",  # none or balanced (each class weighs as much in the loss): head and scratch
+    "augment": False,  # train-time rotation/shift/zoom/flip for the from-scratch model
+    "folds": 0,  # K >= 2: stratified K-fold cross-validation on train+validation
+    "seeds": 1,  # repeat every training with seeds seed, seed+1, ...
     "seed": 0,
-    "val_fraction": 0.2,        # only for a flat Set/{A,B}/ folder: stratified seeded split
-    "positive": "auto",         # class counted as positive for sensitivity; auto: Mel/AFF, else label 1
-    "bootstrap": 2000,          # resamples for the 95% confidence intervals
+    "val_fraction": 0.2,  # only for a flat Set/{A,B}/ folder: stratified seeded split
+    "positive": "auto",  # class counted as positive for sensitivity; auto: Mel/AFF, else label 1
+    "bootstrap": 2000,  # resamples for the 95% confidence intervals
     "cache_dir": "data/cache/vgg16-features",
     "out": "results/transfer",
-    **SCALING_PARAMETERS,       # strategy, mixed_precision, jit (README, "Scaling"); batch_size is per replica
+    **SCALING_PARAMETERS,  # strategy, mixed_precision, jit (README, "Scaling"); batch_size is per replica
 }
 
 HELP = {
-    "dataset": "skin or bone", "data_dir": "data folder in the lab layout",
+    "dataset": "skin or bone",
+    "data_dir": "data folder in the lab layout",
     "weights": "imagenet, none, or a path to a VGG16 notop .h5/.weights.h5 file",
-    "preprocess": "vgg16 or rescale", "folds": "K-fold cross-validation (0 = use the split)",
-    "seeds": "number of repeats with different seeds", "positive": "positive class name",
-    "scratch_pooling": "flatten, max or avg", "scratch_lr_schedule": "constant or cosine",
-    "scratch_epochs": "epochs of the from-scratch model (0: --epochs)", "class_weight": "none or balanced",
+    "preprocess": "vgg16 or rescale",
+    "folds": "K-fold cross-validation (0 = use the split)",
+    "seeds": "number of repeats with different seeds",
+    "positive": "positive class name",
+    "scratch_pooling": "flatten, max or avg",
+    "scratch_lr_schedule": "constant or cosine",
+    "scratch_epochs": "epochs of the from-scratch model (0: --epochs)",
+    "class_weight": "none or balanced",
     "scratch_batch_size": "batch size of the from-scratch model (0: --batch-size)",
     **SCALING_HELP,
 }
 
 # Without data, a generated set replaces data/Skin or data/Bone, and these settings replace the
 # defaults above (flags still win) so that the demo finishes in minutes on a laptop CPU.
-SYNTHETIC_DEMO = {"image_size": 128, "epochs": 30, "lr": 1e-4, "scratch_size": 64, "scratch_lr": 1e-4}
+SYNTHETIC_DEMO = {
+    "image_size": 128,
+    "epochs": 30,
+    "lr": 1e-4,
+    "scratch_size": 64,
+    "scratch_lr": 1e-4,
+}
 # Named settings for the from-scratch model and the class weights (--preset; over the demo
 # settings, under the flags), as in cam_vgg16.py: "lab" is the handout's Lab 2 model exactly ([0, 1]
 # pixels without the centring layer, one channel, lr 1e-5, the lab's epochs), "recommended" what
 # learnt best on real data (README, Tasks 1-2).
 PRESETS = {
-    "lab": {"scratch_size": 128, "scratch_channels": 1, "scratch_base": 8, "scratch_lr": 1e-5,
-            "scratch_centre": False, "scratch_batch_norm": False, "scratch_pooling": "flatten",
-            "scratch_dropout": 0.4, "scratch_lr_schedule": "constant", "scratch_epochs": 0,
-            "scratch_batch_size": 0, "augment": False, "class_weight": "none"},
-    "recommended": {"scratch_lr": 1e-3, "scratch_batch_norm": True, "scratch_pooling": "avg",
-                    "scratch_dropout": 0.0, "scratch_lr_schedule": "cosine", "scratch_epochs": 40,
-                    "scratch_batch_size": 32, "augment": True, "class_weight": "balanced"},
+    "lab": {
+        "scratch_size": 128,
+        "scratch_channels": 1,
+        "scratch_base": 8,
+        "scratch_lr": 1e-5,
+        "scratch_centre": False,
+        "scratch_batch_norm": False,
+        "scratch_pooling": "flatten",
+        "scratch_dropout": 0.4,
+        "scratch_lr_schedule": "constant",
+        "scratch_epochs": 0,
+        "scratch_batch_size": 0,
+        "augment": False,
+        "class_weight": "none",
+    },
+    "recommended": {
+        "scratch_lr": 1e-3,
+        "scratch_batch_norm": True,
+        "scratch_pooling": "avg",
+        "scratch_dropout": 0.0,
+        "scratch_lr_schedule": "cosine",
+        "scratch_epochs": 40,
+        "scratch_batch_size": 32,
+        "augment": True,
+        "class_weight": "balanced",
+    },
 }
 
 DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}
@@ -99,8 +130,10 @@ CACHE_VERSION = 1
 
 # ----------------------------------------------------------------------------- backbone
 
+
 def keras_cache_file():
     import os
+
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     return Path(home) / "models" / IMAGENET_FILE
 
@@ -108,6 +141,7 @@ def keras_cache_file():
 def load_backbone(weights, image_size):
     """VGG16's convolutional base with `weights` (imagenet, none or a file), frozen."""
     import keras
+
     shape = (image_size, image_size, 3)
     if weights == "none":
         backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
@@ -121,28 +155,38 @@ def load_backbone(weights, image_size):
 
 def download_imagenet_backbone(shape):
     import keras
+
     try:
         return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=shape)
     except Exception as error:  # any failed download or check: never continue with other weights
         reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-        raise UserError(f"cannot get the ImageNet VGG16 weights ({reason}); on a machine without "
-                        f"internet copy {IMAGENET_FILE} to {keras_cache_file()} or pass "
-                        "--weights PATH (a local VGG16 notop weights file), or --weights none "
-                        "for a smoke test") from None
+        raise UserError(
+            f"cannot get the ImageNet VGG16 weights ({reason}); on a machine without "
+            f"internet copy {IMAGENET_FILE} to {keras_cache_file()} or pass "
+            "--weights PATH (a local VGG16 notop weights file), or --weights none "
+            "for a smoke test"
+        ) from None
 
 
 def backbone_from_file(path, shape):
     import keras
+
     if path.is_dir():
-        raise UserError(f"--weights {path} is a folder; pass the weights file inside it, such as "
-                        f"{path / IMAGENET_FILE}, or --weights imagenet or none")
+        raise UserError(
+            f"--weights {path} is a folder; pass the weights file inside it, such as "
+            f"{path / IMAGENET_FILE}, or --weights imagenet or none"
+        )
     if not path.is_file():
-        raise UserError(f"weights file {path} does not exist; pass --weights imagenet, none, or the "
-                        f"path of a VGG16 notop weights file such as {IMAGENET_FILE}")
+        raise UserError(
+            f"weights file {path} does not exist; pass --weights imagenet, none, or the "
+            f"path of a VGG16 notop weights file such as {IMAGENET_FILE}"
+        )
     if not path.name.endswith((".h5", ".hdf5", ".keras")):
         raise UserError(f"weights file {path} must be a Keras .h5, .weights.h5 or .keras file")
     backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-    kernels = {layer.name: layer.kernel.numpy() for layer in backbone.layers if hasattr(layer, "kernel")}
+    kernels = {
+        layer.name: layer.kernel.numpy() for layer in backbone.layers if hasattr(layer, "kernel")
+    }
     reason = ""
     try:
         with warnings.catch_warnings():  # Keras only warns about parts it skips: checked below
@@ -151,13 +195,21 @@ def backbone_from_file(path, shape):
     except Exception as error:
         reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
     # A layer whose kernel still equals its random start was not loaded: refuse, never run half-random.
-    unloaded = [name for name, kernel in kernels.items()
-                if np.array_equal(backbone.get_layer(name).kernel.numpy(), kernel)]
+    unloaded = [
+        name
+        for name, kernel in kernels.items()
+        if np.array_equal(backbone.get_layer(name).kernel.numpy(), kernel)
+    ]
     if reason or unloaded:
-        reason = reason or f"{len(unloaded)} of {len(kernels)} layers not in the file: {', '.join(unloaded[:3])}"
-        raise UserError(f"weights file {path} does not fit VGG16 without its top ({reason}); pass "
-                        f"the notop file {IMAGENET_FILE} or weights saved from "
-                        "keras.applications.VGG16(include_top=False)")
+        reason = (
+            reason
+            or f"{len(unloaded)} of {len(kernels)} layers not in the file: {', '.join(unloaded[:3])}"
+        )
+        raise UserError(
+            f"weights file {path} does not fit VGG16 without its top ({reason}); pass "
+            f"the notop file {IMAGENET_FILE} or weights saved from "
+            "keras.applications.VGG16(include_top=False)"
+        )
     return backbone
 
 
@@ -171,11 +223,13 @@ def weights_fingerprint(model):
 
 # ----------------------------------------------------------------------------- features
 
+
 def to_backbone_input(images, preprocess):
     """Images in [0, 1] (N, H, W, 3, RGB) as the backbone expects them."""
     if preprocess == "rescale":
         return images  # the handout's 1/255: pixels already are in [0, 1]
     from keras.applications.vgg16 import preprocess_input
+
     return preprocess_input(images * 255.0)
 
 
@@ -189,7 +243,9 @@ def file_digest(path):
 
 def feature_cache_key(paths, image_size, preprocess, backbone_id):
     """One key per (file names and contents, size, weights, preprocessing)."""
-    digest = hashlib.sha256(json.dumps([CACHE_VERSION, image_size, preprocess, backbone_id]).encode())
+    digest = hashlib.sha256(
+        json.dumps([CACHE_VERSION, image_size, preprocess, backbone_id]).encode()
+    )
     for path in sorted(str(Path(p).resolve()) for p in paths):
         digest.update(path.encode() + b"\0" + file_digest(path))
     return digest.hexdigest()[:24]
@@ -197,15 +253,20 @@ def feature_cache_key(paths, image_size, preprocess, backbone_id):
 
 def load_batch(paths, image_size):
     from medlab.images import load_image
+
     return np.stack([load_image(p, (image_size, image_size), 3) for p in paths])
 
 
 def run_backbone(backbone, paths, image_size, preprocess, batch_size=16):
     """Features of `paths` in order, decoding one batch while the backbone runs on the previous."""
     from medlab.synthetic import progress
-    batches = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]  # last one kept
-    bar = progress(len(paths), f"extracting VGG16 features of {len(paths)} images at "
-                               f"{image_size}x{image_size} ({preprocess} preprocessing)")
+
+    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]  # last one kept
+    bar = progress(
+        len(paths),
+        f"extracting VGG16 features of {len(paths)} images at "
+        f"{image_size}x{image_size} ({preprocess} preprocessing)",
+    )
     features, done = [], 0
     with ThreadPoolExecutor(max_workers=1) as loader:
         pending = loader.submit(load_batch, batches[0], image_size)
@@ -213,7 +274,9 @@ def run_backbone(backbone, paths, image_size, preprocess, batch_size=16):
             images = pending.result()
             if i + 1 < len(batches):
                 pending = loader.submit(load_batch, batches[i + 1], image_size)
-            features.append(np.asarray(backbone.predict_on_batch(to_backbone_input(images, preprocess))))
+            features.append(
+                np.asarray(backbone.predict_on_batch(to_backbone_input(images, preprocess)))
+            )
             done += len(images)
             bar.update(done)
     return np.concatenate(features).astype(np.float32)
@@ -248,10 +311,12 @@ def cached_features(backbone, paths, image_size, preprocess, cache_dir, backbone
 
 # ----------------------------------------------------------------------------- models
 
+
 def build_head(feature_shape, dense_units, dropout):
     """The new classifier on top of the frozen features (the only trained part)."""
     import keras
     from keras import layers
+
     inputs = keras.Input(shape=feature_shape, name="features")
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(dense_units, activation="relu", name="dense")(x)
@@ -264,6 +329,7 @@ def build_head(feature_shape, dense_units, dropout):
 def preprocessing_layer(preprocess):
     """Built-in layers only, so the exported model loads anywhere without custom code."""
     from keras import layers
+
     if preprocess == "rescale":
         return layers.Rescaling(1.0 / 255, name="rescale")
     # vgg16.preprocess_input on 0-255 RGB: reverse the channels to BGR, subtract the ImageNet means.
@@ -283,6 +349,7 @@ def export_full_model(backbone, head, preprocess, image_size):
     Grad-CAM tools can reach `block5_conv3` and the prediction in one graph.
     """
     import keras
+
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = preprocessing_layer(preprocess)(inputs)
     for layer in backbone.layers[1:]:
@@ -297,10 +364,17 @@ def export_full_model(backbone, head, preprocess, image_size):
 def build_scratch(p):
     """The lab's VGG16-style model, fed pixels centred on 0 (`medlab.vgg.CENTRING`)."""
     from medlab.vgg import build_vgg16_style
-    return build_vgg16_style((p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
-                             base=p["scratch_base"], n_classes=1, centre=p["scratch_centre"], name="scratch_vgg16",
-                             batch_norm=p["scratch_batch_norm"], pooling=p["scratch_pooling"],
-                             dropout=p["scratch_dropout"])
+
+    return build_vgg16_style(
+        (p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
+        base=p["scratch_base"],
+        n_classes=1,
+        centre=p["scratch_centre"],
+        name="scratch_vgg16",
+        batch_norm=p["scratch_batch_norm"],
+        pooling=p["scratch_pooling"],
+        dropout=p["scratch_dropout"],
+    )
 
 
 def scratch_epochs(p):
@@ -313,13 +387,17 @@ def scratch_batch_size(p):
 
 # ----------------------------------------------------------------------------- experiments
 
+
 def plan_evaluations(split, folds, seed):
     """(name, train indices, validation indices) into the list train paths + validation paths."""
     from medlab.classify import stratified_folds
+
     labels = np.concatenate([split.train_labels, split.val_labels])
     if folds >= 2:
-        return [(f"fold{k + 1}", train, held_out)
-                for k, (train, held_out) in enumerate(stratified_folds(labels, folds, seed))]
+        return [
+            (f"fold{k + 1}", train, held_out)
+            for k, (train, held_out) in enumerate(stratified_folds(labels, folds, seed))
+        ]
     n_train = len(split.train_paths)
     return [("split", np.arange(n_train), np.arange(n_train, labels.size))]
 
@@ -327,35 +405,64 @@ def plan_evaluations(split, folds, seed):
 def train_transfer(features, labels, train, val, p, csv_path, scaling):
     """A fresh head trained on cached features; returns it with validation scores and seconds."""
     from medlab.classify import class_one_scores, class_weights, compile_classifier, fit_logged
+
     with scaling.scope():
-        head = compile_classifier(build_head(features.shape[1:], p["dense_units"], p["dropout"]), p["lr"],
-                                  jit_compile=scaling.jit)
-    seconds = fit_logged(head, (features[train], labels[train, None]), (features[val], labels[val, None]),
-                         p["epochs"], csv_path, scaling.global_batch(p["batch_size"]),
-                         class_weight=class_weights(labels[train], p["class_weight"]))
+        head = compile_classifier(
+            build_head(features.shape[1:], p["dense_units"], p["dropout"]),
+            p["lr"],
+            jit_compile=scaling.jit,
+        )
+    seconds = fit_logged(
+        head,
+        (features[train], labels[train, None]),
+        (features[val], labels[val, None]),
+        p["epochs"],
+        csv_path,
+        scaling.global_batch(p["batch_size"]),
+        class_weight=class_weights(labels[train], p["class_weight"]),
+    )
     return head, class_one_scores(head, features[val]), seconds
 
 
 def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
-    from medlab.classify import (class_one_scores, class_weights, compile_classifier, fit_logged,
-                                 image_dataset, learning_rate)
+    from medlab.classify import (
+        class_one_scores,
+        class_weights,
+        compile_classifier,
+        fit_logged,
+        image_dataset,
+        learning_rate,
+    )
+
     batch_size = scaling.global_batch(scratch_batch_size(p))
-    lr = learning_rate(p["scratch_lr"], p["scratch_lr_schedule"], scratch_epochs(p),
-                       int(np.ceil(len(train) / batch_size)))
+    lr = learning_rate(
+        p["scratch_lr"],
+        p["scratch_lr_schedule"],
+        scratch_epochs(p),
+        int(np.ceil(len(train) / batch_size)),
+    )
     with scaling.scope():
         model = compile_classifier(build_scratch(p), lr, jit_compile=scaling.jit)
     targets = labels.astype(np.float32)[:, None]
-    train_data = image_dataset(images[train], targets[train], batch_size, shuffle=True,
-                               augment=p["augment"], seed=seed)
+    train_data = image_dataset(
+        images[train], targets[train], batch_size, shuffle=True, augment=p["augment"], seed=seed
+    )
     val_data = image_dataset(images[val], targets[val], batch_size)
-    seconds = fit_logged(model, train_data, val_data, scratch_epochs(p), csv_path,
-                         class_weight=class_weights(labels[train], p["class_weight"]))
+    seconds = fit_logged(
+        model,
+        train_data,
+        val_data,
+        scratch_epochs(p),
+        csv_path,
+        class_weight=class_weights(labels[train], p["class_weight"]),
+    )
     return model, class_one_scores(model, images[val]), seconds
 
 
 def run_evaluations(data, p, run_dir, scaling):
     """Train both models for every (seed, fold); keep the first run's models for export."""
     from medlab.runs import set_seed
+
     runs, kept = [], {}
     for repeat in range(p["seeds"]):
         seed = p["seed"] + repeat
@@ -364,20 +471,42 @@ def run_evaluations(data, p, run_dir, scaling):
             print(f"\n=== {name}, seed {seed}: {len(train)} training, {len(val)} validation images")
             set_seed(seed)
             head, transfer_scores, head_seconds = train_transfer(
-                data["features"], data["labels"], train, val, p, run_dir / f"history_transfer{tag}.csv", scaling)
+                data["features"],
+                data["labels"],
+                train,
+                val,
+                p,
+                run_dir / f"history_transfer{tag}.csv",
+                scaling,
+            )
             set_seed(seed)
             scratch, scratch_scores, scratch_seconds = train_scratch(
-                data["images"], data["labels"], train, val, p, seed, run_dir / f"history_scratch{tag}.csv",
-                scaling)
+                data["images"],
+                data["labels"],
+                train,
+                val,
+                p,
+                seed,
+                run_dir / f"history_scratch{tag}.csv",
+                scaling,
+            )
             if not runs:
                 kept = {"head": head, "scratch": scratch}
-            runs.append({"name": name, "seed": seed, "tag": tag, "val": val,
-                         "scores": {"transfer": transfer_scores, "scratch": scratch_scores},
-                         "seconds": {"transfer": head_seconds, "scratch": scratch_seconds}})
+            runs.append(
+                {
+                    "name": name,
+                    "seed": seed,
+                    "tag": tag,
+                    "val": val,
+                    "scores": {"transfer": transfer_scores, "scratch": scratch_scores},
+                    "seconds": {"transfer": head_seconds, "scratch": scratch_seconds},
+                }
+            )
     return runs, kept
 
 
 # ----------------------------------------------------------------------------- metrics
+
 
 def oriented(labels, scores, positive):
     """Labels and scores with the positive class as 1, whichever label it has."""
@@ -396,14 +525,25 @@ def first_seed_predictions(runs, labels, seed):
 def summarise(runs, labels, positive, p):
     """metrics.json: intervals on the pooled first-seed predictions, spread over all runs."""
     from medlab.classmetrics import binary_metrics, bootstrap_metrics
+
     index, truth, scores = first_seed_predictions(runs, labels, p["seed"])
     truth_pos, oriented_scores = None, {}
     for method, values in scores.items():
         truth_pos, oriented_scores[method] = oriented(truth, values, positive)
-    intervals = bootstrap_metrics(truth_pos, oriented_scores, p["bootstrap"], p["seed"], 0.95, THRESHOLD)
-    per_run = [{"name": r["name"], "seed": r["seed"],
-                **{m: binary_metrics(*oriented(labels[r["val"]], r["scores"][m], positive), THRESHOLD)
-                   for m in ("transfer", "scratch")}} for r in runs]
+    intervals = bootstrap_metrics(
+        truth_pos, oriented_scores, p["bootstrap"], p["seed"], 0.95, THRESHOLD
+    )
+    per_run = [
+        {
+            "name": r["name"],
+            "seed": r["seed"],
+            **{
+                m: binary_metrics(*oriented(labels[r["val"]], r["scores"][m], positive), THRESHOLD)
+                for m in ("transfer", "scratch")
+            },
+        }
+        for r in runs
+    ]
     result = {}
     for method in ("transfer", "scratch"):
         point = binary_metrics(truth_pos, oriented_scores[method], THRESHOLD)
@@ -418,7 +558,9 @@ def summarise(runs, labels, positive, p):
         result[method] = entry
     difference = {}
     for metric in METRICS:
-        difference[f"val_{metric}"] = result["transfer"][f"val_{metric}"] - result["scratch"][f"val_{metric}"]
+        difference[f"val_{metric}"] = (
+            result["transfer"][f"val_{metric}"] - result["scratch"][f"val_{metric}"]
+        )
         difference[f"val_{metric}_ci"] = intervals["difference"][metric]
         spread = [run["transfer"][metric] - run["scratch"][metric] for run in per_run]
         difference[f"val_{metric}_mean"] = float(np.nanmean(spread))
@@ -434,15 +576,21 @@ def log_hparams(run_dir, p, metrics):
     """Both models' parameters and pooled scores for TensorBoard's HParams dashboard."""
     from medlab.classify import tensorboard_model_dir
     from medlab.tensorboard_logs import write_hparams
+
     for model in ("transfer", "scratch"):
-        write_hparams(tensorboard_model_dir(run_dir / f"history_{model}.csv"), {**p, "model": model},
-                      metrics[model], f"{run_dir.name}/{model}")
+        write_hparams(
+            tensorboard_model_dir(run_dir / f"history_{model}.csv"),
+            {**p, "model": model},
+            metrics[model],
+            f"{run_dir.name}/{model}",
+        )
 
 
 def learning_checks(runs, labels, class_names, p, typed):
     """Has each model learnt? Checked on the first seed's validation predictions at the threshold;
     adds the counts to `metrics` entries and returns the advice (None when both learnt)."""
     from medlab.collapse import learning_check, not_learnt_sentence, try_instead
+
     _, truth, scores = first_seed_predictions(runs, labels, p["seed"])
     checks = {}
     for method, model in (("transfer", "The transfer head"), ("scratch", "The from-scratch model")):
@@ -451,14 +599,20 @@ def learning_checks(runs, labels, class_names, p, typed):
     if not any(check["not_learnt"] for check in checks.values()):
         return checks, None
     advice = try_instead("transfer_vgg16.py", typed, PRESETS["recommended"], p["preset"])
-    if checks["transfer"]["not_learnt"] and p["weights"] == "none":  # no preset helps random features
+    if (
+        checks["transfer"]["not_learnt"] and p["weights"] == "none"
+    ):  # no preset helps random features
         advice += " The head's features come from a random VGG16 (--weights none): use --weights imagenet."
     return checks, advice
 
 
 def not_learnt_lines(metrics):
     """Bold sentences for the summary, one per model that has not learnt, then the advice."""
-    sentences = [metrics[m]["not_learnt_message"] for m in ("transfer", "scratch") if metrics[m]["not_learnt"]]
+    sentences = [
+        metrics[m]["not_learnt_message"]
+        for m in ("transfer", "scratch")
+        if metrics[m]["not_learnt"]
+    ]
     if not sentences:
         return []
     return [f"**{sentence}.**" for sentence in sentences] + [metrics["try_instead"], ""]
@@ -480,15 +634,22 @@ def verdict(difference):
 
 # ----------------------------------------------------------------------------- figures and report
 
+
 def plot_roc(truth, scores, metrics, path, positive_name):
     import matplotlib.pyplot as plt
+
     from medlab.classmetrics import roc_curve
+
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
     for i, (method, values) in enumerate(scores.items()):
         fpr, tpr = roc_curve(truth, values)
         low, high = metrics[method]["val_auc_ci"]
-        ax.plot(fpr, tpr, color=f"C{i}",
-                label=f"{method}: AUC {metrics[method]['val_auc']:.3f} [{low:.3f}, {high:.3f}]")
+        ax.plot(
+            fpr,
+            tpr,
+            color=f"C{i}",
+            label=f"{method}: AUC {metrics[method]['val_auc']:.3f} [{low:.3f}, {high:.3f}]",
+        )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel(f"sensitivity ({positive_name} positive)")
@@ -501,6 +662,7 @@ def plot_roc(truth, scores, metrics, path, positive_name):
 
 def plot_confusion(truth, scores, class_names, positive, path):
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 3.8))
     for ax, (method, values) in zip(np.atleast_1d(axes), scores.items()):
         predicted = (np.asarray(values) >= THRESHOLD).astype(int)
@@ -511,8 +673,15 @@ def plot_confusion(truth, scores, class_names, positive, path):
             matrix[t, q] += 1
         ax.imshow(matrix, cmap="Blues")
         for (r, c), count in np.ndenumerate(matrix):
-            ax.text(c, r, str(count), ha="center", va="center",
-                    color="white" if count > matrix.max() / 2 else "black", fontsize=12)
+            ax.text(
+                c,
+                r,
+                str(count),
+                ha="center",
+                va="center",
+                color="white" if count > matrix.max() / 2 else "black",
+                fontsize=12,
+            )
         ax.set_xticks([0, 1], class_names)
         ax.set_yticks([0, 1], class_names)
         ax.set_xlabel("predicted")
@@ -526,23 +695,31 @@ def plot_confusion(truth, scores, class_names, positive, path):
 def mean_history(paths):
     """Epoch-wise mean of several CSVLogger histories of equal length."""
     from medlab.plots import read_history
+
     histories = [read_history(p) for p in paths]
     return {key: list(np.mean([h[key] for h in histories], axis=0)) for key in histories[0]}
 
 
 def write_figures(run_dir, runs, truth, scores, metrics, class_names, positive):
     from medlab.plots import plot_curves
-    curves = {method: mean_history([run_dir / f"history_{method}{r['tag']}.csv" for r in runs])
-              for method in ("transfer", "scratch")}
+
+    curves = {
+        method: mean_history([run_dir / f"history_{method}{r['tag']}.csv" for r in runs])
+        for method in ("transfer", "scratch")
+    }
     label = "" if len(runs) == 1 else f" (mean of {len(runs)} runs)"
-    plot_curves({f"{m}{label}": h for m, h in curves.items()}, run_dir / "curves.png",
-                metrics=("loss", "accuracy"))
+    plot_curves(
+        {f"{m}{label}": h for m, h in curves.items()},
+        run_dir / "curves.png",
+        metrics=("loss", "accuracy"),
+    )
     plot_roc(truth, scores, metrics, run_dir / "roc.png", class_names[positive])
     plot_confusion(truth, scores, class_names, positive, run_dir / "confusion.png")
 
 
 def write_summary(run_dir, metrics, context):
     from medlab.plots import markdown_table
+
     rows = []
     for method in ("transfer", "scratch", "difference"):
         entry = metrics[method]
@@ -555,100 +732,180 @@ def write_summary(run_dir, metrics, context):
     if context["synthetic"]:
         lines += ["**Synthetic demo data**: the numbers say nothing about real images.", ""]
     if context["weights"] == "none":
-        lines += ["**Random backbone (`--weights none`)**: the features come from an untrained VGG16, "
-                  "so this run is a smoke test of the pipeline, not transfer learning.", ""]
+        lines += [
+            "**Random backbone (`--weights none`)**: the features come from an untrained VGG16, "
+            "so this run is a smoke test of the pipeline, not transfer learning.",
+            "",
+        ]
     lines += not_learnt_lines(metrics)
-    lines += [f"- data: `{context['data_dir']}`; {context['describe']}",
-              f"- training: preset `{context['preset'] or 'none'}`, class weights `{context['class_weight']}` "
-              f"(head and from-scratch model); from-scratch model {context['scratch']}",
-              f"- backbone: VGG16 without top, weights `{context['weights']}`, input "
-              f"{context['image_size']}x{context['image_size']}x3, `{context['preprocess']}` "
-              f"preprocessing, features {context['feature_shape']}; extraction "
-              f"{'skipped (cache hit)' if context['cache_hit'] else 'ran'}",
-              f"- evaluation: {context['evaluation']}; positive class **{context['positive_name']}** "
-              f"(sensitivity = its recall), threshold {THRESHOLD}; the final epoch's model is scored",
-              "", "## Validation metrics with 95% bootstrap confidence intervals", "",
-              f"Scored on {metrics['scored_images']} validation predictions (first seed"
-              f"{', pooled over folds' if context['folds'] else ''}); intervals from "
-              f"{context['bootstrap']} paired bootstrap resamples of the images.", "",
-              markdown_table(rows, ["model", *METRICS]), "",
-              f"**Verdict:** {metrics['difference']['verdict']}.", ""]
+    lines += [
+        f"- data: `{context['data_dir']}`; {context['describe']}",
+        f"- training: preset `{context['preset'] or 'none'}`, class weights `{context['class_weight']}` "
+        f"(head and from-scratch model); from-scratch model {context['scratch']}",
+        f"- backbone: VGG16 without top, weights `{context['weights']}`, input "
+        f"{context['image_size']}x{context['image_size']}x3, `{context['preprocess']}` "
+        f"preprocessing, features {context['feature_shape']}; extraction "
+        f"{'skipped (cache hit)' if context['cache_hit'] else 'ran'}",
+        f"- evaluation: {context['evaluation']}; positive class **{context['positive_name']}** "
+        f"(sensitivity = its recall), threshold {THRESHOLD}; the final epoch's model is scored",
+        "",
+        "## Validation metrics with 95% bootstrap confidence intervals",
+        "",
+        f"Scored on {metrics['scored_images']} validation predictions (first seed"
+        f"{', pooled over folds' if context['folds'] else ''}); intervals from "
+        f"{context['bootstrap']} paired bootstrap resamples of the images.",
+        "",
+        markdown_table(rows, ["model", *METRICS]),
+        "",
+        f"**Verdict:** {metrics['difference']['verdict']}.",
+        "",
+    ]
     if len(metrics["runs"]) > 1:
-        lines += [f"## Spread over {len(metrics['runs'])} runs (folds x seeds)", "",
-                  markdown_table([{"model": m, **{k: f"{metrics[m][f'val_{k}_mean']:.3f} +- "
-                                                     f"{metrics[m][f'val_{k}_std']:.3f}" for k in METRICS}}
-                                  for m in ("transfer", "scratch", "difference")], ["model", *METRICS]), ""]
-    lines += ["## Learning curves", "", "![curves](curves.png)", "",
-              "## ROC and confusion matrices", "", "![roc](roc.png)", "", "![confusion](confusion.png)", "",
-              "## Files", "",
-              "- `transfer_vgg16.keras`: backbone + head, classifies raw 0-255 RGB images "
-              f"({context['image_size']}x{context['image_size']}); `transfer_head.keras`: the head alone",
-              "- `scratch_vgg16.keras`: the from-scratch model (inputs in [0, 1])",
-              "- `history_*.csv`, `predictions.csv`, `metrics.json`, `config.json`",
-              "", "Predict: `python transfer_vgg16.py predict transfer_vgg16.keras IMAGE...`", ""]
+        lines += [
+            f"## Spread over {len(metrics['runs'])} runs (folds x seeds)",
+            "",
+            markdown_table(
+                [
+                    {
+                        "model": m,
+                        **{
+                            k: f"{metrics[m][f'val_{k}_mean']:.3f} +- "
+                            f"{metrics[m][f'val_{k}_std']:.3f}"
+                            for k in METRICS
+                        },
+                    }
+                    for m in ("transfer", "scratch", "difference")
+                ],
+                ["model", *METRICS],
+            ),
+            "",
+        ]
+    lines += [
+        "## Learning curves",
+        "",
+        "![curves](curves.png)",
+        "",
+        "## ROC and confusion matrices",
+        "",
+        "![roc](roc.png)",
+        "",
+        "![confusion](confusion.png)",
+        "",
+        "## Files",
+        "",
+        "- `transfer_vgg16.keras`: backbone + head, classifies raw 0-255 RGB images "
+        f"({context['image_size']}x{context['image_size']}); `transfer_head.keras`: the head alone",
+        "- `scratch_vgg16.keras`: the from-scratch model (inputs in [0, 1])",
+        "- `history_*.csv`, `predictions.csv`, `metrics.json`, `config.json`",
+        "",
+        "Predict: `python transfer_vgg16.py predict transfer_vgg16.keras IMAGE...`",
+        "",
+    ]
     (run_dir / "summary.md").write_text("\n".join(lines))
 
 
 def describe_scratch(p):
     """The from-scratch model's settings in words, e.g. for the summary."""
-    return (f"{p['scratch_size']}x{p['scratch_size']}x{p['scratch_channels']}, "
-            f"{'centred' if p['scratch_centre'] else '[0, 1]'} pixels, "
-            f"{'batch norm, ' if p['scratch_batch_norm'] else ''}{p['scratch_pooling']} top, dropout "
-            f"{p['scratch_dropout']}, lr {p['scratch_lr']:g} {p['scratch_lr_schedule']}, "
-            f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}{', augmented' if p['augment'] else ''}")
+    return (
+        f"{p['scratch_size']}x{p['scratch_size']}x{p['scratch_channels']}, "
+        f"{'centred' if p['scratch_centre'] else '[0, 1]'} pixels, "
+        f"{'batch norm, ' if p['scratch_batch_norm'] else ''}{p['scratch_pooling']} top, dropout "
+        f"{p['scratch_dropout']}, lr {p['scratch_lr']:g} {p['scratch_lr_schedule']}, "
+        f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}{', augmented' if p['augment'] else ''}"
+    )
 
 
 def save_models(run_dir, kept, backbone, p, class_names):
     """The exported transfer model, the head and the scratch model, each with a small info file."""
     from medlab.atomic import save_model_atomic
     from medlab.runs import write_json
+
     full = export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
-    models = {"transfer_vgg16": (full, 255.0, 3), "transfer_head": (kept["head"], None, None),
-              "scratch_vgg16": (kept["scratch"], 1.0, p["scratch_channels"])}
+    models = {
+        "transfer_vgg16": (full, 255.0, 3),
+        "transfer_head": (kept["head"], None, None),
+        "scratch_vgg16": (kept["scratch"], 1.0, p["scratch_channels"]),
+    }
     for name, (model, scale, channels) in models.items():
         save_model_atomic(model, run_dir / f"{name}.keras")
         if scale is not None:
-            write_json(run_dir / f"{name}.json", {"class_names": class_names, "input_scale": scale,
-                                                  "channels": channels, "positive_output": class_names[1]})
+            write_json(
+                run_dir / f"{name}.json",
+                {
+                    "class_names": class_names,
+                    "input_scale": scale,
+                    "channels": channels,
+                    "positive_output": class_names[1],
+                },
+            )
 
 
 def write_predictions(run_dir, runs, paths, labels, class_names):
     from medlab.plots import write_csv
-    rows = [{"run": r["name"], "seed": r["seed"], "image": str(paths[i]), "label": class_names[labels[i]],
-             "p_transfer": float(r["scores"]["transfer"][k]), "p_scratch": float(r["scores"]["scratch"][k])}
-            for r in runs for k, i in enumerate(r["val"])]
-    write_csv(run_dir / "predictions.csv", rows,
-              ["run", "seed", "image", "label", "p_transfer", "p_scratch"])
+
+    rows = [
+        {
+            "run": r["name"],
+            "seed": r["seed"],
+            "image": str(paths[i]),
+            "label": class_names[labels[i]],
+            "p_transfer": float(r["scores"]["transfer"][k]),
+            "p_scratch": float(r["scores"]["scratch"][k]),
+        }
+        for r in runs
+        for k, i in enumerate(r["val"])
+    ]
+    write_csv(
+        run_dir / "predictions.csv",
+        rows,
+        ["run", "seed", "image", "label", "p_transfer", "p_scratch"],
+    )
 
 
 # ----------------------------------------------------------------------------- command line
+
 
 def locate_data(p, flags):
     """The data folder, whether it is synthetic, and the demo settings that then apply."""
     if p["data_dir"]:
         return Path(p["data_dir"]), False, {}
     if p["dataset"] not in DATASETS:
-        raise UserError(f"--dataset {p['dataset']} is unknown; choose one of {', '.join(DATASETS)} "
-                        "or pass --data-dir with your own folder")
+        raise UserError(
+            f"--dataset {p['dataset']} is unknown; choose one of {', '.join(DATASETS)} "
+            "or pass --data-dir with your own folder"
+        )
     if Path(DATASETS[p["dataset"]]).exists():
         return Path(DATASETS[p["dataset"]]), False, {}
     from medlab.synthetic import synthetic_banner
     from medlab.synthetic_classes import synthetic_class_set
+
     folder = synthetic_class_set(p["dataset"])
     shown = {**SYNTHETIC_DEMO, **{k: v for k, v in flags.items() if k in SYNTHETIC_DEMO}}
-    synthetic_banner(f"generated {p['dataset']} images (no {DATASETS[p['dataset']]} found)", folder,
-                     ", ".join(f"{k}={v}" for k, v in shown.items()))
+    synthetic_banner(
+        f"generated {p['dataset']} images (no {DATASETS[p['dataset']]} found)",
+        folder,
+        ", ".join(f"{k}={v}" for k, v in shown.items()),
+    )
     return folder, True, SYNTHETIC_DEMO
 
 
 def check_parameters(p):
     from medlab.cli import check_range
     from medlab.distribute import check_scaling
+
     check_scaling(p)
     if p["preprocess"] not in ("vgg16", "rescale"):
         raise UserError(f"--preprocess {p['preprocess']} is unknown; choose vgg16 or rescale")
-    for name, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1), ("image_size", 32),
-                      ("dense_units", 1), ("scratch_base", 1), ("bootstrap", 100), ("folds", 0)):
+    for name, low in (
+        ("epochs", 1),
+        ("batch_size", 1),
+        ("seeds", 1),
+        ("image_size", 32),
+        ("dense_units", 1),
+        ("scratch_base", 1),
+        ("bootstrap", 100),
+        ("folds", 0),
+    ):
         check_range(name, p[name], low)
     for name in ("lr", "scratch_lr"):
         check_range(name, p[name], 1e-12, hint=": a learning rate must be positive")
@@ -657,7 +914,9 @@ def check_parameters(p):
     if p["folds"] == 1:
         raise UserError("--folds 1 is not cross-validation; use 0 (the split) or K >= 2")
     if p["scratch_size"] < 32 or p["scratch_size"] % 32:
-        raise UserError(f"--scratch-size {p['scratch_size']} must be a multiple of 32 (five poolings)")
+        raise UserError(
+            f"--scratch-size {p['scratch_size']} must be a multiple of 32 (five poolings)"
+        )
     if p["scratch_channels"] not in (1, 3):
         raise UserError(f"--scratch-channels {p['scratch_channels']} must be 1 or 3")
     check_scratch_options(p)
@@ -665,10 +924,16 @@ def check_parameters(p):
 
 def check_scratch_options(p):
     from medlab.cli import check_range
-    for name, allowed in (("scratch_pooling", ("flatten", "max", "avg")), ("class_weight", ("none", "balanced")),
-                          ("scratch_lr_schedule", ("constant", "cosine"))):
+
+    for name, allowed in (
+        ("scratch_pooling", ("flatten", "max", "avg")),
+        ("class_weight", ("none", "balanced")),
+        ("scratch_lr_schedule", ("constant", "cosine")),
+    ):
         if p[name] not in allowed:
-            raise UserError(f"--{name.replace('_', '-')} {p[name]} is unknown; choose {' or '.join(allowed)}")
+            raise UserError(
+                f"--{name.replace('_', '-')} {p[name]} is unknown; choose {' or '.join(allowed)}"
+            )
     check_range("scratch_dropout", p["scratch_dropout"], 0.0, 1.0, high_open=True)
     check_range("scratch_epochs", p["scratch_epochs"], 0)
     check_range("scratch_batch_size", p["scratch_batch_size"], 0)
@@ -676,29 +941,52 @@ def check_scratch_options(p):
 
 def parse_arguments(argv):
     from medlab.cli import Parser, add_parameter_flags
+
     parser = Parser(
         description="Transfer learning with a frozen VGG16 vs the from-scratch VGG16-style model. "
-                    "Use 'transfer_vgg16.py predict MODEL IMAGE...' to classify images.")
+        "Use 'transfer_vgg16.py predict MODEL IMAGE...' to classify images."
+    )
     add_parameter_flags(parser, PARAMETERS, HELP)
-    parser.add_argument("--preset", choices=list(PRESETS), default=None,
-                        help="settings of the from-scratch model and the class weights: lab (the "
-                             "handout's Lab 2 model exactly) or recommended (README); flags still override")
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=None,
+        help="settings of the from-scratch model and the class weights: lab (the "
+        "handout's Lab 2 model exactly) or recommended (README); flags still override",
+    )
     return parser.parse_args(argv)
 
 
 def prepare_data(split, backbone, p):
     """Features and scratch-model images of train + validation, with their labels, in one order."""
     from medlab.classdata import load_arrays
+
     paths = list(split.train_paths) + list(split.val_paths)
     labels = np.concatenate([split.train_labels, split.val_labels]).astype(np.int32)
     start = time.perf_counter()
-    features, cache_hit = cached_features(backbone, paths, p["image_size"], p["preprocess"], p["cache_dir"],
-                               weights_fingerprint(backbone))
-    images = load_arrays(paths, (p["scratch_size"],) * 2, p["scratch_channels"],
-                         "loading images for the from-scratch model")
-    return {"paths": paths, "labels": labels, "features": features, "images": images,
-            "cache_hit": cache_hit, "extract_seconds": time.perf_counter() - start,
-            "evaluations": plan_evaluations(split, p["folds"], p["seed"])}
+    features, cache_hit = cached_features(
+        backbone,
+        paths,
+        p["image_size"],
+        p["preprocess"],
+        p["cache_dir"],
+        weights_fingerprint(backbone),
+    )
+    images = load_arrays(
+        paths,
+        (p["scratch_size"],) * 2,
+        p["scratch_channels"],
+        "loading images for the from-scratch model",
+    )
+    return {
+        "paths": paths,
+        "labels": labels,
+        "features": features,
+        "images": images,
+        "cache_hit": cache_hit,
+        "extract_seconds": time.perf_counter() - start,
+        "evaluations": plan_evaluations(split, p["folds"], p["seed"]),
+    }
 
 
 def train_command(argv):
@@ -707,6 +995,7 @@ def train_command(argv):
     from medlab.cli import typed_flags
     from medlab.distribute import configure_precision, configure_scaling
     from medlab.runs import mark_complete, new_run_dir, save_config, set_seed, write_json
+
     args = parse_arguments(argv)
     quiet_tensorflow()
     flags = typed_flags(args, PARAMETERS)
@@ -717,8 +1006,10 @@ def train_command(argv):
     split = load_class_split(data_dir, p["val_fraction"], p["seed"])
     print(split.describe())
     if p["positive"] != "auto" and p["positive"] not in split.class_names:
-        raise UserError(f"--positive {p['positive']} is not a class; choose one of "
-                        f"{', '.join(split.class_names)}")
+        raise UserError(
+            f"--positive {p['positive']} is not a class; choose one of "
+            f"{', '.join(split.class_names)}"
+        )
     positive = positive_label(split.class_names, p["positive"])
     # The strategy before TensorFlow runs anything (MultiWorkerMirroredStrategy needs that); the
     # precision policy only after the features are cached, so it never reaches the backbone.
@@ -729,35 +1020,70 @@ def train_command(argv):
     data_name = Path(data_dir).name + ("-synthetic" if synthetic else "")
     run_dir = new_run_dir(p["out"], data_name.lower())
     print(f"writing results to {run_dir}")
-    save_config(run_dir, {**p, "data_dir": str(data_dir), "synthetic": synthetic,
-                          "class_names": split.class_names, "positive_class": split.class_names[positive]})
+    save_config(
+        run_dir,
+        {
+            **p,
+            "data_dir": str(data_dir),
+            "synthetic": synthetic,
+            "class_names": split.class_names,
+            "positive_class": split.class_names[positive],
+        },
+    )
     configure_precision(p["mixed_precision"])
     runs, kept = run_evaluations(data, p, run_dir, scaling)
     metrics, (truth, scores) = summarise(runs, data["labels"], positive, p)
-    checks, metrics["try_instead"] = learning_checks(runs, data["labels"], split.class_names, p, flags)
+    checks, metrics["try_instead"] = learning_checks(
+        runs, data["labels"], split.class_names, p, flags
+    )
     for method, check in checks.items():
         metrics[method].update(check)
-    evaluation = (f"stratified {p['folds']}-fold cross-validation on train+validation" if p["folds"] >= 2
-                  else f"the {split.layout}-layout validation set") + f", {p['seeds']} seed(s)"
-    metrics["evaluation"] = {"kind": evaluation, "class_names": split.class_names,
-                             "positive_class": split.class_names[positive], "threshold": THRESHOLD,
-                             "weights": p["weights"], "preprocess": p["preprocess"], "synthetic": synthetic,
-                             "feature_cache_hit": data["cache_hit"],
-                             "feature_seconds": round(data["extract_seconds"], 1)}
+    evaluation = (
+        f"stratified {p['folds']}-fold cross-validation on train+validation"
+        if p["folds"] >= 2
+        else f"the {split.layout}-layout validation set"
+    ) + f", {p['seeds']} seed(s)"
+    metrics["evaluation"] = {
+        "kind": evaluation,
+        "class_names": split.class_names,
+        "positive_class": split.class_names[positive],
+        "threshold": THRESHOLD,
+        "weights": p["weights"],
+        "preprocess": p["preprocess"],
+        "synthetic": synthetic,
+        "feature_cache_hit": data["cache_hit"],
+        "feature_seconds": round(data["extract_seconds"], 1),
+    }
     write_json(run_dir / "metrics.json", metrics)
     log_hparams(run_dir, p, metrics)
     write_predictions(run_dir, runs, data["paths"], data["labels"], split.class_names)
     write_figures(run_dir, runs, truth, scores, metrics, split.class_names, positive)
     save_models(run_dir, kept, backbone, p, split.class_names)
-    write_summary(run_dir, metrics, {
-        "data_name": data_name, "synthetic": synthetic, "weights": p["weights"], "data_dir": data_dir,
-        "describe": split.describe(), "image_size": p["image_size"], "preprocess": p["preprocess"],
-        "feature_shape": "x".join(map(str, data["features"].shape[1:])), "cache_hit": data["cache_hit"],
-        "evaluation": evaluation, "positive_name": split.class_names[positive], "folds": p["folds"] >= 2,
-        "bootstrap": p["bootstrap"], "preset": p["preset"], "class_weight": p["class_weight"],
-        "scratch": describe_scratch(p)})
+    write_summary(
+        run_dir,
+        metrics,
+        {
+            "data_name": data_name,
+            "synthetic": synthetic,
+            "weights": p["weights"],
+            "data_dir": data_dir,
+            "describe": split.describe(),
+            "image_size": p["image_size"],
+            "preprocess": p["preprocess"],
+            "feature_shape": "x".join(map(str, data["features"].shape[1:])),
+            "cache_hit": data["cache_hit"],
+            "evaluation": evaluation,
+            "positive_name": split.class_names[positive],
+            "folds": p["folds"] >= 2,
+            "bootstrap": p["bootstrap"],
+            "preset": p["preset"],
+            "class_weight": p["class_weight"],
+            "scratch": describe_scratch(p),
+        },
+    )
     print(f"\n{metrics['difference']['verdict']}")
     from medlab.collapse import print_bold
+
     for line in not_learnt_lines(metrics)[:-1]:
         print_bold(line.strip("*"))
     mark_complete(run_dir)
@@ -769,9 +1095,13 @@ def predict_command(argv):
     """Print the class and its probability for each image, using a model saved by a run."""
     from medlab.cli import Parser
     from medlab.images import load_image
-    parser = Parser(prog="transfer_vgg16.py predict",
-                                     description="classify images with a model saved by a run")
-    parser.add_argument("model", help="transfer_vgg16.keras (or scratch_vgg16.keras) of a results folder")
+
+    parser = Parser(
+        prog="transfer_vgg16.py predict", description="classify images with a model saved by a run"
+    )
+    parser.add_argument(
+        "model", help="transfer_vgg16.keras (or scratch_vgg16.keras) of a results folder"
+    )
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     args = parser.parse_args(argv)
     quiet_tensorflow()
@@ -783,15 +1113,20 @@ def predict_command(argv):
         image = load_image(path, size, info["channels"]) * info["input_scale"]
         p_one = float(model.predict(image[None], verbose=0)[0, -1])
         label = int(p_one >= THRESHOLD)
-        print(f"{path}: {info['class_names'][label]} (probability {p_one if label else 1 - p_one:.3f})")
+        print(
+            f"{path}: {info['class_names'][label]} (probability {p_one if label else 1 - p_one:.3f})"
+        )
 
 
 def load_saved_model(path):
     from medlab.runs import load_keras_model
+
     info_path = path.with_suffix(".json")
     if path.is_file() and not info_path.is_file():
-        raise UserError(f"{info_path} is missing; predict needs the class names a run writes next "
-                        "to transfer_vgg16.keras and scratch_vgg16.keras")
+        raise UserError(
+            f"{info_path} is missing; predict needs the class names a run writes next "
+            "to transfer_vgg16.keras and scratch_vgg16.keras"
+        )
     return load_keras_model(path, "transfer_vgg16.py"), json.loads(info_path.read_text())
 
 

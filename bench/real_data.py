@@ -12,6 +12,7 @@ A task is one function in TASKS that takes the parsed arguments and returns its 
 the table shows the union of their keys). Segmentation rows (Task 4, dev X-rays) go in a
 `task4_rows` beside the others, with their own data-folder flag.
 """
+
 import argparse
 import json
 import shlex
@@ -24,20 +25,33 @@ ROOT = Path(__file__).resolve().parents[1]
 # Backbone input for Tasks 1-2: 128 px makes feature extraction with a random VGG16 about 3x
 # cheaper than the lab's 224 on a CPU; the scratch model is 128 px either way.
 TRANSFER_ARGS = ["--weights", "none", "--image-size", "128", "--epochs", "30"]
-CLASSIFIER_COLUMNS = ("val_accuracy", "val_balanced_accuracy", "val_auc", "val_sensitivity",
-                      "val_specificity")
+CLASSIFIER_COLUMNS = (
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_auc",
+    "val_sensitivity",
+    "val_specificity",
+)
 
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skin", help="two-class Skin folder (e.g. ../shared/dev-data/Skin): Tasks 1-2 and 3")
-    parser.add_argument("--tasks", nargs="+", default=None, help=f"tasks to run (default: all): {', '.join(TASKS)}")
+    parser.add_argument(
+        "--skin", help="two-class Skin folder (e.g. ../shared/dev-data/Skin): Tasks 1-2 and 3"
+    )
+    parser.add_argument(
+        "--tasks", nargs="+", default=None, help=f"tasks to run (default: all): {', '.join(TASKS)}"
+    )
     parser.add_argument("--out", default="results/real-data", help="root of the run folders")
-    parser.add_argument("--list", action="store_true", help="print the commands without running them")
+    parser.add_argument(
+        "--list", action="store_true", help="print the commands without running them"
+    )
     args = parser.parse_args(argv)
     unknown = [t for t in args.tasks or [] if t not in TASKS]
     if unknown:
-        parser.exit(2, f"error: --tasks {' '.join(unknown)} is unknown; choose from {', '.join(TASKS)}\n")
+        parser.exit(
+            2, f"error: --tasks {' '.join(unknown)} is unknown; choose from {', '.join(TASKS)}\n"
+        )
     return args
 
 
@@ -75,7 +89,9 @@ def task12_rows(args):
     rows = []
     for preset in ("recommended", "lab"):
         command = ["--data-dir", args.skin, *TRANSFER_ARGS, "--preset", preset]
-        run_dir, minutes = run_script("transfer_vgg16.py", command, Path(args.out) / "transfer", args.list)
+        run_dir, minutes = run_script(
+            "transfer_vgg16.py", command, Path(args.out) / "transfer", args.list
+        )
         metrics = json.loads((run_dir / "metrics.json").read_text()) if run_dir else {}
         for model in ("transfer", "scratch"):
             name = {"transfer": "head on random VGG16", "scratch": f"scratch ({preset})"}[model]

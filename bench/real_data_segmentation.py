@@ -10,6 +10,7 @@ then prints one table: validation Dice and HD95 per image (final model), and tra
 
 `segmentation_rows` is the part `bench/real_data.py` calls for its Task 4 rows.
 """
+
 import argparse
 import csv
 import json
@@ -24,10 +25,20 @@ LAB_EXPERIMENTS = "4a,4b,4c-bce,4c-dice,4d-bce,4d-dice,4e-bce,4e-dice"
 
 def segmentation_commands(data_dir, out, epochs, lab=LAB_EXPERIMENTS):
     """The README's commands: the lab's experiments `lab` for `epochs` epochs, then `best` as it is."""
-    common = [sys.executable, str(ROOT / "main_segmentation.py"), "--data-dir", str(data_dir),
-              "--size", "256", "--out", str(out)]
-    return [common + ["--experiments", lab, "--epochs", str(epochs), "--lr", "1e-3"],
-            common + ["--experiments", "best"]]
+    common = [
+        sys.executable,
+        str(ROOT / "main_segmentation.py"),
+        "--data-dir",
+        str(data_dir),
+        "--size",
+        "256",
+        "--out",
+        str(out),
+    ]
+    return [
+        common + ["--experiments", lab, "--epochs", str(epochs), "--lr", "1e-3"],
+        common + ["--experiments", "best"],
+    ]
 
 
 def segmentation_rows(data_dir, out, epochs=60, lab="4a"):
@@ -50,27 +61,44 @@ def summary_rows(summary_dir):
     for row in rows:
         metrics = json.loads((summary_dir / row["folder"] / "metrics.json").read_text())
         raw = metrics.get("without_postprocess", {}).get("val_dice")
-        table.append({"task": "4", "experiment": row["experiment"], "epochs": int(row["epochs"]),
-                      "val_dice": float(row["val_dice"]), "val_hd95": float(row["val_hd95"]),
-                      "dice_without_postprocess": "" if raw is None else f"{raw:.3f}",
-                      "train_seconds": float(row["train_seconds"]),
-                      "collapsed_to": metrics.get("collapsed_to") or ""})
+        table.append(
+            {
+                "task": "4",
+                "experiment": row["experiment"],
+                "epochs": int(row["epochs"]),
+                "val_dice": float(row["val_dice"]),
+                "val_hd95": float(row["val_hd95"]),
+                "dice_without_postprocess": "" if raw is None else f"{raw:.3f}",
+                "train_seconds": float(row["train_seconds"]),
+                "collapsed_to": metrics.get("collapsed_to") or "",
+            }
+        )
     return table
 
 
 def print_table(rows):
-    print("| experiment | epochs | Dice | HD95 px | Dice without postprocess | train s | collapsed |")
+    print(
+        "| experiment | epochs | Dice | HD95 px | Dice without postprocess | train s | collapsed |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['experiment']} | {r['epochs']} | {r['val_dice']:.3f} | {r['val_hd95']:.1f} | "
-              f"{r['dice_without_postprocess']} | {r['train_seconds']:.0f} | {r['collapsed_to']} |")
+        print(
+            f"| {r['experiment']} | {r['epochs']} | {r['val_dice']:.3f} | {r['val_hd95']:.1f} | "
+            f"{r['dice_without_postprocess']} | {r['train_seconds']:.0f} | {r['collapsed_to']} |"
+        )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", required=True, help="folder with Image/ and Mask/ (chest X-rays)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", required=True, help="folder with Image/ and Mask/ (chest X-rays)"
+    )
     parser.add_argument("--epochs", type=int, default=60, help="epochs of the lab's experiments")
-    parser.add_argument("--lab", default="4a", help=f"the lab's experiments to run (all: {LAB_EXPERIMENTS})")
+    parser.add_argument(
+        "--lab", default="4a", help=f"the lab's experiments to run (all: {LAB_EXPERIMENTS})"
+    )
     parser.add_argument("--out", help="folder for the runs (default: a temporary folder)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="real-seg-"))

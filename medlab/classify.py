@@ -4,13 +4,13 @@ Labels are integers 0/1 in the alphabetical order of the class folders. A model 
 sigmoid unit (probability of class 1) or in a softmax over two classes; the helpers below accept
 both, so every script scores its models the same way.
 """
+
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import keras
+import numpy as np
 import tensorflow as tf
 
 from medlab.augment import augmented_batches, random_affine
@@ -29,8 +29,12 @@ def compile_classifier(model, lr, jit_compile=False):
     """Adam with binary cross-entropy (one sigmoid unit) or categorical cross-entropy (softmax);
     XLA only when asked (`--jit`; Keras' "auto" would turn it on for one GPU)."""
     loss = "categorical_crossentropy" if is_softmax_pair(model) else "binary_crossentropy"
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=["accuracy"],
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        loss=loss,
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
     return model
 
 
@@ -65,7 +69,10 @@ def image_dataset(images, targets, batch_size, shuffle=False, augment=False, see
     options = augment if isinstance(augment, dict) else {}
     transform = None
     if augment:
-        transform = lambda inputs, targets, batch_seed: (random_affine(inputs, batch_seed, **options), targets)
+        transform = lambda inputs, targets, batch_seed: (
+            random_affine(inputs, batch_seed, **options),
+            targets,
+        )
     return augmented_batches(dataset, batch_size, transform, seed).prefetch(tf.data.AUTOTUNE)
 
 
@@ -89,14 +96,26 @@ def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None, c
     """
     start = time.perf_counter()
     # Arrays are shuffled by Keras; a tf.data pipeline shuffles itself (see `image_dataset`).
-    options = {"batch_size": batch_size, "shuffle": True} if isinstance(train_data, tuple) else {"shuffle": False}
+    options = (
+        {"batch_size": batch_size, "shuffle": True}
+        if isinstance(train_data, tuple)
+        else {"shuffle": False}
+    )
     inputs = train_data if not isinstance(train_data, tuple) else train_data[0]
     targets = None if not isinstance(train_data, tuple) else train_data[1]
-    model.fit(inputs, targets, validation_data=val_data, epochs=epochs,
-              callbacks=[keras.callbacks.CSVLogger(str(csv_path)),
-                         epoch_logger(tensorboard_model_dir(csv_path))],
-              class_weight=class_weight,
-              verbose=1 if sys.stdout.isatty() else 2, **options)
+    model.fit(
+        inputs,
+        targets,
+        validation_data=val_data,
+        epochs=epochs,
+        callbacks=[
+            keras.callbacks.CSVLogger(str(csv_path)),
+            epoch_logger(tensorboard_model_dir(csv_path)),
+        ],
+        class_weight=class_weight,
+        verbose=1 if sys.stdout.isatty() else 2,
+        **options,
+    )
     return time.perf_counter() - start
 
 
@@ -117,8 +136,10 @@ def stratified_folds(labels, folds, seed):
     labels = np.asarray(labels)
     counts = np.bincount(labels, minlength=2)
     if counts.min() < folds:
-        raise UserError(f"--folds {folds} needs at least {folds} images per class, but a class has "
-                        f"only {counts.min()}; lower --folds or add images")
+        raise UserError(
+            f"--folds {folds} needs at least {folds} images per class, but a class has "
+            f"only {counts.min()}; lower --folds or add images"
+        )
     rng = np.random.default_rng(seed)
     fold_of = np.empty(labels.size, dtype=int)
     for label in np.unique(labels):

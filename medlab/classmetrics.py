@@ -1,4 +1,5 @@
 """Binary classification metrics on label and score arrays (class 1 = positive)."""
+
 import numpy as np
 
 POSITIVE_NAMES = ("Mel", "AFF")  # the diseases of the lab's two sets
@@ -19,8 +20,12 @@ def roc_auc(labels, scores):
 def confusion_counts(labels, predicted):
     """(tn, fp, fn, tp) of boolean-like label and prediction arrays, class 1 = positive."""
     labels, predicted = np.asarray(labels).astype(bool), np.asarray(predicted).astype(bool)
-    return (int(np.sum(~labels & ~predicted)), int(np.sum(~labels & predicted)),
-            int(np.sum(labels & ~predicted)), int(np.sum(labels & predicted)))
+    return (
+        int(np.sum(~labels & ~predicted)),
+        int(np.sum(~labels & predicted)),
+        int(np.sum(labels & ~predicted)),
+        int(np.sum(labels & predicted)),
+    )
 
 
 def safe_ratio(numerator, denominator):
@@ -37,11 +42,13 @@ def binary_metrics(labels, scores, threshold=0.5):
     scores = np.asarray(scores, dtype=float)
     tn, fp, fn, tp = confusion_counts(labels, scores >= threshold)
     sensitivity, specificity = safe_ratio(tp, tp + fn), safe_ratio(tn, tn + fp)
-    return {"accuracy": safe_ratio(tp + tn, labels.size),
-            "balanced_accuracy": (sensitivity + specificity) / 2,
-            "auc": roc_auc(labels, scores),
-            "sensitivity": sensitivity,
-            "specificity": specificity}
+    return {
+        "accuracy": safe_ratio(tp + tn, labels.size),
+        "balanced_accuracy": (sensitivity + specificity) / 2,
+        "auc": roc_auc(labels, scores),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+    }
 
 
 def positive_label(class_names, positive="auto"):
@@ -75,15 +82,18 @@ def bootstrap_metrics(labels, scores_by_model, n_resamples=2000, seed=0, level=0
     draws = {name: [] for name in names}
     for index in paired_resamples(labels.size, n_resamples, seed):
         for name in names:
-            draws[name].append(binary_metrics(labels[index], np.asarray(scores_by_model[name])[index],
-                                              threshold))
+            draws[name].append(
+                binary_metrics(labels[index], np.asarray(scores_by_model[name])[index], threshold)
+            )
     keys = list(draws[names[0]][0])
     table = {name: {k: np.array([d[k] for d in draws[name]]) for k in keys} for name in names}
     if len(names) == 2:
         table["difference"] = {k: table[names[0]][k] - table[names[1]][k] for k in keys}
     tail = (1 - level) / 2 * 100
-    return {name: {k: percentile_interval(values, tail) for k, values in metrics.items()}
-            for name, metrics in table.items()}
+    return {
+        name: {k: percentile_interval(values, tail) for k, values in metrics.items()}
+        for name, metrics in table.items()
+    }
 
 
 def paired_resamples(count, n_resamples=2000, seed=0):
@@ -98,7 +108,9 @@ def bootstrap_mean_interval(values, n_resamples=2000, seed=0, level=0.95):
     """Percentile bootstrap interval of the mean of `values` (e.g. per-image differences of two
     models scored on the same images, which makes it a paired bootstrap)."""
     values = np.asarray(values, dtype=float)
-    means = np.array([values[index].mean() for index in paired_resamples(values.size, n_resamples, seed)])
+    means = np.array(
+        [values[index].mean() for index in paired_resamples(values.size, n_resamples, seed)]
+    )
     return percentile_interval(means, (1 - level) / 2 * 100)
 
 

@@ -5,6 +5,7 @@ the majority share in every epoch, which looks like a result, and its Grad-CAM m
 predictions that mean nothing. The check below looks at the predictions themselves, at the
 model's threshold, so it catches that whatever the AUC says.
 """
+
 import shlex
 import sys
 
@@ -36,11 +37,14 @@ def learning_check(labels, predicted, class_names):
     top = int(counts.argmax())
     one_class = bool(counts[top] >= ONE_CLASS_SHARE * predicted.size)
     balanced = binary_metrics(labels, predicted.astype(float))["balanced_accuracy"]
-    return {"predicts_one_class": one_class,
-            "not_learnt": bool(one_class or balanced <= CHANCE_BALANCED_ACCURACY),
-            "predicted_counts": {name: int(counts[i]) for i, name in enumerate(class_names)},
-            "majority_prediction": class_names[top], "n_images": int(predicted.size),
-            "balanced_accuracy": float(balanced)}
+    return {
+        "predicts_one_class": one_class,
+        "not_learnt": bool(one_class or balanced <= CHANCE_BALANCED_ACCURACY),
+        "predicted_counts": {name: int(counts[i]) for i, name in enumerate(class_names)},
+        "majority_prediction": class_names[top],
+        "n_images": int(predicted.size),
+        "balanced_accuracy": float(balanced),
+    }
 
 
 def not_learnt_sentence(check, model="the model"):
@@ -49,10 +53,14 @@ def not_learnt_sentence(check, model="the model"):
         return ""
     if check["predicts_one_class"]:
         name = check["majority_prediction"]
-        return (f"{model} predicts {name} for {check['predicted_counts'][name]} of {check['n_images']} "
-                "validation images: it has not learnt the task")
-    return (f"{model} has a balanced accuracy of {check['balanced_accuracy']:.3f} on {check['n_images']} "
-            "validation images, near chance (0.5): it has not learnt the task")
+        return (
+            f"{model} predicts {name} for {check['predicted_counts'][name]} of {check['n_images']} "
+            "validation images: it has not learnt the task"
+        )
+    return (
+        f"{model} has a balanced accuracy of {check['balanced_accuracy']:.3f} on {check['n_images']} "
+        "validation images, near chance (0.5): it has not learnt the task"
+    )
 
 
 def suggested_command(script, typed, preset_keys, preset="recommended"):
@@ -77,8 +85,10 @@ def suggested_command(script, typed, preset_keys, preset="recommended"):
 def try_instead(script, typed, preset_keys, used_preset, preset="recommended"):
     """What to do next: the command with `preset`, or, when that preset already ran as it is, more data."""
     if used_preset == preset and not any(name in preset_keys for name in typed):
-        return (f"The {preset} preset has not learnt this set either: check the labels, add images "
-                "or train longer (--epochs).")
+        return (
+            f"The {preset} preset has not learnt this set either: check the labels, add images "
+            "or train longer (--epochs)."
+        )
     return f"Try instead: `{suggested_command(script, typed, preset_keys, preset)}`."
 
 

@@ -1,4 +1,5 @@
 """Issue 10: noticing a classifier that has not learnt, class weights and the named presets."""
+
 import json
 
 import numpy as np
@@ -10,16 +11,31 @@ from medlab.classify import class_weights
 from medlab.collapse import learning_check, not_learnt_sentence, suggested_command, try_instead
 from medlab.synthetic_classes import synthetic_class_set
 
-TINY = ["--size", "32", "--base", "2", "--epochs", "1", "--batch-size", "8", "--grid-images", "4",
-        "--sanity-images", "4"]
+TINY = [
+    "--size",
+    "32",
+    "--base",
+    "2",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--grid-images",
+    "4",
+    "--sanity-images",
+    "4",
+]
 
 
 def test_one_class_predictions_are_noticed_with_their_counts():
     check = learning_check([0, 1, 1, 0, 1], [1, 1, 1, 1, 1], ["AFF", "NFF"])
     assert check["predicts_one_class"] and check["not_learnt"]
-    assert check["predicted_counts"] == {"AFF": 0, "NFF": 5} and check["majority_prediction"] == "NFF"
-    assert not_learnt_sentence(check) == ("the model predicts NFF for 5 of 5 validation images: "
-                                          "it has not learnt the task")
+    assert (
+        check["predicted_counts"] == {"AFF": 0, "NFF": 5} and check["majority_prediction"] == "NFF"
+    )
+    assert not_learnt_sentence(check) == (
+        "the model predicts NFF for 5 of 5 validation images: it has not learnt the task"
+    )
 
 
 def test_near_chance_balanced_accuracy_is_noticed_even_with_mixed_predictions():
@@ -35,10 +51,17 @@ def test_near_chance_balanced_accuracy_is_noticed_even_with_mixed_predictions():
 def test_suggested_command_drops_the_flags_the_preset_sets():
     typed = {"data_dir": "my data/KNEE", "lr": 1e-4, "epochs": 30, "flip": False, "channels": 3}
     command = suggested_command("cam_vgg16.py", typed, cam_vgg16.PRESETS["recommended"])
-    assert command == "python cam_vgg16.py --data-dir 'my data/KNEE' --no-flip --channels 3 --preset recommended"
+    assert (
+        command
+        == "python cam_vgg16.py --data-dir 'my data/KNEE' --no-flip --channels 3 --preset recommended"
+    )
     # The recommended preset as it is did not learn: more of the same would not help.
-    assert "--preset" not in try_instead("cam_vgg16.py", {"data_dir": "K"}, {"lr": 1}, "recommended")
-    assert "--preset recommended" in try_instead("cam_vgg16.py", {"lr": 1e-4}, {"lr": 1}, "recommended")
+    assert "--preset" not in try_instead(
+        "cam_vgg16.py", {"data_dir": "K"}, {"lr": 1}, "recommended"
+    )
+    assert "--preset recommended" in try_instead(
+        "cam_vgg16.py", {"lr": 1e-4}, {"lr": 1}, "recommended"
+    )
 
 
 def test_balanced_class_weights_give_each_class_the_same_total_weight():
@@ -49,34 +72,61 @@ def test_balanced_class_weights_give_each_class_the_same_total_weight():
 
 
 def test_transfer_reports_which_of_its_models_has_not_learnt():
-    runs = [{"seed": 0, "val": np.arange(4),
-             "scores": {"transfer": np.full(4, 0.9), "scratch": np.array([0.1, 0.9, 0.2, 0.8])}}]
+    runs = [
+        {
+            "seed": 0,
+            "val": np.arange(4),
+            "scores": {"transfer": np.full(4, 0.9), "scratch": np.array([0.1, 0.9, 0.2, 0.8])},
+        }
+    ]
     params = {**tv.PARAMETERS, "preset": None}
-    checks, advice = tv.learning_checks(runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], params, {"lr": 1e-5})
-    assert checks["transfer"]["predicts_one_class"] and checks["transfer"]["predicted_counts"]["Nevi"] == 4
-    assert checks["transfer"]["not_learnt_message"].startswith("The transfer head predicts Nevi for 4 of 4")
+    checks, advice = tv.learning_checks(
+        runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], params, {"lr": 1e-5}
+    )
+    assert (
+        checks["transfer"]["predicts_one_class"]
+        and checks["transfer"]["predicted_counts"]["Nevi"] == 4
+    )
+    assert checks["transfer"]["not_learnt_message"].startswith(
+        "The transfer head predicts Nevi for 4 of 4"
+    )
     assert not checks["scratch"]["not_learnt"]
     assert advice == "Try instead: `python transfer_vgg16.py --lr 1e-05 --preset recommended`."
-    _, advice = tv.learning_checks(runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], {**params, "weights": "none"}, {})
+    _, advice = tv.learning_checks(
+        runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], {**params, "weights": "none"}, {}
+    )
     assert advice.endswith("use --weights imagenet.")
 
 
 def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
     args = cam_vgg16.train_parser().parse_args(["--preset", "lab"])
-    params = cam_vgg16.resolve_parameters(args, synthetic=True)  # the preset beats the demo settings
-    assert (params["lr"], params["epochs"], params["batch_size"], params["class_weight"]) == (1e-5, 80, 8, "none")
+    params = cam_vgg16.resolve_parameters(
+        args, synthetic=True
+    )  # the preset beats the demo settings
+    assert (params["lr"], params["epochs"], params["batch_size"], params["class_weight"]) == (
+        1e-5,
+        80,
+        8,
+        "none",
+    )
     model = cam_vgg16.build_model(params)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert model.input_shape == (None, 128, 128, 1) and model.layers[1].name == "block1_conv1"
     assert "Rescaling" not in kinds and "BatchNormalization" not in kinds and "Flatten" in kinds
     assert [layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"] == [0.4] * 3
-    assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [64, 64, 64, 2]
+    assert [layer.units for layer in model.layers if type(layer).__name__ == "Dense"] == [
+        64,
+        64,
+        64,
+        2,
+    ]
     assert sum(type(layer).__name__ == "Conv2D" for layer in model.layers) == 13
     assert model.layers[-1].activation.__name__ == "softmax"
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
     assert model.loss == "categorical_crossentropy"
-    flags = cam_vgg16.resolve_parameters(cam_vgg16.train_parser().parse_args(["--preset", "lab", "--epochs", "3"]),
-                                         synthetic=False)
+    flags = cam_vgg16.resolve_parameters(
+        cam_vgg16.train_parser().parse_args(["--preset", "lab", "--epochs", "3"]), synthetic=False
+    )
     assert flags["epochs"] == 3 and flags["lr"] == 1e-5  # flags win over the preset
 
 
@@ -84,6 +134,7 @@ def test_lab_preset_feeds_pixels_scaled_by_1_over_255(tmp_path):
     import cv2
 
     from medlab.classdata import load_arrays
+
     image = np.full((40, 40), 255, np.uint8)
     image[:20] = 51
     cv2.imwrite(str(tmp_path / "a.png"), image)
@@ -106,21 +157,29 @@ def test_a_model_that_predicts_one_class_is_reported(tmp_path, monkeypatch, caps
     def always_first_class(params, *args, **kwargs):
         model = build(params, *args, **kwargs)
         kernel, _ = model.get_layer("prediction").get_weights()
-        model.get_layer("prediction").set_weights([np.zeros_like(kernel), np.array([8.0, -8.0], np.float32)])
+        model.get_layer("prediction").set_weights(
+            [np.zeros_like(kernel), np.array([8.0, -8.0], np.float32)]
+        )
         return model
 
     monkeypatch.setattr(cam_vgg16, "build_model", always_first_class)
-    run_dir = cam_vgg16.main(["--data-dir", str(data), *TINY, "--lr", "1e-9", "--out", str(tmp_path / "out")])
+    run_dir = cam_vgg16.main(
+        ["--data-dir", str(data), *TINY, "--lr", "1e-9", "--out", str(tmp_path / "out")]
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["predicts_one_class"] is True and metrics["not_learnt"] is True
     assert metrics["predicted_counts"] == {"AFF": 8, "NFF": 0}
     assert metrics["val_balanced_accuracy"] == pytest.approx(0.5)
-    assert metrics["val_sensitivity"] == 1.0 and metrics["val_specificity"] == 0.0  # AFF is the positive class
+    assert (
+        metrics["val_sensitivity"] == 1.0 and metrics["val_specificity"] == 0.0
+    )  # AFF is the positive class
     sentence = "The model predicts AFF for 8 of 8 validation images: it has not learnt the task"
     summary = (run_dir / "summary.md").read_text()
     assert f"**{sentence}**" in summary and "--preset recommended" in summary
     # The preset sets epochs, batch size and lr: the typed values of those are left out.
     kept = " ".join(TINY).replace(" --epochs 1", "").replace(" --batch-size 8", "")
-    assert metrics["try_instead"] == (f"Try instead: `python cam_vgg16.py --data-dir {data} {kept} "
-                                      f"--out {tmp_path / 'out'} --preset recommended`.")
+    assert metrics["try_instead"] == (
+        f"Try instead: `python cam_vgg16.py --data-dir {data} {kept} "
+        f"--out {tmp_path / 'out'} --preset recommended`."
+    )
     assert sentence in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """main_segmentation.py as users run it: outputs, synthetic demo, resume, predict and bad input."""
+
 import json
 
 import cv2
@@ -11,8 +12,16 @@ from medlab.runs import UserError
 from medlab.synthetic_xray import chest_xray
 
 TINY = ["--epochs", "1", "--size", "32", "--depth", "2", "--base", "2", "--batch-size", "4"]
-RUN_FILES = ("config.json", "history.csv", "curves.png", "overlays.png", "model.keras", "best.keras",
-             "metrics.json", "per_image.csv")
+RUN_FILES = (
+    "config.json",
+    "history.csv",
+    "curves.png",
+    "overlays.png",
+    "model.keras",
+    "best.keras",
+    "metrics.json",
+    "per_image.csv",
+)
 
 
 def xray_folder(root, count=10, size=48):
@@ -30,8 +39,18 @@ def folders(out, suffix):
 
 def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     data = xray_folder(tmp_path)
-    result = script("main_segmentation.py", "--data-dir", data, "--experiments", "4a,4e-dice",
-                    "--compare", "4a:4e-dice", *TINY, "--out", tmp_path / "out")
+    result = script(
+        "main_segmentation.py",
+        "--data-dir",
+        data,
+        "--experiments",
+        "4a,4e-dice",
+        "--compare",
+        "4a:4e-dice",
+        *TINY,
+        "--out",
+        tmp_path / "out",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (summary,) = folders(tmp_path / "out", "-summary")
     stamp = summary.name.removesuffix("-summary")
@@ -39,22 +58,45 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
         run = tmp_path / "out" / f"{stamp}-{name}"
         assert all((run / f).is_file() for f in RUN_FILES), sorted(p.name for p in run.iterdir())
         metrics = json.loads((run / "metrics.json").read_text())
-        for key in ("val_dice", "val_iou", "val_hd95", "val_precision", "val_recall", "epochs", "train_seconds"):
+        for key in (
+            "val_dice",
+            "val_iou",
+            "val_hd95",
+            "val_precision",
+            "val_recall",
+            "epochs",
+            "train_seconds",
+        ):
             assert key in metrics
         assert 0.0 <= metrics["val_dice"] <= 1.0 and metrics["epochs"] == 1
         assert tensorboard_events(run / "tensorboard" / "validation")["epoch_loss"] == [0]
-        assert {"_hparams_/session_start_info", "final/val_dice"} <= set(tensorboard_events(run / "tensorboard"))
+        assert {"_hparams_/session_start_info", "final/val_dice"} <= set(
+            tensorboard_events(run / "tensorboard")
+        )
         config = json.loads((run / "config.json").read_text())
         assert config["parameters"]["size"] == 32 and "tensorflow" in config["versions"]
-    config = json.loads((tmp_path / "out" / f"{stamp}-4e-dice" / "config.json").read_text())["parameters"]
-    assert (config["loss"], config["batch_norm"], config["augment"], config["dropout"]) == ("dice", True, True, 0.2)
-    assert config["base"] == 2          # the flag wins over the experiment's base 16
+    config = json.loads((tmp_path / "out" / f"{stamp}-4e-dice" / "config.json").read_text())[
+        "parameters"
+    ]
+    assert (config["loss"], config["batch_norm"], config["augment"], config["dropout"]) == (
+        "dice",
+        True,
+        True,
+        0.2,
+    )
+    assert config["base"] == 2  # the flag wins over the experiment's base 16
     assert {"summary.md", "summary.csv", "dice.png"} <= {p.name for p in summary.iterdir()}
     assert "4e-dice" in (summary / "summary.md").read_text()
     assert str(summary / "summary.md") in result.stdout
     (comparison,) = json.loads((summary / "summary.json").read_text())["comparisons"]
-    assert (comparison["first"], comparison["second"], comparison["metrics"]["dice"]["images"]) == ("4a", "4e-dice", 2)
-    assert (summary / comparison["figure"]).is_file() and comparison["verdict"] in (summary / "summary.md").read_text()
+    assert (comparison["first"], comparison["second"], comparison["metrics"]["dice"]["images"]) == (
+        "4a",
+        "4e-dice",
+        2,
+    )
+    assert (summary / comparison["figure"]).is_file() and comparison["verdict"] in (
+        summary / "summary.md"
+    ).read_text()
     assert len(per_image(summary / "comparisons.csv")) == 2  # Dice and HD95
 
     # evaluate: the saved model scored on its own validation images gives the run's own scores.
@@ -63,23 +105,45 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     for row in validation:
         for folder in ("Image", "Mask"):
             (tmp_path / "val" / folder).mkdir(parents=True, exist_ok=True)
-            (tmp_path / "val" / folder / row["image"]).write_bytes((data / folder / row["image"]).read_bytes())
-    result = script("main_segmentation.py", "evaluate", run / "model.keras", "--data-dir", tmp_path / "val",
-                    "--batch-size", "4", "--out", tmp_path / "evaluated")
+            (tmp_path / "val" / folder / row["image"]).write_bytes(
+                (data / folder / row["image"]).read_bytes()
+            )
+    result = script(
+        "main_segmentation.py",
+        "evaluate",
+        run / "model.keras",
+        "--data-dir",
+        tmp_path / "val",
+        "--batch-size",
+        "4",
+        "--out",
+        tmp_path / "evaluated",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (evaluated,) = folders(tmp_path / "evaluated", "-evaluate")
-    assert {"metrics.json", "per_image.csv", "overlays.png", "config.json"} <= {p.name for p in evaluated.iterdir()}
+    assert {"metrics.json", "per_image.csv", "overlays.png", "config.json"} <= {
+        p.name for p in evaluated.iterdir()
+    }
     again = per_image(evaluated / "per_image.csv")
     assert [r["image"] for r in again] == [r["image"] for r in validation]
     for metric in ("dice", "iou", "hd95", "precision", "recall"):
-        np.testing.assert_allclose([float(r[metric]) for r in again], [float(r[metric]) for r in validation])
+        np.testing.assert_allclose(
+            [float(r[metric]) for r in again], [float(r[metric]) for r in validation]
+        )
 
     predict_out = tmp_path / "predictions"
     model = tmp_path / "out" / f"{stamp}-4a" / "model.keras"
     big = np.uint8(chest_xray(np.random.default_rng(5), 80)[0] * 255)
     cv2.imwrite(str(tmp_path / "new.jpg"), big)
-    result = script("main_segmentation.py", "predict", model, tmp_path / "new.jpg", "--out", predict_out,
-                    "--postprocess")
+    result = script(
+        "main_segmentation.py",
+        "predict",
+        model,
+        tmp_path / "new.jpg",
+        "--out",
+        predict_out,
+        "--postprocess",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (prediction,) = folders(predict_out, "-predict")
     mask = cv2.imread(str(prediction / "new_mask.png"), cv2.IMREAD_UNCHANGED)
@@ -99,6 +163,7 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
 
 def per_image(path):
     import csv
+
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
@@ -106,8 +171,18 @@ def per_image(path):
 def test_folds_score_every_image_once_compare_pooled_scores_and_resume_per_fold(tmp_path, script):
     data = xray_folder(tmp_path, count=5)
     out = tmp_path / "out"
-    result = script("main_segmentation.py", "--data-dir", data, "--experiments", "4a,4b", "--folds", "2",
-                    *TINY, "--out", out)
+    result = script(
+        "main_segmentation.py",
+        "--data-dir",
+        data,
+        "--experiments",
+        "4a,4b",
+        "--folds",
+        "2",
+        *TINY,
+        "--out",
+        out,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (summary,) = folders(out, "-summary")
     stamp = summary.name.removesuffix("-summary")
@@ -115,18 +190,32 @@ def test_folds_score_every_image_once_compare_pooled_scores_and_resume_per_fold(
     fold_images = {}
     for name in ("4a", "4b"):
         run = out / f"{stamp}-{name}"
-        assert sorted(r["image"] for r in per_image(run / "per_image.csv")) == names  # each exactly once
-        fold_images[name] = [[r["image"] for r in per_image(run / f"fold{k}" / "per_image.csv")] for k in (1, 2)]
+        assert (
+            sorted(r["image"] for r in per_image(run / "per_image.csv")) == names
+        )  # each exactly once
+        fold_images[name] = [
+            [r["image"] for r in per_image(run / f"fold{k}" / "per_image.csv")] for k in (1, 2)
+        ]
         assert sorted(fold_images[name][0] + fold_images[name][1]) == names
         metrics = json.loads((run / "metrics.json").read_text())
-        assert (metrics["folds"], metrics["validation_images"]) == (2, 5) and "folds_dice_std" in metrics
+        assert (metrics["folds"], metrics["validation_images"]) == (
+            2,
+            5,
+        ) and "folds_dice_std" in metrics
     assert fold_images["4a"] == fold_images["4b"]  # the same folds for every experiment
     (comparison,) = json.loads((summary / "summary.json").read_text())["comparisons"]
-    assert (comparison["first"], comparison["second"], comparison["metrics"]["dice"]["images"]) == ("4a", "4b", 5)
+    assert (comparison["first"], comparison["second"], comparison["metrics"]["dice"]["images"]) == (
+        "4a",
+        "4b",
+        5,
+    )
     assert "folds_dice_mean" in (summary / "summary.md").read_text()
 
     # Resume: as if 4b had been interrupted in its second fold.
-    for path in (out / f"{stamp}-4b" / "metrics.json", out / f"{stamp}-4b" / "fold2" / "metrics.json"):
+    for path in (
+        out / f"{stamp}-4b" / "metrics.json",
+        out / f"{stamp}-4b" / "fold2" / "metrics.json",
+    ):
         path.unlink()
     result = script("main_segmentation.py", "--resume", summary)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -136,41 +225,67 @@ def test_folds_score_every_image_once_compare_pooled_scores_and_resume_per_fold(
 
 
 def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
-    result = script("main_segmentation.py", "--experiments", "4a", *TINY, "--out", tmp_path / "out", cwd=tmp_path)
+    result = script(
+        "main_segmentation.py",
+        "--experiments",
+        "4a",
+        *TINY,
+        "--out",
+        tmp_path / "out",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SYNTHETIC DATA" in result.stdout
     marker = json.loads((tmp_path / "data" / "synthetic" / "X_ray" / "SYNTHETIC.json").read_text())
     assert marker["generator"] == "chest_xray"
-    assert len(list((tmp_path / "data" / "synthetic" / "X_ray" / "Mask").iterdir())) == marker["count"]
+    assert (
+        len(list((tmp_path / "data" / "synthetic" / "X_ray" / "Mask").iterdir())) == marker["count"]
+    )
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--experiments", "4z"], "unknown experiment 4z"),
-    (["--size", "100"], "divisible by 2\\*\\*depth"),
-    (["--epochs", "-3"], "--epochs -3 is out of range"),
-    (["--dropout", "1.0"], "--dropout 1.0 is out of range"),
-    (["--loss", "focal"], "--loss focal is unknown"),
-    (["--cache", "ram"], "--cache ram is unknown; choose one of auto, memory, disk, none"),
-    (["--memory-budget-gb", "0"], "--memory-budget-gb 0.0 is out of range"),
-    (["--strategy", "tpu"], "--strategy tpu is unknown; choose one of auto, default, mirrored, multiworker"),
-    (["--mixed-precision", "fp8"], "--mixed-precision fp8 is unknown"),
-    (["--folds", "1"], "--folds 1 is not cross-validation"),
-    (["--folds", "4"], "--folds 4 needs at least 4 image/mask pairs, but there are 3"),
-    (["--compare", "4a-4b"], "--compare 4a-4b is not two experiments"),
-    (["--compare", "4a:4z"], "--compare 4a:4z names unknown experiment 4z"),
-    (["--lr-schedule", "step"], "--lr-schedule step is unknown; choose one of constant, cosine"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--experiments", "4z"], "unknown experiment 4z"),
+        (["--size", "100"], "divisible by 2\\*\\*depth"),
+        (["--epochs", "-3"], "--epochs -3 is out of range"),
+        (["--dropout", "1.0"], "--dropout 1.0 is out of range"),
+        (["--loss", "focal"], "--loss focal is unknown"),
+        (["--cache", "ram"], "--cache ram is unknown; choose one of auto, memory, disk, none"),
+        (["--memory-budget-gb", "0"], "--memory-budget-gb 0.0 is out of range"),
+        (
+            ["--strategy", "tpu"],
+            "--strategy tpu is unknown; choose one of auto, default, mirrored, multiworker",
+        ),
+        (["--mixed-precision", "fp8"], "--mixed-precision fp8 is unknown"),
+        (["--folds", "1"], "--folds 1 is not cross-validation"),
+        (["--folds", "4"], "--folds 4 needs at least 4 image/mask pairs, but there are 3"),
+        (["--compare", "4a-4b"], "--compare 4a-4b is not two experiments"),
+        (["--compare", "4a:4z"], "--compare 4a:4z names unknown experiment 4z"),
+        (
+            ["--lr-schedule", "step"],
+            "--lr-schedule step is unknown; choose one of constant, cosine",
+        ),
+    ],
+)
 def test_nonsense_parameters_are_refused_before_any_work(tmp_path, flags, message):
     data = xray_folder(tmp_path, count=3)
     with pytest.raises(UserError, match=message):
-        unet._run(["--data-dir", str(data), "--out", str(tmp_path / "out"), *flags],
-                  *segmentation_blocks())
+        unet._run(
+            ["--data-dir", str(data), "--out", str(tmp_path / "out"), *flags],
+            *segmentation_blocks(),
+        )
     assert not (tmp_path / "out").exists()
 
 
 def segmentation_blocks():
     import main_segmentation
-    return main_segmentation.PARAMETERS, main_segmentation.EXPERIMENTS, main_segmentation.SYNTHETIC_DEMO
+
+    return (
+        main_segmentation.PARAMETERS,
+        main_segmentation.EXPERIMENTS,
+        main_segmentation.SYNTHETIC_DEMO,
+    )
 
 
 def test_bad_data_is_refused_before_anything_is_written(tmp_path):
@@ -188,19 +303,39 @@ def test_corrupt_image_gives_one_line_exit_2_and_writes_nothing(tmp_path, script
     (data / "Image" / "p1.png").write_bytes(b"not really a png")
     out = tmp_path / "out"
     result = script("main_segmentation.py", "--data-dir", data, *TINY, "--out", out)
-    assert result.returncode == 2 and "cannot read image" in result.stderr and "p1.png" in result.stderr
+    assert (
+        result.returncode == 2
+        and "cannot read image" in result.stderr
+        and "p1.png" in result.stderr
+    )
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
 
 
 def test_summary_columns_follow_the_experiments_and_evaluate_refuses_a_missing_model(tmp_path):
-    assert unet.setting_keys({"a": {"loss": "bce"}, "b": {"loss": "dice", "depth": 3}}) == ["loss", "depth"]
+    assert unet.setting_keys({"a": {"loss": "bce"}, "b": {"loss": "dice", "depth": 3}}) == [
+        "loss",
+        "depth",
+    ]
     data = xray_folder(tmp_path, count=2)
     with pytest.raises(UserError, match="model file .*nowhere.keras does not exist"):
-        unet._run(["evaluate", str(tmp_path / "nowhere.keras"), "--data-dir", str(data), "--out",
-                   str(tmp_path / "out")], *segmentation_blocks())
+        unet._run(
+            [
+                "evaluate",
+                str(tmp_path / "nowhere.keras"),
+                "--data-dir",
+                str(data),
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            *segmentation_blocks(),
+        )
     assert not (tmp_path / "out").exists()
-def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(tmp_path, monkeypatch, capsys):
+
+
+def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(
+    tmp_path, monkeypatch, capsys
+):
     """A U-Net whose output bias drowns every input (and an lr too small to undo it) marks every
     pixel as lung: console, summary and metrics.json say so, and not that it predicts no lung."""
     build = unet.build_unet
@@ -213,12 +348,29 @@ def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(tm
 
     monkeypatch.setattr(unet, "build_unet", saturated)
     data = xray_folder(tmp_path, count=10)
-    unet._run(["--data-dir", str(data), "--experiments", "best", *TINY, "--lr", "1e-12",
-               "--postprocess", "--out", str(tmp_path / "out")], *segmentation_blocks())
+    unet._run(
+        [
+            "--data-dir",
+            str(data),
+            "--experiments",
+            "best",
+            *TINY,
+            "--lr",
+            "1e-12",
+            "--postprocess",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        *segmentation_blocks(),
+    )
     out = capsys.readouterr().out
-    assert "**warning: best marks (almost) the whole image as lung in all 2 validation images" in out
+    assert (
+        "**warning: best marks (almost) the whole image as lung in all 2 validation images" in out
+    )
     (summary,) = folders(tmp_path / "out", "-summary")
-    assert "**Collapsed: best marks (almost) the whole image" in (summary / "summary.md").read_text()
+    assert (
+        "**Collapsed: best marks (almost) the whole image" in (summary / "summary.md").read_text()
+    )
     (run,) = folders(tmp_path / "out", "-best")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["collapsed"] is True and metrics["collapsed_to"] == "whole image"
