@@ -1,9 +1,9 @@
 """Task 3: a from-scratch VGG16-style classifier and Grad-CAM maps of where it looks.
 
-    python cam_vgg16.py --dataset bone              # data/Bone if present, else the synthetic demo set
-    python cam_vgg16.py --dataset bone --shortcut   # synthetic set whose text marker gives the class away
+    python cam_vgg16.py --dataset bone              # data/Bone if present, else the synthetic set
+    python cam_vgg16.py --dataset bone --shortcut   # synthetic set whose marker reveals the class
     python cam_vgg16.py --data-dir PATH             # any two-class folder, lab or flat layout
-    python cam_vgg16.py --data-dir PATH --preset recommended   # or --preset lab: the handout exactly
+    python cam_vgg16.py --data-dir PATH --preset recommended   # or --preset lab: the handout as is
     python cam_vgg16.py explain MODEL IMAGE... [--layer L] [--class C] [--out DIR]
 
 Trains the lab's VGG16-style network (the plain synthetic demo: with batch norm and global max
@@ -43,10 +43,10 @@ PARAMETERS = {
     "flip": True,  # random horizontal flip
     "centre": True,  # pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
     "batch_norm": False,  # BatchNormalization after every convolution (not in the lab's model)
-    "pooling": "flatten",  # top of the convolutions: flatten (the lab's), max or avg (global pooling)
+    "pooling": "flatten",  # top of the convolutions: flatten (lab's), max or avg (global pooling)
     "dropout": 0.4,  # after each of the 3 Dense(64) layers
     "lr_schedule": "constant",  # constant, or cosine: decays to 0 over the run
-    "class_weight": "none",  # none, or balanced: each class weighs as much in the loss (imbalanced sets)
+    "class_weight": "none",  # none or balanced: classes weigh as much in the loss (imbalanced sets)
     "layer": None,  # layer to explain; None: Last_ConvLayer (or the last convolution)
     "target_class": None,  # class to explain; None: each image's predicted class
     "grid_images": 12,  # validation images in cam_grid.png
@@ -117,7 +117,8 @@ POINTING_TOLERANCE_CELLS = 0.5
 # Below this validation AUC the summary warns that the maps of an unlearnt model mean nothing.
 MIN_USEFUL_AUC = 0.7
 # The summary calls the marker a shortcut when accuracy on the images whose marker belongs to the
-# other class is lower by more than the gap than on the rest, and significantly so (Fisher, one-sided).
+# other class is lower by more than the gap than on the rest, and significantly so (Fisher,
+# one-sided).
 MARKER_ACCURACY_GAP, MARKER_P_VALUE = 0.25, 0.01
 
 FLAG_TYPES = {"data_dir": str, "layer": str, "target_class": int}
@@ -324,7 +325,7 @@ def validation_dataset(images, labels, params):
 
 
 def marker_labels(paths, class_names):
-    """The class each image's text marker stands for (synthetic sets), as labels; None if unknown."""
+    """The class each image's marker stands for (synthetic sets), as labels; None if unknown."""
     from medlab.synthetic_classes import marker_classes
 
     found = marker_classes(paths)
@@ -362,7 +363,7 @@ def classification_metrics(labels, probabilities, names, args, params):
 
 
 def region_masks(paths, size, side_path):
-    """Masks stored next to synthetic images (resized to the model input), or None if any is missing."""
+    """Masks stored next to synthetic images (resized to the input), or None if any is missing."""
     import cv2
 
     from medlab.images import decode
@@ -457,7 +458,8 @@ def tolerance_pixels(explainer, size):
 def faithfulness(maps, masks, tolerance):
     """Pointing-game hit rate and mean energy inside the masks, with what chance would give.
 
-    Images with an empty mask have nothing to point at (a normal femur has no fracture) and are left out.
+    Images with an empty mask have nothing to point at (a normal femur has no fracture) and are left
+    out.
     """
     import cv2
 
@@ -511,7 +513,7 @@ def fisher_lower_tail(hits, draws, successes, total):
 
 
 def marker_outcome(test):
-    """'relies', 'no evidence', or 'untestable' when no image (or every image) has a lying marker."""
+    """'relies', 'no evidence', or 'untestable' when no image (or every one) has a lying marker."""
     agree, lies = test["marker_agrees"], test["marker_contradicts"]
     if agree["n"] == 0 or lies["n"] == 0:
         return "untestable"
@@ -547,7 +549,8 @@ def sanity_checks(model, explainer, images, params):
             {"randomised_down_to": name, "spearman": corr} for name, corr in cascade
         ],
         "randomisation_correlation": final,
-        # The drop need not be monotonic: report the step whose maps stayed closest to the trained ones.
+        # The drop need not be monotonic: report the step whose maps stayed closest to the trained
+        # ones.
         "randomisation_highest": max(cascade, key=lambda step: step[1])[1],
         "randomisation_highest_after": max(cascade, key=lambda step: step[1])[0],
         # Maps that survive re-initialising every weight describe the image, not what was learnt.
@@ -704,7 +707,8 @@ def verdict(metrics, sanity):
     warnings = []
     if metrics["not_learnt"]:
         warnings.append(
-            f"**{metrics['not_learnt_message']}**; its maps explain nothing. {metrics['try_instead']}"
+            f"**{metrics['not_learnt_message']}**; its maps explain nothing. "
+            f"{metrics['try_instead']}"
         )
     elif not metrics["val_auc"] >= MIN_USEFUL_AUC:  # also catches NaN
         warnings.append(
@@ -766,9 +770,10 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
         "",
         data_note,
         "",
-        f"Validation accuracy **{fmt(metrics['val_accuracy'])}**, ROC AUC **{fmt(metrics['val_auc'])}** "
-        f"({metrics['n_val']} images, weights of the last epoch) of {describe_network(params)}. Explained layer "
-        f"`{metrics['layer']}`, class: {metrics['explained_class']}.",
+        f"Validation accuracy **{fmt(metrics['val_accuracy'])}**, "
+        f"ROC AUC **{fmt(metrics['val_auc'])}** "
+        f"({metrics['n_val']} images, weights of the last epoch) of {describe_network(params)}. "
+        f"Explained layer `{metrics['layer']}`, class: {metrics['explained_class']}.",
         "",
         rates_sentence(metrics, params),
         "",
@@ -795,8 +800,8 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
             lines += ["No correctly classified validation image has a region to score.", ""]
         lines += [
             f"Pointing game: a hit when the map's maximum is inside the region, allowing "
-            f"{metrics['pointing_tolerance_px']} px (half a cell of the {metrics['cam_resolution']} "
-            "map). Chance: a random point / a flat map.",
+            f"{metrics['pointing_tolerance_px']} px (half a cell of the "
+            f"{metrics['cam_resolution']} map). Chance: a random point / a flat map.",
             "",
             "| images | region | n | hit rate | chance | energy inside | chance |",
             "|---|---|---|---|---|---|---|",
@@ -815,11 +820,13 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
         "",
         f"- Model randomisation ({sanity['n_images']} images): rank correlation with the trained "
         f"maps is **{fmt(sanity['randomisation_correlation'])}** once every layer is "
-        f"re-initialised (1 = unchanged): {'passed' if sanity['randomisation_passed'] else 'FAILED'} "
+        "re-initialised (1 = unchanged): "
+        f"{'passed' if sanity['randomisation_passed'] else 'FAILED'} "
         "(maps that survive random weights show the image, not what was learnt). Highest along "
         f"the cascade: {fmt(sanity['randomisation_highest'])} after randomising down to "
         f"`{sanity['randomisation_highest_after']}`.",
-        f"- Class 0 vs class 1 maps: mean rank correlation **{fmt(sanity['class_map_correlation'])}**: "
+        "- Class 0 vs class 1 maps: mean rank correlation "
+        f"**{fmt(sanity['class_map_correlation'])}**: "
         f"{'they differ' if sanity['class_maps_differ'] else 'TOO SIMILAR'} "
         f"({sanity['class_maps_all_zero']} of {2 * sanity['n_images']} maps are all zero: no "
         "positive evidence for that class anywhere, counted as correlation 0).",
@@ -992,7 +999,8 @@ def run_training(argv):
     write_summary(run_dir, params, metrics, sanity, note)
     print(
         f"validation accuracy {fmt(metrics['val_accuracy'])}, AUC {fmt(metrics['val_auc'])}; "
-        f"pointing game {fmt(metrics['pointing_game'])} (marker {fmt(metrics['marker_pointing_game'])}); "
+        f"pointing game {fmt(metrics['pointing_game'])} "
+        f"(marker {fmt(metrics['marker_pointing_game'])}); "
         f"randomisation correlation {fmt(metrics['randomisation_correlation'])}"
     )
     if metrics["not_learnt"]:

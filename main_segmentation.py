@@ -1,11 +1,11 @@
 """Task 4: U-Net lung segmentation of chest X-rays, experiments 4a-4e and the recipe `best`.
 
-    python main_segmentation.py                         # experiments 4a-4e (synthetic demo if no data)
+    python main_segmentation.py                         # experiments 4a-4e (synthetic if no data)
     python main_segmentation.py --data-dir data/X_ray --experiments best   # the real-data recipe
     python main_segmentation.py --data-dir data/X_ray --experiments 4a,4e-dice --epochs 50
     python main_segmentation.py --folds 5 --experiments 4a,4e-dice --compare 4a:4e-dice
     python main_segmentation.py predict MODEL.keras IMAGE...   # masks for new images
-    python main_segmentation.py evaluate MODEL.keras --data-dir DIR   # scores on any folder of pairs
+    python main_segmentation.py evaluate MODEL.keras --data-dir DIR   # scores on a folder of pairs
 
 Edit the parameters below or override any of them with a flag (`--help` lists them). Precedence:
 the defaults < an experiment's own settings < flags given on the command line.

@@ -1,6 +1,6 @@
-"""Lab 4, Tasks 1-2: transfer learning with a frozen ImageNet VGG16, compared with training from scratch.
+"""Lab 4, Tasks 1-2: transfer learning with a frozen ImageNet VGG16 vs training from scratch.
 
-    python transfer_vgg16.py --dataset skin            # data/Skin, or a synthetic demo set if absent
+    python transfer_vgg16.py --dataset skin  # data/Skin, or a synthetic demo set if absent
     python transfer_vgg16.py --data-dir PATH --weights PATH/vgg16_notop.h5 --folds 5
     python transfer_vgg16.py predict MODEL.keras IMAGE...
 
@@ -29,8 +29,8 @@ from medlab.runs import UserError, main_guard  # light imports: TensorFlow loads
 PARAMETERS = {
     "dataset": "skin",  # skin or bone: data/Skin or data/Bone (synthetic demo when absent)
     "data_dir": "",  # any folder Set/{train,validation}/{A,B}/ or Set/{A,B}/; wins over --dataset
-    "weights": "imagenet",  # imagenet, none (random: smoke tests only) or a VGG16 notop weights file
-    "preprocess": "vgg16",  # vgg16: keras.applications.vgg16.preprocess_input; rescale: the handout's 1/255
+    "weights": "imagenet",  # imagenet, none (random: smoke tests only) or a VGG16 notop file
+    "preprocess": "vgg16",  # vgg16: vgg16.preprocess_input; rescale: the handout's 1/255
     "image_size": 224,  # backbone input; features are (size/32) x (size/32) x 512
     "epochs": 150,  # for the head and for the from-scratch model alike
     "lr": 1e-5,  # Adam learning rate of the head
@@ -42,13 +42,13 @@ PARAMETERS = {
     "scratch_base": 8,  #   filters of the first block
     "scratch_lr": 1e-5,
     "scratch_centre": True,  #   pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
-    "scratch_batch_norm": False,  # BatchNormalization after every convolution (not in the lab's model)
-    "scratch_pooling": "flatten",  # flatten (the lab's), max or avg: global pooling instead of Flatten
+    "scratch_batch_norm": False,  # BatchNormalization after each convolution (not in the lab's)
+    "scratch_pooling": "flatten",  # flatten (lab's), max or avg: global pooling instead of Flatten
     "scratch_dropout": 0.4,  #   after each of its 3 Dense(64) layers
     "scratch_lr_schedule": "constant",  # or cosine: decays to 0 over the run
     "scratch_epochs": 0,  #   0: the same as --epochs
     "scratch_batch_size": 0,  #   0: the same as --batch-size
-    "class_weight": "none",  # none or balanced (each class weighs as much in the loss): head and scratch
+    "class_weight": "none",  # none or balanced (classes weigh alike in the loss): head and scratch
     "augment": False,  # train-time rotation/shift/zoom/flip for the from-scratch model
     "folds": 0,  # K >= 2: stratified K-fold cross-validation on train+validation
     "seeds": 1,  # repeat every training with seeds seed, seed+1, ...
@@ -58,7 +58,7 @@ PARAMETERS = {
     "bootstrap": 2000,  # resamples for the 95% confidence intervals
     "cache_dir": "data/cache/vgg16-features",
     "out": "results/transfer",
-    **SCALING_PARAMETERS,  # strategy, mixed_precision, jit (README, "Scaling"); batch_size is per replica
+    **SCALING_PARAMETERS,  # strategy, mixed_precision, jit (README); batch_size is per replica
 }
 
 HELP = {
@@ -194,7 +194,8 @@ def backbone_from_file(path, shape):
             backbone.load_weights(str(path))
     except Exception as error:
         reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-    # A layer whose kernel still equals its random start was not loaded: refuse, never run half-random.
+    # A layer whose kernel still equals its random start was not loaded:
+    # refuse, never run half-random.
     unloaded = [
         name
         for name, kernel in kernels.items()
@@ -203,7 +204,8 @@ def backbone_from_file(path, shape):
     if reason or unloaded:
         reason = (
             reason
-            or f"{len(unloaded)} of {len(kernels)} layers not in the file: {', '.join(unloaded[:3])}"
+            or f"{len(unloaded)} of {len(kernels)} layers not in the file: "
+            f"{', '.join(unloaded[:3])}"
         )
         raise UserError(
             f"weights file {path} does not fit VGG16 without its top ({reason}); pass "
@@ -602,7 +604,10 @@ def learning_checks(runs, labels, class_names, p, typed):
     if (
         checks["transfer"]["not_learnt"] and p["weights"] == "none"
     ):  # no preset helps random features
-        advice += " The head's features come from a random VGG16 (--weights none): use --weights imagenet."
+        advice += (
+            " The head's features come from a random VGG16 (--weights none): "
+            "use --weights imagenet."
+        )
     return checks, advice
 
 
@@ -740,7 +745,8 @@ def write_summary(run_dir, metrics, context):
     lines += not_learnt_lines(metrics)
     lines += [
         f"- data: `{context['data_dir']}`; {context['describe']}",
-        f"- training: preset `{context['preset'] or 'none'}`, class weights `{context['class_weight']}` "
+        f"- training: preset `{context['preset'] or 'none'}`, "
+        f"class weights `{context['class_weight']}` "
         f"(head and from-scratch model); from-scratch model {context['scratch']}",
         f"- backbone: VGG16 without top, weights `{context['weights']}`, input "
         f"{context['image_size']}x{context['image_size']}x3, `{context['preprocess']}` "
@@ -811,7 +817,8 @@ def describe_scratch(p):
         f"{'centred' if p['scratch_centre'] else '[0, 1]'} pixels, "
         f"{'batch norm, ' if p['scratch_batch_norm'] else ''}{p['scratch_pooling']} top, dropout "
         f"{p['scratch_dropout']}, lr {p['scratch_lr']:g} {p['scratch_lr_schedule']}, "
-        f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}{', augmented' if p['augment'] else ''}"
+        f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}"
+        f"{', augmented' if p['augment'] else ''}"
     )
 
 
@@ -1114,7 +1121,8 @@ def predict_command(argv):
         p_one = float(model.predict(image[None], verbose=0)[0, -1])
         label = int(p_one >= THRESHOLD)
         print(
-            f"{path}: {info['class_names'][label]} (probability {p_one if label else 1 - p_one:.3f})"
+            f"{path}: {info['class_names'][label]} "
+            f"(probability {p_one if label else 1 - p_one:.3f})"
         )
 
 

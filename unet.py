@@ -52,7 +52,8 @@ SOFT_DICE_SMOOTH = 1.0
 # A mask is "multi-label" when a grey level well away from 0 and from its maximum covers this
 # share of the pixels; JPEG ringing at the edges stays far below it.
 MULTI_LABEL_SHARE = 0.01
-# Lungs cover about a quarter of a chest X-ray; a prediction over 90% of every image is no lung mask.
+# Lungs cover about a quarter of a chest X-ray; a prediction over 90% of every image is no lung
+# mask.
 FULL_SHARE = 0.9
 
 
@@ -63,7 +64,7 @@ def find_pairs(data_dir):
     """Image and mask paths of `data_dir/{Image,Mask}`, paired by identical file stem, sorted."""
     data_dir = Path(data_dir)
     folders = {name: data_dir / name for name in ("Image", "Mask")}
-    for name, folder in folders.items():
+    for _name, folder in folders.items():
         if not folder.is_dir():
             raise UserError(
                 f"missing folder {folder}; put X-rays in {data_dir}/Image and lung masks "
@@ -247,8 +248,9 @@ def choose_cache(mode, count, size, budget_gb):
     needed = PRELOAD_COPIES * decoded_gb(count, size)
     choice = "memory" if needed <= budget_gb else "none"
     print(
-        f"--cache auto: preloading {count} pairs at {size}x{size} would take about {needed:.2f} GB, "
-        f"{'within' if choice == 'memory' else 'over'} the {budget_gb:g} GB memory budget: --cache {choice}"
+        f"--cache auto: preloading {count} pairs at {size}x{size} would take about "
+        f"{needed:.2f} GB, {'within' if choice == 'memory' else 'over'} the {budget_gb:g} GB "
+        f"memory budget: --cache {choice}"
     )
     return choice
 
@@ -283,7 +285,7 @@ def user_error_from_pipeline(error):
 
 
 def overlap_counts(truth, prediction):
-    """True positives, false positives and false negatives per image of binary (N, H, W, 1) masks."""
+    """True and false positives and false negatives per image of binary (N, H, W, 1) masks."""
     truth, prediction = truth.astype(bool), prediction.astype(bool)
     axes = tuple(range(1, truth.ndim))
     tp = np.sum(truth & prediction, axis=axes)
@@ -293,7 +295,8 @@ def overlap_counts(truth, prediction):
 
 
 def ratio(numerator, denominator, both_empty):
-    """numerator/denominator per image; where the denominator is 0: 1 if both masks are empty, else 0."""
+    """numerator/denominator per image; where the denominator is 0: 1 if both masks are empty,
+    else 0."""
     safe = np.where(denominator > 0, denominator, 1.0)
     return np.where(denominator > 0, numerator / safe, np.where(both_empty, 1.0, 0.0))
 
@@ -384,7 +387,7 @@ def conv_block(x, filters, batch_norm, name):
 
 
 def build_unet(input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_norm=False):
-    """The lab's U-Net: `depth` levels of base * 2**level filters and a bottleneck of base * 2**depth.
+    """The lab's U-Net: `depth` levels of base * 2**level filters, a bottleneck of base * 2**depth.
 
     Dropout (when > 0) follows every pooling and every skip concatenation; the decoder upsamples
     with Conv2DTranspose; the output is one sigmoid channel.
@@ -453,8 +456,8 @@ def train(model, train_data, val_data, epochs, run_dir, verbose=1):
     done = checkpoint.restore(model)
     if done:
         print(
-            f"resuming {Path(run_dir).name} after epoch {done} of {epochs}: weights, optimizer state "
-            f"and {done} history rows restored from {Path(run_dir) / 'backup'}"
+            f"resuming {Path(run_dir).name} after epoch {done} of {epochs}: weights, optimizer "
+            f"state and {done} history rows restored from {Path(run_dir) / 'backup'}"
         )
     if done < epochs:
         for _ in range(
@@ -474,8 +477,8 @@ def train(model, train_data, val_data, epochs, run_dir, verbose=1):
 
 
 def predict_masks(model, images, batch_size=8, postprocess=False):
-    """Binary masks (N, H, W, 1) for `images`, the sigmoid output thresholded at 0.5, then cleaned by
-    `keep_lungs` when `postprocess` is set."""
+    """Binary masks (N, H, W, 1) for `images`, the sigmoid output thresholded at 0.5, then cleaned
+    by `keep_lungs` when `postprocess` is set."""
     probabilities = model.predict(images, batch_size=batch_size, verbose=0)
     masks = (probabilities >= THRESHOLD).astype(np.float32)
     return keep_lungs(masks) if postprocess else masks
@@ -538,20 +541,21 @@ def collapse_message(name, kind, count, loss="bce"):
     """The sentence that says what a collapsed experiment predicts, why, and what to run instead."""
     if kind == "empty mask":
         cause = (
-            "Dice loss does this when a high learning rate saturates the sigmoid (its gradient then "
-            "vanishes, unlike BCE's); rerun"
+            "Dice loss does this when a high learning rate saturates the sigmoid (its gradient "
+            "then vanishes, unlike BCE's); rerun"
             if "dice" in loss
             else "Rerun"
         )
         return (
-            f"{name} predicts no lung in any of its {count} validation images: it has collapsed to the "
-            f"empty mask and has not learnt the task. {cause} with a lower --lr, or run --experiments "
-            "best."
+            f"{name} predicts no lung in any of its {count} validation images: it has collapsed "
+            f"to the empty mask and has not learnt the task. {cause} with a lower --lr, or run "
+            "--experiments best."
         )
     return (
         f"{name} marks (almost) the whole image as lung in all {count} validation images: it has "
-        "collapsed to the full mask and has not learnt the task. Check that the masks show the lungs "
-        "white on black (inverted masks teach exactly this), then rerun with a lower --lr, or run "
+        "collapsed to the full mask and has not learnt the task. Check that the masks show the "
+        "lungs white on black (inverted masks teach exactly this), then rerun with a lower --lr, "
+        "or run "
         "--experiments best."
     )
 
@@ -616,12 +620,12 @@ HELP = {
     "batch_size": "pairs per training step",
     "lr": "Adam learning rate",
     "lr_schedule": "constant, or cosine: decays from --lr to 0 over the run",
-    "postprocess": "keep the two largest connected regions of each predicted mask and fill their holes "
-    "(metrics.json also reports the scores without it)",
+    "postprocess": "keep the two largest connected regions of each predicted mask and fill their "
+    "holes (metrics.json also reports the scores without it)",
     "epochs": "training epochs per experiment",
     "val_fraction": "share of pairs held out for validation",
-    "folds": "K-fold cross-validation over all pairs (0 = the --val-fraction split); every image is "
-    "scored once by the fold model that did not see it",
+    "folds": "K-fold cross-validation over all pairs (0 = the --val-fraction split); every image "
+    "is scored once by the fold model that did not see it",
     "seed": "seed of the split, the weights, the shuffling and the augmentation",
     "out": "folder that receives one new folder per run",
     "cache": "auto (memory when preloading fits --memory-budget-gb, else none), memory (decode all "
@@ -842,7 +846,7 @@ def experiment_datasets(p, data, batch_size, cache_dir=None):
 
 
 def fit_experiment(p, datasets, run_dir, scaling):
-    """A fresh U-Net built and trained under `scaling`'s strategy; returns it and the training seconds."""
+    """A fresh U-Net trained under `scaling`'s strategy; returns it and the training seconds."""
     p = {**ADDED_PARAMETERS, **p}
     steps = p["epochs"] * int(datasets[0].cardinality())
     with scaling.scope():
@@ -919,11 +923,8 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     metrics["collapsed_to"] = collapsed(scores, masks_empty=data.get("masks_empty", False))
     metrics["collapsed"] = metrics["collapsed_to"] is not None
     if metrics["collapsed"]:
-        print(
-            bold(
-                f"warning: {collapse_message(name, metrics['collapsed_to'], len(scores['dice']), p['loss'])}"
-            )
-        )
+        message = collapse_message(name, metrics["collapsed_to"], len(scores["dice"]), p["loss"])
+        print(bold(f"warning: {message}"))
     write_per_image(run_dir / "per_image.csv", data["val_names"], scores)
     plot_curves(
         {name: history},
@@ -948,7 +949,8 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     if p["postprocess"]:
         raw = metrics["without_postprocess"]
         print(
-            f"{name}: without --postprocess: Dice {raw['val_dice']:.3f}, HD95 {raw['val_hd95']:.1f} px"
+            f"{name}: without --postprocess: Dice {raw['val_dice']:.3f}, "
+            f"HD95 {raw['val_hd95']:.1f} px"
         )
     return metrics, scores
 
@@ -966,7 +968,7 @@ def finish_experiment(run_dir, metrics):
 
 
 def bold(text):
-    """Bold on a terminal (ANSI), Markdown bold in a log file: a collapse must not scroll by unseen."""
+    """Bold on a terminal (ANSI), Markdown bold in a log file, so a collapse is not missed."""
     return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else f"**{text}**"
 
 
@@ -1042,16 +1044,19 @@ def write_summary(
     cleaned = [r["experiment"] for r in rows if r["postprocess"]]
     if cleaned:
         data_note += (
-            f"`. {', '.join(cleaned)} ran with `--postprocess`: their scores are those of the cleaned "
-            "masks; their metrics.json also holds the scores without it (`without_postprocess`"
+            f"`. {', '.join(cleaned)} ran with `--postprocess`: their scores are those of the "
+            "cleaned masks; their metrics.json also holds the scores without it "
+            "(`without_postprocess`"
         )
     warning = "".join(
-        f"\n\n**Collapsed: {collapse_message(r['experiment'], r['collapsed_to'], r['validation_images'])}**"
+        "\n\n**Collapsed: "
+        f"{collapse_message(r['experiment'], r['collapsed_to'], r['validation_images'])}**"
         for r in rows
         if r["collapsed"]
     )
     (summary_dir / "summary.md").write_text(
-        f"# U-Net lung segmentation: experiment summary\n\nData: `{data_note}`. {scored_images_note(bool(folds))}"
+        "# U-Net lung segmentation: experiment summary\n\n"
+        f"Data: `{data_note}`. {scored_images_note(bool(folds))}"
         "`best_val_dice` is the checkpoint with the best validation Dice; "
         f"the epoch was chosen on the same images, so it is optimistic.{warning}\n\n"
         f"{table}\n\n![Dice per image](dice.png)\n\n{compared}{figures}\n"
@@ -1073,7 +1078,7 @@ def scored_images_note(folds):
 
 
 def collapse_kind(metrics):
-    """`collapsed_to` of a run's metrics; runs written before it existed only knew the empty mask."""
+    """`collapsed_to` of a run's metrics; runs written before it only knew the empty mask."""
     if "collapsed_to" in metrics:
         return metrics["collapsed_to"]
     return "empty mask" if metrics.get("collapsed") else None
@@ -1095,7 +1100,7 @@ def summary_folder(out, resume):
 
 
 def run_command_line(argv, parameters, experiments, demo, comparisons=(), default_experiments=None):
-    """The script's entry point; `default_experiments` run when --experiments is not given (all if None)."""
+    """The script's entry point; `default_experiments` run without --experiments (all if None)."""
     from medlab.runs import main_guard
 
     main_guard(_run, lower="--batch-size, --size or --base")(
@@ -1286,7 +1291,7 @@ def predict_command(argv, parameters):
 
 
 def check_segmentation_model(model, path):
-    """A model that maps a square grey image to a one-channel mask of its size, as experiments save."""
+    """A model mapping a square grey image to a same-size one-channel mask, as experiments save."""
     inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
     if len(inputs) != 4 or inputs[3] != 1 or outputs != inputs:
         raise UserError(
@@ -1296,7 +1301,7 @@ def check_segmentation_model(model, path):
         )
 
 
-# ----------------------------------------------------------------------------- evidence: comparisons,
+# ------------------------------------------------------------------------- evidence: comparisons,
 # cross-validation and scoring a saved model
 
 # Metrics of the paired comparisons: (per-image score, its words, higher is better).
@@ -1310,7 +1315,7 @@ CURVE_PANELS = {
 
 
 def setting_keys(experiments):
-    """Every parameter that some experiment sets, in order of first appearance: the settings columns."""
+    """Every parameter some experiment sets, in order of first appearance: the settings columns."""
     return list(dict.fromkeys(key for settings in experiments.values() for key in settings))
 
 
@@ -1386,14 +1391,15 @@ def run_folds(name, p, every, splits, run_dir, scaling, cache_dir=None, resume=F
     write_json(run_dir / "metrics.json", metrics)  # last: the mark of a complete experiment
     mark_complete(run_dir)
     print(
-        f"{name}: {len(splits)}-fold Dice {metrics['folds_dice_mean']:.3f} +- {metrics['folds_dice_std']:.3f} "
-        f"over folds; pooled over {metrics['validation_images']} images {metrics['val_dice']:.3f}"
+        f"{name}: {len(splits)}-fold Dice {metrics['folds_dice_mean']:.3f} "
+        f"+- {metrics['folds_dice_std']:.3f} over folds; pooled over "
+        f"{metrics['validation_images']} images {metrics['val_dice']:.3f}"
     )
     return metrics, scores
 
 
 def pooled_folds(name, results):
-    """Metrics of the folds' (metrics, scores) results: per-image scores pooled, and per-fold means."""
+    """Metrics of the folds' (metrics, scores) results: per-image scores pooled, per-fold means."""
     scores = {m: np.concatenate([s[m] for _, s in results]) for m in METRICS}
     scores["image"] = [n for _, s in results for n in s["image"]]
     per_fold = {m: [fold[f"val_{m}"] for fold, _ in results] for m in METRICS}
@@ -1434,7 +1440,7 @@ def write_mean_history(path, fold_histories):
 
 
 def write_comparisons(summary_dir, runs, comparisons, seed):
-    """The paired comparisons of the runs made: comparisons.csv, a figure each, and their Markdown."""
+    """The paired comparisons of the runs made: comparisons.csv, a figure each, their Markdown."""
     from medlab.comparisons import (
         compare_runs,
         comparison_figure,
@@ -1469,7 +1475,7 @@ def write_comparisons(summary_dir, runs, comparisons, seed):
 
 
 def evaluate_command(argv, parameters):
-    """`evaluate MODEL --data-dir DIR`: a saved U-Net scored on every pair of a folder, no training."""
+    """`evaluate MODEL --data-dir DIR`: a saved U-Net scored on every pair in a folder."""
     from medlab.cli import Parser
     from medlab.runs import mark_complete, new_run_dir, save_config, write_json
 
@@ -1518,7 +1524,8 @@ def evaluate_command(argv, parameters):
     )
     mark_complete(out_dir)
     print(
-        f"{args.model} on {len(every['names'])} pairs of {args.data_dir}: Dice {metrics['dice']:.3f} "
-        f"+- {metrics['dice_std']:.3f}, IoU {metrics['iou']:.3f}, HD95 {metrics['hd95']:.1f} px, "
-        f"precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}\nscores and overlays: {out_dir}"
+        f"{args.model} on {len(every['names'])} pairs of {args.data_dir}: "
+        f"Dice {metrics['dice']:.3f} +- {metrics['dice_std']:.3f}, IoU {metrics['iou']:.3f}, "
+        f"HD95 {metrics['hd95']:.1f} px, precision {metrics['precision']:.3f}, "
+        f"recall {metrics['recall']:.3f}\nscores and overlays: {out_dir}"
     )

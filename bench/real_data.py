@@ -62,7 +62,7 @@ def fail(message):
 
 
 def run_script(script, args, out, dry_run):
-    """Run `script` as a user would; return its new run folder (None when only listing) and minutes."""
+    """Run `script` like a user; return its new run folder (None when only listing) and minutes."""
     command = ["python", script, *map(str, args), "--out", str(out)]
     print("$ " + " ".join(shlex.quote(word) for word in command), flush=True)
     if dry_run:
@@ -85,7 +85,7 @@ def classifier_row(task, model, command_args, metrics, minutes):
 
 
 def task12_rows(args):
-    """Tasks 1-2 with a random backbone (--weights none): NOT transfer learning, a pipeline check."""
+    """Tasks 1-2 on a random backbone (--weights none): NOT transfer learning, a pipeline check."""
     rows = []
     for preset in ("recommended", "lab"):
         command = ["--data-dir", args.skin, *TRANSFER_ARGS, "--preset", preset]
@@ -100,7 +100,7 @@ def task12_rows(args):
 
 
 def task3_rows(args):
-    """Task 3 with both presets; the recommended one in colour, the lab's as the handout (1 channel)."""
+    """Task 3 with both presets; recommended in colour, the lab's as the handout (1 channel)."""
     rows = []
     for preset, extra in (("recommended", ["--channels", "3"]), ("lab", [])):
         command = ["--data-dir", args.skin, "--preset", preset, *extra]

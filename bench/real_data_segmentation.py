@@ -1,4 +1,4 @@
-"""Benchmark (not a test): the Task 4 numbers of the README on a real chest X-ray folder.
+r"""Benchmark (not a test): the Task 4 numbers of the README on a real chest X-ray folder.
 
 Runs the two commands of the README's "Real chest X-rays" table, as a user would type them:
   1. the lab's experiments at 256 px with Adam 1e-3 for --epochs (the README's rows: 4a, 60 epochs;
@@ -6,7 +6,8 @@ Runs the two commands of the README's "Real chest X-rays" table, as a user would
   2. the recipe `best` with its own settings,
 then prints one table: validation Dice and HD95 per image (final model), and training time.
 
-    python bench/real_data_segmentation.py --data-dir ../shared/dev-data/X_ray [--lab 4a] [--epochs 60]
+    python bench/real_data_segmentation.py --data-dir ../shared/dev-data/X_ray \
+        [--lab 4a] [--epochs 60]
 
 `segmentation_rows` is the part `bench/real_data.py` calls for its Task 4 rows.
 """
@@ -24,7 +25,7 @@ LAB_EXPERIMENTS = "4a,4b,4c-bce,4c-dice,4d-bce,4d-dice,4e-bce,4e-dice"
 
 
 def segmentation_commands(data_dir, out, epochs, lab=LAB_EXPERIMENTS):
-    """The README's commands: the lab's experiments `lab` for `epochs` epochs, then `best` as it is."""
+    """The README's commands: the lab's experiments `lab` for `epochs` epochs, then `best` as is."""
     common = [
         sys.executable,
         str(ROOT / "main_segmentation.py"),

@@ -58,7 +58,8 @@ def not_learnt_sentence(check, model="the model"):
             "validation images: it has not learnt the task"
         )
     return (
-        f"{model} has a balanced accuracy of {check['balanced_accuracy']:.3f} on {check['n_images']} "
+        f"{model} has a balanced accuracy of {check['balanced_accuracy']:.3f} "
+        f"on {check['n_images']} "
         "validation images, near chance (0.5): it has not learnt the task"
     )
 
@@ -83,7 +84,7 @@ def suggested_command(script, typed, preset_keys, preset="recommended"):
 
 
 def try_instead(script, typed, preset_keys, used_preset, preset="recommended"):
-    """What to do next: the command with `preset`, or, when that preset already ran as it is, more data."""
+    """What to do next: the command with `preset`, or more data if that preset already ran as is."""
     if used_preset == preset and not any(name in preset_keys for name in typed):
         return (
             f"The {preset} preset has not learnt this set either: check the labels, add images "

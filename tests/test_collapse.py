@@ -52,8 +52,8 @@ def test_suggested_command_drops_the_flags_the_preset_sets():
     typed = {"data_dir": "my data/KNEE", "lr": 1e-4, "epochs": 30, "flip": False, "channels": 3}
     command = suggested_command("cam_vgg16.py", typed, cam_vgg16.PRESETS["recommended"])
     assert (
-        command
-        == "python cam_vgg16.py --data-dir 'my data/KNEE' --no-flip --channels 3 --preset recommended"
+        command == "python cam_vgg16.py --data-dir 'my data/KNEE' --no-flip --channels 3 "
+        "--preset recommended"
     )
     # The recommended preset as it is did not learn: more of the same would not help.
     assert "--preset" not in try_instead(
