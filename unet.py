@@ -28,6 +28,7 @@ from keras import layers
 from scipy import ndimage
 
 from medlab.augment import augment_pair, augmented_batches
+from medlab.collapse import print_bold
 from medlab.distribute import SCALING_HELP
 from medlab.images import (
     decode,
@@ -924,7 +925,7 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     metrics["collapsed"] = metrics["collapsed_to"] is not None
     if metrics["collapsed"]:
         message = collapse_message(name, metrics["collapsed_to"], len(scores["dice"]), p["loss"])
-        print(bold(f"warning: {message}"))
+        print_bold(f"warning: {message}")
     write_per_image(run_dir / "per_image.csv", data["val_names"], scores)
     plot_curves(
         {name: history},
@@ -965,11 +966,6 @@ def finish_experiment(run_dir, metrics):
     write_json(run_dir / "metrics.json", metrics)
     mark_complete(run_dir)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
-
-
-def bold(text):
-    """Bold on a terminal (ANSI), Markdown bold in a log file, so a collapse is not missed."""
-    return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else f"**{text}**"
 
 
 def write_summary(

@@ -93,6 +93,10 @@ def try_instead(script, typed, preset_keys, used_preset, preset="recommended"):
     return f"Try instead: `{suggested_command(script, typed, preset_keys, preset)}`."
 
 
+def bold(text):
+    """Bold on a terminal (ANSI), Markdown bold in a log file, so the sentence is never missed."""
+    return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else f"**{text}**"
+
+
 def print_bold(text):
-    """Bold on a terminal, framed by stars in a log file, so the sentence is never missed."""
-    print(f"\033[1m{text}\033[0m" if sys.stdout.isatty() else f"*** {text} ***")
+    print(bold(text))

@@ -15,20 +15,7 @@ from conftest import tensorboard_events
 import cam_vgg16
 from medlab.synthetic_classes import synthetic_class_set
 
-TINY = [
-    "--size",
-    "32",
-    "--base",
-    "2",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "8",
-    "--grid-images",
-    "4",
-    "--sanity-images",
-    "4",
-]
+TINY = "--size 32 --base 2 --epochs 2 --batch-size 8 --grid-images 4 --sanity-images 4".split()
 OUTPUTS = [
     "config.json",
     "history.csv",

@@ -11,20 +11,7 @@ from medlab.classify import class_weights
 from medlab.collapse import learning_check, not_learnt_sentence, suggested_command, try_instead
 from medlab.synthetic_classes import synthetic_class_set
 
-TINY = [
-    "--size",
-    "32",
-    "--base",
-    "2",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "8",
-    "--grid-images",
-    "4",
-    "--sanity-images",
-    "4",
-]
+TINY = "--size 32 --base 2 --epochs 1 --batch-size 8 --grid-images 4 --sanity-images 4".split()
 
 
 def test_one_class_predictions_are_noticed_with_their_counts():

@@ -14,16 +14,7 @@ EPOCHS = 2
 TINY = [
     "--epochs",
     str(EPOCHS),
-    "--size",
-    "32",
-    "--depth",
-    "2",
-    "--base",
-    "2",
-    "--batch-size",
-    "4",
-    "--experiments",
-    "4a",
+    *"--size 32 --depth 2 --base 2 --batch-size 4 --experiments 4a".split(),
 ]
 # Each run is killed at one point; the next run resumes it. 8 training pairs = 2 batches an epoch.
 CRASHES = [

@@ -11,7 +11,7 @@ import unet
 from medlab.runs import UserError
 from medlab.synthetic_xray import chest_xray
 
-TINY = ["--epochs", "1", "--size", "32", "--depth", "2", "--base", "2", "--batch-size", "4"]
+TINY = "--epochs 1 --size 32 --depth 2 --base 2 --batch-size 4".split()
 RUN_FILES = (
     "config.json",
     "history.csv",

@@ -11,20 +11,8 @@ from conftest import tensorboard_events
 import transfer_vgg16 as tv
 from medlab.synthetic_classes import synthetic_class_set
 
-TINY = [
-    "--weights",
-    "none",
-    "--epochs",
-    "2",
-    "--image-size",
-    "32",
-    "--scratch-size",
-    "32",
-    "--bootstrap",
-    "200",
-    "--batch-size",
-    "4",
-]
+TINY = "--weights none --epochs 2 --image-size 32 --scratch-size 32 --bootstrap 200".split()
+TINY += ["--batch-size", "4"]
 OUTPUTS = [
     "config.json",
     "metrics.json",
