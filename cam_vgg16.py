@@ -848,7 +848,6 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
 # ---------------------------------------------------------------------------------------------
 def run_training(argv):
     args = train_parser().parse_args(argv)
-    quiet_tensorflow()
     folder, synthetic = find_data(args)
     params = resolve_parameters(args, synthetic)
     if synthetic:
@@ -865,10 +864,10 @@ def run_training(argv):
         )
     from medlab.classdata import load_class_split
 
-    split = load_class_split(
-        folder, seed=params["seed"]
-    )  # checks the folders before TensorFlow starts
+    # Checks the folders before TensorFlow starts.
+    split = load_class_split(folder, seed=params["seed"])
     print(split.describe())
+    quiet_tensorflow()
 
     import keras
 

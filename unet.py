@@ -439,8 +439,8 @@ def compile_unet(model, loss, lr, jit_compile=False):
         optimizer=keras.optimizers.Adam(lr),
         loss=LOSSES[loss],
         jit_compile=jit_compile,
-        metrics=[dice_coefficient, "binary_accuracy"],
-    )  # the same curves for every loss
+        metrics=[dice_coefficient, "binary_accuracy"],  # the same curves for every loss
+    )
     return model
 
 
@@ -472,8 +472,8 @@ def train(model, train_data, val_data, epochs, run_dir, verbose=1):
             initial_epoch=done,
             callbacks=[checkpoint, epoch_logger(log_dir_for(run_dir))],
             verbose=verbose,
-            shuffle=False,
-        )  # the dataset shuffles itself
+            shuffle=False,  # the dataset shuffles itself
+        )
     return checkpoint.seconds()
 
 
@@ -700,12 +700,10 @@ def unet_activations(size, base, depth, batch_norm, dropout):
     values = 2 * size * size  # the input and the output mask
     for level in range(depth):
         pixels, filters = (size // 2**level) ** 2, base * 2**level
-        down = (
-            per_block + (1 + bool(dropout)) / 4
-        )  # block, then pooling (+ dropout) on a quarter of the pixels
-        up = (
-            1 + 2 + 2 * bool(dropout) + per_block
-        )  # transposed convolution, concatenation (+ dropout), block
+        # down: the block, then pooling (+ dropout) on a quarter of the pixels;
+        # up: transposed convolution, concatenation (+ dropout), then the block.
+        down = per_block + (1 + bool(dropout)) / 4
+        up = 1 + 2 + 2 * bool(dropout) + per_block
         values += pixels * filters * (down + up)
     return values + (size // 2**depth) ** 2 * base * 2**depth * per_block
 
@@ -776,9 +774,8 @@ def load_every_pair(data_dir, size, cache="memory", memory_budget_gb=4.0):
     from medlab.checks import check_pairs
 
     image_paths, mask_paths = find_pairs(data_dir)
-    masks_empty = check_pairs(
-        image_paths, mask_paths
-    )  # every file decoded once: bad ones stop here
+    # Every file is decoded once here, so a bad one stops the run before anything is written.
+    masks_empty = check_pairs(image_paths, mask_paths)
     cache = choose_cache(cache, len(image_paths), size, memory_budget_gb)
     if cache == "memory":
         pairs = (load_images(image_paths, size), load_masks(mask_paths, size))
@@ -1265,10 +1262,8 @@ def predict_command(argv, parameters):
     )
     parser.add_argument("--postprocess", action="store_true", help=HELP["postprocess"])
     args = parser.parse_args(argv)
-    for path in args.images:
-        decode(
-            path
-        )  # every image is checked before any folder is made (decoded again below, one at a time)
+    for path in args.images:  # all checked before any folder is made (decoded again below)
+        decode(path)
     model = load_keras_model(args.model, "main_segmentation.py")
     check_segmentation_model(model, args.model)
     size = model.input_shape[1]
@@ -1348,7 +1343,8 @@ def run_or_reload(name, p, data, run_dir, scaling, cache_dir=None, resume=False)
         print(f"{name}: already complete in {run_dir}")
         mark_complete(run_dir)  # in case the kill came between metrics.json and this mark
         return reload_run(run_dir)
-    mark_incomplete(run_dir.mkdir(exist_ok=resume) or run_dir)
+    run_dir.mkdir(exist_ok=resume)
+    mark_incomplete(run_dir)
     metrics, scores = run_experiment(name, p, data, run_dir, scaling, cache_dir)
     return metrics, {**scores, "image": data["val_names"]}
 
@@ -1363,7 +1359,8 @@ def run_folds(name, p, every, splits, run_dir, scaling, cache_dir=None, resume=F
         print(f"{name}: already complete in {run_dir}")
         mark_complete(run_dir)  # in case the kill came between metrics.json and this mark
         return reload_run(run_dir)
-    mark_incomplete(run_dir.mkdir(exist_ok=resume) or run_dir)
+    run_dir.mkdir(exist_ok=resume)
+    mark_incomplete(run_dir)
     results = []
     for k, split in enumerate(splits, 1):
         fold_cache = fresh_folder(cache_dir / f"fold{k}") if cache_dir is not None else None

@@ -40,9 +40,8 @@ def decode(path):
     """Decode one file as it is stored (any depth, 1/3/4 channels) or raise `UserError`."""
     check_file(path)
     try:
-        data = np.fromfile(
-            str(path), dtype=np.uint8
-        )  # np.fromfile + imdecode copes with non-ASCII paths
+        # np.fromfile + imdecode copes with non-ASCII paths
+        data = np.fromfile(str(path), dtype=np.uint8)
     except PermissionError:
         raise denied(path) from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
