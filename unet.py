@@ -1334,9 +1334,9 @@ def write_per_image(path, names, scores, columns=METRICS):
     )
 
 
-def run_or_reload(name, p, data, run_dir, scaling, cache_dir=None, resume=False):
-    """The metrics and per-image scores (with their image names) of one run: trained now, or read
-    back when an earlier invocation completed it."""
+def reload_if_complete(name, run_dir, resume):
+    """The saved results of a run an earlier invocation completed, else None once `run_dir` is
+    made and marked incomplete for the run about to start."""
     from medlab.runs import mark_complete, mark_incomplete
 
     if (run_dir / "metrics.json").is_file():
@@ -1345,6 +1345,15 @@ def run_or_reload(name, p, data, run_dir, scaling, cache_dir=None, resume=False)
         return reload_run(run_dir)
     run_dir.mkdir(exist_ok=resume)
     mark_incomplete(run_dir)
+    return None
+
+
+def run_or_reload(name, p, data, run_dir, scaling, cache_dir=None, resume=False):
+    """The metrics and per-image scores (with their image names) of one run: trained now, or read
+    back when an earlier invocation completed it."""
+    finished = reload_if_complete(name, run_dir, resume)
+    if finished:
+        return finished
     metrics, scores = run_experiment(name, p, data, run_dir, scaling, cache_dir)
     return metrics, {**scores, "image": data["val_names"]}
 
@@ -1353,14 +1362,11 @@ def run_folds(name, p, every, splits, run_dir, scaling, cache_dir=None, resume=F
     """One run per fold in run_dir/fold<k>, then every held-out image's scores pooled (each image is
     scored once, by the model that did not see it) and the mean +- std over folds reported.
     `--resume` keeps the folds already complete."""
-    from medlab.runs import mark_complete, mark_incomplete, write_json
+    from medlab.runs import mark_complete, write_json
 
-    if (run_dir / "metrics.json").is_file():
-        print(f"{name}: already complete in {run_dir}")
-        mark_complete(run_dir)  # in case the kill came between metrics.json and this mark
-        return reload_run(run_dir)
-    run_dir.mkdir(exist_ok=resume)
-    mark_incomplete(run_dir)
+    finished = reload_if_complete(name, run_dir, resume)
+    if finished:
+        return finished
     results = []
     for k, split in enumerate(splits, 1):
         fold_cache = fresh_folder(cache_dir / f"fold{k}") if cache_dir is not None else None
