@@ -157,7 +157,7 @@ HELP = {
 # Command line
 # ---------------------------------------------------------------------------------------------
 def train_parser():
-    from medlab.cli import Parser
+    from medlab.app.cli import Parser
 
     parser = Parser(description=__doc__.split("\n")[0], prog="cam_vgg16.py")
     for name, default in PARAMETERS.items():
@@ -190,7 +190,7 @@ def train_parser():
 
 
 def explain_parser():
-    from medlab.cli import Parser
+    from medlab.app.cli import Parser
 
     parser = Parser(
         prog="cam_vgg16.py explain", description="Grad-CAM overlays of images for a saved model"
@@ -238,7 +238,7 @@ def demo_settings(shortcut):
 
 
 def check_parameters(params):
-    from medlab.runs import UserError
+    from medlab.app.runs import UserError
 
     rules = [
         ("size", params["size"] >= 32, "at least 32 (five 2x2 poolings)"),
@@ -267,7 +267,7 @@ def check_parameters(params):
 # ---------------------------------------------------------------------------------------------
 def find_data(args):
     """(folder, synthetic?): --data-dir, else the user's data/Bone or data/Skin, else synthetic."""
-    from medlab.runs import UserError
+    from medlab.app.runs import UserError
 
     if args.data_dir:
         if args.shortcut:
@@ -279,14 +279,14 @@ def find_data(args):
     user_folder = DATA_ROOT / DATASET_FOLDERS[dataset]
     if user_folder.is_dir() and not args.shortcut:
         return user_folder, False
-    from medlab.synthetic_classes import synthetic_class_set
+    from medlab.synthetic.skin_bone import synthetic_class_set
 
     recipe = SHORTCUT_SET if args.shortcut else SYNTHETIC_SET
     return synthetic_class_set(dataset, shortcut=bool(args.shortcut), **recipe), True
 
 
 def load_data(split, params):
-    from medlab.classdata import load_arrays
+    from medlab.classification.data import load_arrays
 
     size = (params["size"], params["size"])
     train = load_arrays(split.train_paths, size, params["channels"], "training set")
@@ -298,7 +298,7 @@ def training_dataset(images, labels, params):
     """Shuffled batches, each image with its own random rotation, shift and flip (no zoom)."""
     import tensorflow as tf
 
-    from medlab.classify import image_dataset
+    from medlab.classification.train import image_dataset
 
     augment = {
         "rotation": params["rotation"],
@@ -319,14 +319,14 @@ def training_dataset(images, labels, params):
 def validation_dataset(images, labels, params):
     import tensorflow as tf
 
-    from medlab.classify import image_dataset
+    from medlab.classification.train import image_dataset
 
     return image_dataset(images, tf.one_hot(labels, 2), params["batch_size"])
 
 
 def marker_labels(paths, class_names):
     """The class each image's marker stands for (synthetic sets), as labels; None if unknown."""
-    from medlab.synthetic_classes import marker_classes
+    from medlab.synthetic.skin_bone import marker_classes
 
     found = marker_classes(paths)
     if any(name not in class_names for name in found):
@@ -337,8 +337,8 @@ def marker_labels(paths, class_names):
 def classification_metrics(labels, probabilities, names, args, params):
     """Balanced accuracy, sensitivity and specificity at 0.5 (positive class: Mel / AFF, else
     label 1), and whether the model has learnt at all, with what to try instead (issue 10)."""
-    from medlab.classmetrics import binary_metrics, positive_label
-    from medlab.collapse import learning_check, not_learnt_sentence, try_instead
+    from medlab.app.collapse import learning_check, not_learnt_sentence, try_instead
+    from medlab.classification.metrics import binary_metrics, positive_label
 
     positive = positive_label(names)
     scores = binary_metrics(labels == positive, probabilities[:, positive])
@@ -383,12 +383,12 @@ def region_masks(paths, size, side_path):
 # Model
 # ---------------------------------------------------------------------------------------------
 def build_model(params, steps_per_epoch=None, jit_compile=False):
-    """The lab's VGG16-style network, optionally fed centred pixels (`medlab.vgg.CENTRING`).
+    """The lab's VGG16-style network, optionally fed centred pixels (`vgg.CENTRING`).
 
     `steps_per_epoch` (batches per epoch) is needed by the cosine schedule, which spans the run."""
     import keras
 
-    from medlab.vgg import build_vgg16_style
+    from medlab.classification.vgg import build_vgg16_style
 
     model = build_vgg16_style(
         (params["size"], params["size"], params["channels"]),
@@ -399,7 +399,7 @@ def build_model(params, steps_per_epoch=None, jit_compile=False):
         pooling=params["pooling"],
         centre=params["centre"],
     )
-    from medlab.classify import learning_rate
+    from medlab.classification.train import learning_rate
 
     lr = learning_rate(params["lr"], params["lr_schedule"], params["epochs"], steps_per_epoch)
     model.compile(
@@ -414,8 +414,8 @@ def build_model(params, steps_per_epoch=None, jit_compile=False):
 def train(model, train_data, val_data, params, run_dir, labels):
     import keras
 
-    from medlab.classify import class_weights
-    from medlab.tensorboard_logs import epoch_logger, log_dir_for
+    from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
+    from medlab.classification.train import class_weights
 
     # shuffle=False: the tf.data pipeline already reshuffles every epoch.
     model.fit(
@@ -445,7 +445,7 @@ def explain_all(explainer, images, target_class, batch_size=32):
 
 
 def upsampled(maps, size):
-    from medlab.gradcam import upsample
+    from medlab.classification.gradcam import upsample
 
     return np.stack([upsample(m, (size, size)) for m in maps])
 
@@ -463,7 +463,7 @@ def faithfulness(maps, masks, tolerance):
     """
     import cv2
 
-    from medlab.gradcam import energy_inside, pointing_hit
+    from medlab.classification.gradcam import energy_inside, pointing_hit
 
     if masks is not None:
         has_region = masks.any(axis=(1, 2))
@@ -535,7 +535,7 @@ def faithfulness_by_class(maps, masks, labels, correct, tolerance, class_names):
 
 
 def sanity_checks(model, explainer, images, params):
-    from medlab.gradcam import class_map_correlation, randomisation_test
+    from medlab.classification.gradcam import class_map_correlation, randomisation_test
 
     sample = images[: params["sanity_images"]]
     cascade = randomisation_test(
@@ -585,7 +585,7 @@ def plot_cam_grid(
     """Image and overlay side by side; title: true / predicted class and its probability."""
     import matplotlib.pyplot as plt
 
-    from medlab.gradcam import as_rgb, overlay
+    from medlab.classification.gradcam import as_rgb, overlay
 
     per_row = 3
     rows = int(np.ceil(len(images) / per_row))
@@ -625,7 +625,7 @@ def plot_class_means(path, images, cams, labels, correct, class_names, warning="
     """Mean map of the correctly classified images of each class, over their mean image."""
     import matplotlib.pyplot as plt
 
-    from medlab.gradcam import overlay
+    from medlab.classification.gradcam import overlay
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
     for label, ax in enumerate(axes):
@@ -851,7 +851,7 @@ def run_training(argv):
     folder, synthetic = find_data(args)
     params = resolve_parameters(args, synthetic)
     if synthetic:
-        from medlab.synthetic import synthetic_banner
+        from medlab.synthetic.common import synthetic_banner
 
         chosen = {k: params[k] for k in demo_settings(params["shortcut"])}
         what = (
@@ -862,7 +862,7 @@ def run_training(argv):
             folder,
             ", ".join(f"{k}={v}" for k, v in chosen.items()) + " (flags override)",
         )
-    from medlab.classdata import load_class_split
+    from medlab.classification.data import load_class_split
 
     # Checks the folders before TensorFlow starts.
     split = load_class_split(folder, seed=params["seed"])
@@ -871,14 +871,14 @@ def run_training(argv):
 
     import keras
 
+    from medlab.app.runs import mark_complete, new_run_dir, save_config, set_seed, write_json
+    from medlab.app.tensorboard_logs import log_dir_for, write_hparams
     from medlab.atomic import save_model_atomic
-    from medlab.classmetrics import roc_auc
+    from medlab.classification.gradcam import GradCAM
+    from medlab.classification.metrics import roc_auc
     from medlab.distribute import configure_scaling
-    from medlab.gradcam import GradCAM
     from medlab.plots import plot_curves, read_history
-    from medlab.runs import mark_complete, new_run_dir, save_config, set_seed, write_json
-    from medlab.synthetic_classes import marker_mask_path, region_mask_path
-    from medlab.tensorboard_logs import log_dir_for, write_hparams
+    from medlab.synthetic.skin_bone import marker_mask_path, region_mask_path
 
     set_seed(params["seed"])
     train_images, val_images = load_data(split, params)
@@ -1003,7 +1003,7 @@ def run_training(argv):
         f"randomisation correlation {fmt(metrics['randomisation_correlation'])}"
     )
     if metrics["not_learnt"]:
-        from medlab.collapse import print_bold
+        from medlab.app.collapse import print_bold
 
         print_bold(f"{metrics['not_learnt_message']}. {metrics['try_instead']}")
     mark_complete(run_dir)
@@ -1029,9 +1029,9 @@ def class_names_for(model_path, n_classes):
 def run_explain(argv):
     args = explain_parser().parse_args(argv)
     quiet_tensorflow()
-    from medlab.gradcam import GradCAM, overlay, upsample
+    from medlab.app.runs import UserError, load_keras_model, mark_complete, new_run_dir
+    from medlab.classification.gradcam import GradCAM, overlay, upsample
     from medlab.images import decode, load_image, save_image, to_channels, to_unit_range
-    from medlab.runs import UserError, load_keras_model, mark_complete, new_run_dir
 
     for image_path in args.images:
         decode(image_path)  # every image is checked before any folder is made
@@ -1066,7 +1066,7 @@ def run_explain(argv):
 
 
 def main(argv=None):
-    from medlab.runs import main_guard
+    from medlab.app.runs import main_guard
 
     argv = sys.argv[1:] if argv is None else argv
     program = run_explain if argv[:1] == ["explain"] else run_training

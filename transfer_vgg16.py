@@ -22,9 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.classmetrics import positive_label
+from medlab.app.runs import (  # light imports: TensorFlow loads only when needed
+    UserError,
+    main_guard,
+)
+from medlab.classification.metrics import positive_label
 from medlab.distribute import SCALING_HELP, SCALING_PARAMETERS
-from medlab.runs import UserError, main_guard  # light imports: TensorFlow loads only when needed
 
 PARAMETERS = {
     "dataset": "skin",  # skin or bone: data/Skin or data/Bone (synthetic demo when absent)
@@ -261,7 +264,7 @@ def load_batch(paths, image_size):
 
 def run_backbone(backbone, paths, image_size, preprocess, batch_size=16):
     """Features of `paths` in order, decoding one batch while the backbone runs on the previous."""
-    from medlab.synthetic import progress
+    from medlab.progress import progress
 
     batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]  # last one kept
     bar = progress(
@@ -364,8 +367,8 @@ def export_full_model(backbone, head, preprocess, image_size):
 
 
 def build_scratch(p):
-    """The lab's VGG16-style model, fed pixels centred on 0 (`medlab.vgg.CENTRING`)."""
-    from medlab.vgg import build_vgg16_style
+    """The lab's VGG16-style model, fed pixels centred on 0 (`vgg.CENTRING`)."""
+    from medlab.classification.vgg import build_vgg16_style
 
     return build_vgg16_style(
         (p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
@@ -392,7 +395,7 @@ def scratch_batch_size(p):
 
 def plan_evaluations(split, folds, seed):
     """(name, train indices, validation indices) into the list train paths + validation paths."""
-    from medlab.classify import stratified_folds
+    from medlab.classification.train import stratified_folds
 
     labels = np.concatenate([split.train_labels, split.val_labels])
     if folds >= 2:
@@ -406,7 +409,12 @@ def plan_evaluations(split, folds, seed):
 
 def train_transfer(features, labels, train, val, p, csv_path, scaling):
     """A fresh head trained on cached features; returns it with validation scores and seconds."""
-    from medlab.classify import class_one_scores, class_weights, compile_classifier, fit_logged
+    from medlab.classification.train import (
+        class_one_scores,
+        class_weights,
+        compile_classifier,
+        fit_logged,
+    )
 
     with scaling.scope():
         head = compile_classifier(
@@ -427,7 +435,7 @@ def train_transfer(features, labels, train, val, p, csv_path, scaling):
 
 
 def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
-    from medlab.classify import (
+    from medlab.classification.train import (
         class_one_scores,
         class_weights,
         compile_classifier,
@@ -463,7 +471,7 @@ def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
 
 def run_evaluations(data, p, run_dir, scaling):
     """Train both models for every (seed, fold); keep the first run's models for export."""
-    from medlab.runs import set_seed
+    from medlab.app.runs import set_seed
 
     runs, kept = [], {}
     for repeat in range(p["seeds"]):
@@ -526,7 +534,7 @@ def first_seed_predictions(runs, labels, seed):
 
 def summarise(runs, labels, positive, p):
     """metrics.json: intervals on the pooled first-seed predictions, spread over all runs."""
-    from medlab.classmetrics import binary_metrics, bootstrap_metrics
+    from medlab.classification.metrics import binary_metrics, bootstrap_metrics
 
     index, truth, scores = first_seed_predictions(runs, labels, p["seed"])
     truth_pos, oriented_scores = None, {}
@@ -576,8 +584,8 @@ def summarise(runs, labels, positive, p):
 
 def log_hparams(run_dir, p, metrics):
     """Both models' parameters and pooled scores for TensorBoard's HParams dashboard."""
-    from medlab.classify import tensorboard_model_dir
-    from medlab.tensorboard_logs import write_hparams
+    from medlab.app.tensorboard_logs import write_hparams
+    from medlab.classification.train import tensorboard_model_dir
 
     for model in ("transfer", "scratch"):
         write_hparams(
@@ -591,7 +599,7 @@ def log_hparams(run_dir, p, metrics):
 def learning_checks(runs, labels, class_names, p, typed):
     """Has each model learnt? Checked on the first seed's validation predictions at the threshold;
     adds the counts to `metrics` entries and returns the advice (None when both learnt)."""
-    from medlab.collapse import learning_check, not_learnt_sentence, try_instead
+    from medlab.app.collapse import learning_check, not_learnt_sentence, try_instead
 
     _, truth, scores = first_seed_predictions(runs, labels, p["seed"])
     checks = {}
@@ -643,7 +651,7 @@ def verdict(difference):
 def plot_roc(truth, scores, metrics, path, positive_name):
     import matplotlib.pyplot as plt
 
-    from medlab.classmetrics import roc_curve
+    from medlab.classification.metrics import roc_curve
 
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
     for i, (method, values) in enumerate(scores.items()):
@@ -723,7 +731,7 @@ def write_figures(run_dir, runs, truth, scores, metrics, class_names, positive):
 
 
 def write_summary(run_dir, metrics, context):
-    from medlab.plots import markdown_table
+    from medlab.app.report import markdown_table
 
     rows = []
     for method in ("transfer", "scratch", "difference"):
@@ -824,8 +832,8 @@ def describe_scratch(p):
 
 def save_models(run_dir, kept, backbone, p, class_names):
     """The exported transfer model, the head and the scratch model, each with a small info file."""
+    from medlab.app.runs import write_json
     from medlab.atomic import save_model_atomic
-    from medlab.runs import write_json
 
     full = export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
     models = {
@@ -883,8 +891,8 @@ def locate_data(p, flags):
         )
     if Path(DATASETS[p["dataset"]]).exists():
         return Path(DATASETS[p["dataset"]]), False, {}
-    from medlab.synthetic import synthetic_banner
-    from medlab.synthetic_classes import synthetic_class_set
+    from medlab.synthetic.common import synthetic_banner
+    from medlab.synthetic.skin_bone import synthetic_class_set
 
     folder = synthetic_class_set(p["dataset"])
     shown = {**SYNTHETIC_DEMO, **{k: v for k, v in flags.items() if k in SYNTHETIC_DEMO}}
@@ -897,7 +905,7 @@ def locate_data(p, flags):
 
 
 def check_parameters(p):
-    from medlab.cli import check_range
+    from medlab.app.cli import check_range
     from medlab.distribute import check_scaling
 
     check_scaling(p)
@@ -930,7 +938,7 @@ def check_parameters(p):
 
 
 def check_scratch_options(p):
-    from medlab.cli import check_range
+    from medlab.app.cli import check_range
 
     for name, allowed in (
         ("scratch_pooling", ("flatten", "max", "avg")),
@@ -947,7 +955,7 @@ def check_scratch_options(p):
 
 
 def parse_arguments(argv):
-    from medlab.cli import Parser, add_parameter_flags
+    from medlab.app.cli import Parser, add_parameter_flags
 
     parser = Parser(
         description="Transfer learning with a frozen VGG16 vs the from-scratch VGG16-style model. "
@@ -966,7 +974,7 @@ def parse_arguments(argv):
 
 def prepare_data(split, backbone, p):
     """Features and scratch-model images of train + validation, with their labels, in one order."""
-    from medlab.classdata import load_arrays
+    from medlab.classification.data import load_arrays
 
     paths = list(split.train_paths) + list(split.val_paths)
     labels = np.concatenate([split.train_labels, split.val_labels]).astype(np.int32)
@@ -997,11 +1005,11 @@ def prepare_data(split, backbone, p):
 
 
 def train_command(argv):
-    from medlab.checks import check_writable_folder
-    from medlab.classdata import load_class_split
-    from medlab.cli import typed_flags
+    from medlab.app.checks import check_writable_folder
+    from medlab.app.cli import typed_flags
+    from medlab.app.runs import mark_complete, new_run_dir, save_config, set_seed, write_json
+    from medlab.classification.data import load_class_split
     from medlab.distribute import configure_precision, configure_scaling
-    from medlab.runs import mark_complete, new_run_dir, save_config, set_seed, write_json
 
     args = parse_arguments(argv)
     quiet_tensorflow()
@@ -1089,7 +1097,7 @@ def train_command(argv):
         },
     )
     print(f"\n{metrics['difference']['verdict']}")
-    from medlab.collapse import print_bold
+    from medlab.app.collapse import print_bold
 
     for line in not_learnt_lines(metrics)[:-1]:
         print_bold(line.strip("*"))
@@ -1100,7 +1108,7 @@ def train_command(argv):
 
 def predict_command(argv):
     """Print the class and its probability for each image, using a model saved by a run."""
-    from medlab.cli import Parser
+    from medlab.app.cli import Parser
     from medlab.images import load_image
 
     parser = Parser(
@@ -1127,7 +1135,7 @@ def predict_command(argv):
 
 
 def load_saved_model(path):
-    from medlab.runs import load_keras_model
+    from medlab.app.runs import load_keras_model
 
     info_path = path.with_suffix(".json")
     if path.is_file() and not info_path.is_file():

@@ -27,8 +27,10 @@ import tensorflow as tf
 from keras import layers
 from scipy import ndimage
 
+from medlab.app.collapse import print_bold
+from medlab.app.runs import UserError, load_keras_model
+from medlab.app.tensorboard_logs import epoch_logger, log_dir_for, write_hparams
 from medlab.augment import augment_pair, augmented_batches
-from medlab.collapse import print_bold
 from medlab.distribute import SCALING_HELP
 from medlab.images import (
     decode,
@@ -39,8 +41,6 @@ from medlab.images import (
     to_channels,
     to_unit_range,
 )
-from medlab.runs import UserError, load_keras_model
-from medlab.tensorboard_logs import epoch_logger, log_dir_for, write_hparams
 
 THRESHOLD = 0.5
 CACHE_MODES = ("auto", "memory", "disk", "none")
@@ -71,7 +71,7 @@ def find_pairs(data_dir):
                 f"missing folder {folder}; put X-rays in {data_dir}/Image and lung masks "
                 f"with the same file names in {data_dir}/Mask"
             )
-    from medlab.checks import unique_stems
+    from medlab.app.checks import unique_stems
 
     by_stem = {name: unique_stems(list_images(folder), folder) for name, folder in folders.items()}
     for name, files in by_stem.items():
@@ -643,7 +643,7 @@ ADDED_PARAMETERS = {"lr_schedule": "constant", "postprocess": False}
 
 def check_parameters(p):
     """Reject nonsense parameters with a one-line message before any work starts."""
-    from medlab.cli import check_range
+    from medlab.app.cli import check_range
     from medlab.distribute import check_scaling
 
     p = {**ADDED_PARAMETERS, **p}
@@ -744,8 +744,8 @@ def choose_experiments(names, experiments, default=None):
 
 def locate_data(parameters, flags, demo):
     """The data folder and whether it is the synthetic demo set (then demo settings apply)."""
-    from medlab.synthetic import synthetic_banner
-    from medlab.synthetic_xray import synthetic_xray_set
+    from medlab.synthetic.common import synthetic_banner
+    from medlab.synthetic.xray import synthetic_xray_set
 
     if "data_dir" in flags or Path(parameters["data_dir"]).exists():
         return Path(flags.get("data_dir", parameters["data_dir"])), {}
@@ -771,7 +771,7 @@ def load_pairs(data_dir, size, val_fraction, seed, cache="memory", memory_budget
 def load_every_pair(data_dir, size, cache="memory", memory_budget_gb=4.0):
     """All pairs of `data_dir`, decoded at `size` (cache memory) or as file paths (none or disk),
     for `split_pairs` to divide into training and validation (once, or once per fold)."""
-    from medlab.checks import check_pairs
+    from medlab.app.checks import check_pairs
 
     image_paths, mask_paths = find_pairs(data_dir)
     # Every file is decoded once here, so a bad one stops the run before anything is written.
@@ -879,8 +879,8 @@ def score_summary(scores, prefix="val_"):
 def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
     """Train, evaluate and draw one experiment into `run_dir`; returns its metrics."""
     p = {**ADDED_PARAMETERS, **p}
+    from medlab.app.runs import save_config, set_seed
     from medlab.plots import plot_curves, read_history
-    from medlab.runs import save_config, set_seed
 
     print(f"\n=== experiment {name} -> {run_dir}")
     save_config(
@@ -956,8 +956,8 @@ def run_experiment(name, p, data, run_dir, scaling, cache_dir=None):
 def finish_experiment(run_dir, metrics):
     """metrics.json last, as the mark of a complete experiment (resume skips it), then the backup,
     which only an unfinished experiment needs, goes."""
-    from medlab.faults import crash_point
-    from medlab.runs import mark_complete, write_json
+    from medlab.app.faults import crash_point
+    from medlab.app.runs import mark_complete, write_json
 
     crash_point("before-metrics")
     write_json(run_dir / "metrics.json", metrics)
@@ -976,8 +976,9 @@ def write_summary(
     chart, and the paired `comparisons` (comparisons.csv and one figure of overlaid curves each)."""
     import os
 
-    from medlab.plots import markdown_table, plot_spread, write_csv
-    from medlab.runs import write_json
+    from medlab.app.report import markdown_table
+    from medlab.app.runs import write_json
+    from medlab.plots import plot_spread, write_csv
 
     rows = []
     for name, (metrics, _, run_dir, p) in runs.items():
@@ -1079,7 +1080,7 @@ def collapse_kind(metrics):
 
 def summary_folder(out, resume):
     """A new folder for this invocation (or the one being resumed) and the stamp its runs share."""
-    from medlab.runs import new_run_dir
+    from medlab.app.runs import new_run_dir
 
     if resume:
         folder = Path(resume)
@@ -1094,7 +1095,7 @@ def summary_folder(out, resume):
 
 def run_command_line(argv, parameters, experiments, demo, comparisons=(), default_experiments=None):
     """The script's entry point; `default_experiments` run without --experiments (all if None)."""
-    from medlab.runs import main_guard
+    from medlab.app.runs import main_guard
 
     main_guard(_run, lower="--batch-size, --size or --base")(
         argv, parameters, experiments, demo, comparisons, default_experiments
@@ -1102,7 +1103,7 @@ def run_command_line(argv, parameters, experiments, demo, comparisons=(), defaul
 
 
 def parse_arguments(argv, parameters, experiments, default=None):
-    from medlab.cli import Parser, add_parameter_flags
+    from medlab.app.cli import Parser, add_parameter_flags
 
     parser = Parser(
         prog="main_segmentation.py",
@@ -1133,10 +1134,10 @@ def parse_arguments(argv, parameters, experiments, default=None):
 
 
 def _run(argv, parameters, experiments, demo, comparisons=(), default_experiments=None):
-    from medlab.cli import typed_flags
+    from medlab.app.cli import typed_flags
+    from medlab.app.runs import mark_complete, write_json
     from medlab.comparisons import check_names, parse_compare
     from medlab.distribute import configure_scaling
-    from medlab.runs import mark_complete, write_json
 
     if argv and argv[0] == "predict":
         return predict_command(argv[1:], parameters)
@@ -1247,9 +1248,9 @@ def reload_run(run_dir):
 
 def predict_command(argv, parameters):
     """`predict MODEL IMAGE...`: binary masks at each image's own size, and overlays."""
-    from medlab.cli import Parser
+    from medlab.app.cli import Parser
+    from medlab.app.runs import mark_complete, new_run_dir
     from medlab.images import save_image
-    from medlab.runs import mark_complete, new_run_dir
 
     parser = Parser(
         prog="main_segmentation.py predict",
@@ -1337,7 +1338,7 @@ def write_per_image(path, names, scores, columns=METRICS):
 def reload_if_complete(name, run_dir, resume):
     """The saved results of a run an earlier invocation completed, else None once `run_dir` is
     made and marked incomplete for the run about to start."""
-    from medlab.runs import mark_complete, mark_incomplete
+    from medlab.app.runs import mark_complete, mark_incomplete
 
     if (run_dir / "metrics.json").is_file():
         print(f"{name}: already complete in {run_dir}")
@@ -1362,7 +1363,7 @@ def run_folds(name, p, every, splits, run_dir, scaling, cache_dir=None, resume=F
     """One run per fold in run_dir/fold<k>, then every held-out image's scores pooled (each image is
     scored once, by the model that did not see it) and the mean +- std over folds reported.
     `--resume` keeps the folds already complete."""
-    from medlab.runs import mark_complete, write_json
+    from medlab.app.runs import mark_complete, write_json
 
     finished = reload_if_complete(name, run_dir, resume)
     if finished:
@@ -1475,8 +1476,8 @@ def write_comparisons(summary_dir, runs, comparisons, seed):
 
 def evaluate_command(argv, parameters):
     """`evaluate MODEL --data-dir DIR`: a saved U-Net scored on every pair in a folder."""
-    from medlab.cli import Parser
-    from medlab.runs import mark_complete, new_run_dir, save_config, write_json
+    from medlab.app.cli import Parser
+    from medlab.app.runs import mark_complete, new_run_dir, save_config, write_json
 
     parser = Parser(
         prog="main_segmentation.py evaluate",

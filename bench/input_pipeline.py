@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import unet  # noqa: E402
-from medlab.runs import set_seed  # noqa: E402
-from medlab.synthetic_xray import write_chest_xrays  # noqa: E402
+from medlab.app.runs import set_seed  # noqa: E402
+from medlab.synthetic.xray import write_chest_xrays  # noqa: E402
 
 
 def epoch_seconds(model, fit, epochs):

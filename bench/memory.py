@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import unet  # noqa: E402
-from medlab.synthetic_xray import write_chest_xrays  # noqa: E402
+from medlab.synthetic.xray import write_chest_xrays  # noqa: E402
 
 TINY_UNET = [
     "--experiments",

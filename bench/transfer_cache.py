@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transfer_vgg16 as tv  # noqa: E402
-from medlab.classdata import load_class_split  # noqa: E402
-from medlab.synthetic_classes import synthetic_class_set  # noqa: E402
+from medlab.classification.data import load_class_split  # noqa: E402
+from medlab.synthetic.skin_bone import synthetic_class_set  # noqa: E402
 
 
 def parse_arguments():
@@ -92,7 +92,7 @@ def extraction_vs_predict(backbone, paths, size, repeats):
 
 def head_fit_seconds(features, labels, epochs, batch_size):
     head = tv.build_head(features.shape[1:], 128, 0.5)
-    from medlab.classify import compile_classifier
+    from medlab.classification.train import compile_classifier
 
     compile_classifier(head, 1e-5)
     head.fit(features[:8], labels[:8, None], epochs=1, verbose=0)  # tracing, not training speed
@@ -112,7 +112,7 @@ def end_to_end_fit_seconds(backbone, head, images, labels, epochs, batch_size):
     """The frozen backbone and the head as one model, fed preprocessed images every epoch."""
     import keras
 
-    from medlab.classify import compile_classifier
+    from medlab.classification.train import compile_classifier
 
     inputs = keras.Input(shape=images.shape[1:])
     x = inputs

@@ -1,6 +1,8 @@
-"""Shared code for the lab scripts: errors and run folders, image I/O, data folders,
-synthetic demo data, plots and the VGG-style model. The scripts at the repository root
-import from here so that no logic is written twice."""
+"""Shared code for the lab scripts, so that no logic is written twice: the application layer
+(`medlab.app`: flags, run folders, reports, errors), two-class classification
+(`medlab.classification`), the synthetic demo data (`medlab.synthetic`), image I/O, augmentation,
+plots and training helpers. Importing `medlab` starts nothing; entry points call
+`quiet_tensorflow()` before TensorFlow is first used."""
 
 import os
 import sys
@@ -14,7 +16,7 @@ def quiet_tensorflow():
     bury the one-line messages this project promises. Set MEDLAB_TF_LOGS=1 to see them.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("MEDLAB_TF_LOGS") == "1" or "tensorflow" in sys.modules:
+    if os.environ.get("MEDLAB_TF_LOGS") == "1":
         return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
@@ -22,7 +24,9 @@ def quiet_tensorflow():
     try:
         import tensorflow as tf
 
-        tf.config.list_physical_devices()  # device discovery is where CUDA complains
+        # Device discovery is where CUDA complains; reading `tf.config` also loads a module that
+        # `medlab.lazy` has only announced.
+        tf.config.list_physical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)

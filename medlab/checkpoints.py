@@ -18,10 +18,10 @@ from pathlib import Path
 
 import keras
 
+from medlab.app.faults import crash_point
+from medlab.app.runs import UserError, write_json
 from medlab.atomic import copy_atomic, replacing
-from medlab.faults import crash_point
 from medlab.plots import write_csv
-from medlab.runs import UserError, write_json
 
 STATE = "state.json"
 

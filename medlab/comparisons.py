@@ -9,8 +9,8 @@ when its 95% interval excludes 0, and here also only when the Wilcoxon test agre
 
 import numpy as np
 
-from medlab.classmetrics import bootstrap_mean_interval
-from medlab.runs import UserError
+from medlab.app.runs import UserError
+from medlab.classification.metrics import bootstrap_mean_interval
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -201,7 +201,7 @@ def comparison_figure(histories, path, first, second, question, panels):
 
 def comparisons_markdown(results, notes, resamples=RESAMPLES):
     """The comparisons section of a summary: a table, then each verdict beside its curves."""
-    from medlab.plots import markdown_table
+    from medlab.app.report import markdown_table
 
     if not results and not notes:
         return ""

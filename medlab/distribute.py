@@ -12,7 +12,7 @@ CPU or on eight GPUs:
     train_data = make_dataset(..., batch_size=scaling.global_batch(p["batch_size"]))
 
 Scripts with a parameter block add `SCALING_PARAMETERS` to it (one flag each through
-`medlab.cli.add_parameter_flags`, help texts in `SCALING_HELP`) and call `check_scaling` with
+`medlab.app.cli.add_parameter_flags`, help texts in `SCALING_HELP`) and call `check_scaling` with
 their other parameter checks, so a typo fails before any data is read.
 """
 
@@ -20,7 +20,7 @@ import dataclasses
 import json
 import os
 
-from medlab.runs import UserError
+from medlab.app.runs import UserError
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("off", "float16", "bfloat16")

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medlab.runs import UserError
+from medlab.app.runs import UserError
 
 # OpenCV warns about harmless TIFF tag quirks on stderr; real decoding failures still raise below.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -152,7 +152,7 @@ def save_image(path, image):
 
 def load_all(paths, loader, shape, title):
     """Apply `loader` to each path, one at a time with a progress bar, into one float32 array."""
-    from medlab.synthetic import progress
+    from medlab.progress import progress
 
     array = np.empty((len(paths), *shape), dtype=np.float32)
     bar = progress(len(paths), title)

@@ -79,21 +79,6 @@ def plot_spread(values, path, ylabel, title=""):
     plt.close(fig)
 
 
-def markdown_table(rows, columns, formats=None):
-    """Rows of dicts as a Markdown table; `formats` maps a column to a format spec like '.3f'."""
-    formats = formats or {}
-
-    def cell(row, column):
-        value = row.get(column, "")
-        if isinstance(value, float) and column in formats:
-            return "n/a" if not np.isfinite(value) else format(value, formats[column])
-        return str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def write_csv(path, rows, columns):
     from medlab.atomic import replacing
 

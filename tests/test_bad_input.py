@@ -12,9 +12,9 @@ import pytest
 import cam_vgg16
 import transfer_vgg16 as tv
 import unet
-from medlab.checks import check_pairs
-from medlab.runs import UserError, main_guard
-from medlab.synthetic_xray import write_chest_xrays
+from medlab.app.checks import check_pairs
+from medlab.app.runs import UserError, main_guard
+from medlab.synthetic.xray import write_chest_xrays
 
 
 def segmentation(argv, tmp_path=None):
@@ -186,7 +186,7 @@ def test_transfer_checks_cache_dir_weights_folder_and_class_counts(tmp_path):
         tv.main(["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "file" / "cache")])
     with pytest.raises(UserError, match="--weights .* is a folder"):
         tv.backbone_from_file(tmp_path, (32, 32, 3))
-    from medlab.classdata import stratified_split
+    from medlab.classification.data import stratified_split
 
     with pytest.raises(UserError, match="class dogs has only 1 image.*lower --val-fraction"):
         stratified_split(np.array([0, 0, 0, 1]), 0.5, 0, ["cats", "dogs"])
@@ -220,7 +220,7 @@ def test_unrelated_errors_still_raise():
 
 
 def test_new_run_folders_are_incomplete_until_marked(tmp_path):
-    from medlab.runs import mark_complete, new_run_dir
+    from medlab.app.runs import mark_complete, new_run_dir
 
     run = new_run_dir(tmp_path, "x")
     assert (run / "INCOMPLETE.txt").is_file()

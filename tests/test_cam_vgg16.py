@@ -13,7 +13,7 @@ import pytest
 from conftest import tensorboard_events
 
 import cam_vgg16
-from medlab.synthetic_classes import synthetic_class_set
+from medlab.synthetic.skin_bone import synthetic_class_set
 
 TINY = "--size 32 --base 2 --epochs 2 --batch-size 8 --grid-images 4 --sanity-images 4".split()
 OUTPUTS = [
@@ -197,7 +197,7 @@ def demo_model_params(**changes):
 
 
 def test_demo_model_options_change_the_lab_network_where_documented():
-    from medlab.gradcam import GradCAM
+    from medlab.classification.gradcam import GradCAM
 
     lab = cam_vgg16.build_model({**cam_vgg16.PARAMETERS, "size": 32, "base": 2})
     demo = cam_vgg16.build_model(demo_model_params(), steps_per_epoch=4)

@@ -7,9 +7,9 @@ import pytest
 
 import cam_vgg16
 import transfer_vgg16 as tv
-from medlab.classify import class_weights
-from medlab.collapse import learning_check, not_learnt_sentence, suggested_command, try_instead
-from medlab.synthetic_classes import synthetic_class_set
+from medlab.app.collapse import learning_check, not_learnt_sentence, suggested_command, try_instead
+from medlab.classification.train import class_weights
+from medlab.synthetic.skin_bone import synthetic_class_set
 
 TINY = "--size 32 --base 2 --epochs 1 --batch-size 8 --grid-images 4 --sanity-images 4".split()
 
@@ -120,7 +120,7 @@ def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
 def test_lab_preset_feeds_pixels_scaled_by_1_over_255(tmp_path):
     import cv2
 
-    from medlab.classdata import load_arrays
+    from medlab.classification.data import load_arrays
 
     image = np.full((40, 40), 255, np.uint8)
     image[:20] = 51

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from medlab.app.runs import UserError
 from medlab.comparisons import (
     compare_runs,
     comparisons_markdown,
@@ -15,7 +16,6 @@ from medlab.comparisons import (
     verdict,
     with_two_run_default,
 )
-from medlab.runs import UserError
 
 DICE = [("dice", "Dice", True)]
 

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 
-from medlab.synthetic_xray import write_chest_xrays
+from medlab.synthetic.xray import write_chest_xrays
 from tests.conftest import run_script
 
 EPOCHS = 2

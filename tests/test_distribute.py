@@ -11,9 +11,9 @@ from conftest import ROOT
 
 import unet
 from medlab import distribute
-from medlab.classify import compile_classifier
-from medlab.runs import UserError
-from medlab.vgg import build_vgg16_style
+from medlab.app.runs import UserError
+from medlab.classification.train import compile_classifier
+from medlab.classification.vgg import build_vgg16_style
 
 
 def test_mirrored_on_two_cpus_matches_one_device_for_the_same_seed_and_global_batch():

@@ -8,8 +8,8 @@ import pytest
 from conftest import tensorboard_events
 
 import unet
-from medlab.runs import UserError
-from medlab.synthetic_xray import chest_xray
+from medlab.app.runs import UserError
+from medlab.synthetic.xray import chest_xray
 
 TINY = "--epochs 1 --size 32 --depth 2 --base 2 --batch-size 4".split()
 RUN_FILES = (

@@ -8,7 +8,7 @@ import pytest
 from test_segmentation_cli import segmentation_blocks, xray_folder
 
 import unet
-from medlab.runs import UserError
+from medlab.app.runs import UserError
 
 SIZE = 32
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from medlab import synthetic_classes as sc
-from medlab.classdata import load_class_split
+from medlab.classification.data import load_class_split
+from medlab.synthetic import skin_bone as sc
 
 SMALL = dict(n_train=8, n_val=4, size=96)
 
@@ -144,7 +144,7 @@ def test_skin_gets_markers_only_in_shortcut_sets(tmp_path):
 
 
 def test_unknown_dataset_is_a_user_error(tmp_path):
-    from medlab.runs import UserError
+    from medlab.app.runs import UserError
 
     with pytest.raises(UserError, match="unknown synthetic data set"):
         sc.synthetic_class_set("lung", root=tmp_path)

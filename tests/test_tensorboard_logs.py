@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from conftest import tensorboard_events
 
-from medlab.tensorboard_logs import epoch_logger, write_hparams
+from medlab.app.tensorboard_logs import epoch_logger, write_hparams
 
 
 def test_epoch_scalars_and_hparams_are_written_where_tensorboard_reads_them(tmp_path):

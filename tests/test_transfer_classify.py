@@ -1,8 +1,8 @@
-"""medlab.classify: the tf.data pipeline keeps image/label pairs, augments only when asked."""
+"""medlab.classification.train: tf.data keeps image/label pairs, augments only when asked."""
 
 import numpy as np
 
-from medlab.classify import class_one_scores, image_dataset, targets_for
+from medlab.classification.train import class_one_scores, image_dataset, targets_for
 
 
 def numbered_images(count=10, size=16):

@@ -9,7 +9,7 @@ import pytest
 from conftest import tensorboard_events
 
 import transfer_vgg16 as tv
-from medlab.synthetic_classes import synthetic_class_set
+from medlab.synthetic.skin_bone import synthetic_class_set
 
 TINY = "--weights none --epochs 2 --image-size 32 --scratch-size 32 --bootstrap 200".split()
 TINY += ["--batch-size", "4"]
@@ -194,7 +194,7 @@ def test_bad_input_ends_with_one_line_and_exit_code_2(tiny_bone, tmp_path, capsy
         "missing.h5 does not exist",
     )
     wrong = tmp_path / "wrong.weights.h5"
-    from medlab.vgg import build_vgg16_style
+    from medlab.classification.vgg import build_vgg16_style
 
     build_vgg16_style((32, 32, 3)).save_weights(wrong)
     expect_user_error(
@@ -215,7 +215,7 @@ def test_flat_folder_is_split_with_the_seed(tmp_path, capsys):
             cv2.imwrite(
                 str(flat / name / f"{i}.jpg"), rng.integers(0, 255, (40, 40), dtype=np.uint8)
             )
-    from medlab.classdata import load_class_split
+    from medlab.classification.data import load_class_split
 
     split = load_class_split(flat, 0.2, seed=0)
     assert split.layout == "flat" and len(split.val_paths) == 2

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import transfer_vgg16 as tv
-from medlab.classdata import load_class_split
+from medlab.app.runs import UserError
+from medlab.classification.data import load_class_split
 from medlab.distribute import single_device
 from medlab.images import load_image
-from medlab.runs import UserError
 
 SIZE = 32  # the smallest input VGG16 accepts: tests stay fast
 
@@ -163,7 +163,7 @@ def test_a_local_weights_file_is_loaded(tmp_path, name):
 
 
 def test_weights_of_another_model_or_a_missing_file_are_user_errors(tmp_path):
-    from medlab.vgg import build_vgg16_style
+    from medlab.classification.vgg import build_vgg16_style
 
     other = tmp_path / "other.weights.h5"
     build_vgg16_style((SIZE, SIZE, 3)).save_weights(other)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import transfer_vgg16 as tv
-from medlab.classify import stratified_folds
-from medlab.classmetrics import binary_metrics, bootstrap_metrics, roc_auc, roc_curve
+from medlab.classification.metrics import binary_metrics, bootstrap_metrics, roc_auc, roc_curve
+from medlab.classification.train import stratified_folds
 
 
 def test_binary_metrics_on_a_known_confusion_matrix():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import unet
-from medlab.runs import UserError
+from medlab.app.runs import UserError
 
 
 def write(path, array):

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 import unet
-from medlab.runs import UserError
+from medlab.app.runs import UserError
 
 
 def layer_types(model, kind):

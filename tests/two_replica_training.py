@@ -25,9 +25,9 @@ tf.config.set_logical_device_configuration(
 import numpy as np  # noqa: E402
 
 import unet  # noqa: E402
+from medlab.app.runs import set_seed  # noqa: E402
 from medlab.distribute import Scaling, make_strategy  # noqa: E402
 from medlab.plots import read_history  # noqa: E402
-from medlab.runs import set_seed  # noqa: E402
 
 GLOBAL_BATCH = 8
 # No dropout or batch norm: both runs must do exactly the same arithmetic, up to summation order.

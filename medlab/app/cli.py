@@ -7,7 +7,7 @@ typed override anything, so the precedence "defaults < experiment settings < fla
 import argparse
 import math
 
-from medlab.runs import UserError
+from medlab.app.runs import UserError
 
 # Seeds Keras, NumPy and Python all accept (NumPy's legacy seeding stops at 2**32 - 1).
 SEED_RANGE = (0, 2**32 - 1)
@@ -33,20 +33,48 @@ class Parser(argparse.ArgumentParser):
         return parsed
 
 
-def add_parameter_flags(parser, parameters, help_texts):
+def add_parameter_flags(parser, parameters, help_texts, choices=None, flag_names=None, types=None):
+    """One flag per parameter (`batch_size` -> `--batch-size`), with its help text and default.
+
+    `choices` limits a flag's values, `flag_names` renames a flag (`target_class` -> `--class`) and
+    `types` gives a parameter whose default is None its type. Booleans get `--x/--no-x`. Every
+    flag defaults to None, so `typed_flags` can tell what the user typed.
+    """
+    choices, flag_names, types = choices or {}, flag_names or {}, types or {}
     for name, default in parameters.items():
-        flag = "--" + name.replace("_", "-")
+        flag = flag_names.get(name, "--" + name.replace("_", "-"))
         text = f"{help_texts.get(name, '')} (default: {default})"
         if isinstance(default, bool):
             parser.add_argument(
                 flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=text
             )
-        else:
-            kind = type(default) if default is not None else str
-            parser.add_argument(
-                flag, dest=name, default=None, type=kind, help=text, metavar=name.upper()
-            )
+            continue
+        kind = types.get(name, type(default) if default is not None else str)
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            type=kind,
+            choices=choices.get(name),
+            help=text,
+            metavar=None if name in choices else name.upper(),
+        )
     return parser
+
+
+def add_preset_flag(parser, presets, help_text):
+    parser.add_argument("--preset", choices=list(presets), default=None, help=help_text)
+    return parser
+
+
+def resolve_parameters(parameters, typed, *layers):
+    """The run's parameters: the defaults, then each layer in order (the synthetic demo's settings,
+    a preset, an experiment), then the flags the user typed, which always win."""
+    resolved = dict(parameters)
+    for layer in layers:
+        resolved.update(layer or {})
+    resolved.update(typed)
+    return resolved
 
 
 def typed_flags(args, parameters):

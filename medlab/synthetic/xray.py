@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 
 from medlab.images import save_image
-from medlab.synthetic import SYNTHETIC_ROOT, blob_polygon, ensure_synthetic, progress, smooth_noise
+from medlab.progress import progress
+from medlab.synthetic.common import SYNTHETIC_ROOT, blob_polygon, ensure_synthetic, smooth_noise
 
 RECIPE_VERSION = 1
 

@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from medlab.app.runs import UserError
+from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
 from medlab.augment import augmented_batches, random_affine
-from medlab.runs import UserError
-from medlab.tensorboard_logs import epoch_logger, log_dir_for
 
 # Retracing notices (each new model or last partial batch) are noise to the scripts' users.
 tf.get_logger().setLevel("ERROR")

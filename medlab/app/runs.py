@@ -58,6 +58,17 @@ def main_guard(main, lower="--batch-size or the image size"):
     return guarded
 
 
+def run_commands(argv, commands, lower):
+    """The one entry shape of every script: `argv[0]` names a subcommand of `commands` (e.g.
+    "predict", "explain", "evaluate"), anything else goes to the first command (training), under
+    `main_guard`. Each command takes the rest of the command line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next(iter(commands))
+    name = argv[0] if argv and argv[0] in commands and argv[0] != first else first
+    rest = argv[1:] if name != first else argv
+    return main_guard(commands[name], lower=lower)(rest)
+
+
 def set_seed(seed):
     """Seed Python, NumPy and TensorFlow/Keras for a reproducible run."""
     import keras

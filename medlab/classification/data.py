@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medlab.app.runs import UserError
 from medlab.images import list_images
-from medlab.runs import UserError
 
 SPLIT_NAMES = ("train", "validation")
 

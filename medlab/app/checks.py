@@ -3,8 +3,8 @@ decodes but looks wrong (masks of another size, no lung anywhere, blank images).
 
 import numpy as np
 
+from medlab.app.runs import UserError
 from medlab.images import decode, to_channels, to_unit_range
-from medlab.runs import UserError
 
 # An image whose grey levels spread less than this (standard deviation on [0, 1]) looks blank:
 # a real X-ray spreads over about 0.2, a slightly noisy empty frame over 0.001.
@@ -29,7 +29,7 @@ def unique_stems(paths, folder):
 def check_pairs(image_paths, mask_paths, warn=print):
     """Decode every image and mask once (a bad file stops here with one line) and warn about data
     that looks wrong. Returns True when every mask is empty."""
-    from medlab.synthetic import progress
+    from medlab.progress import progress
 
     resized, blank, lung = [], [], False
     bar = progress(len(image_paths), f"checking {len(image_paths)} image/mask pairs")

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from medlab.classmetrics import binary_metrics
+from medlab.classification.metrics import binary_metrics
 
 # "(Almost) all one class": the most predicted class takes at least this share of the images.
 ONE_CLASS_SHARE = 0.95

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.runs import UserError, banner
+from medlab.app.runs import UserError, banner
 
 SYNTHETIC_ROOT = Path("data") / "synthetic"
 MARKER = "SYNTHETIC.json"
@@ -70,13 +70,3 @@ def blob_polygon(rng, centre, radii, size, roughness=0.08, exponent=2.0, points=
     x = np.sign(cos) * np.abs(cos) ** (2 / exponent) * radii[0] * wobble
     y = np.sign(sin) * np.abs(sin) ** (2 / exponent) * radii[1] * wobble
     return np.stack([(centre[0] + x) * size, (centre[1] + y) * size], axis=1).astype(np.int32)
-
-
-def progress(total, label):
-    """A Keras progress bar with a title line; in a log file (no terminal) only the final line."""
-    import sys
-
-    import keras
-
-    print(label)
-    return keras.utils.Progbar(total, unit_name="image", verbose=1 if sys.stdout.isatty() else 2)
