@@ -11,23 +11,55 @@ validation images with bootstrap confidence intervals, so the comparison says wh
 difference is larger than the noise. Edit the parameters below or override any with a flag.
 """
 
-import hashlib
 import json
-import sys
 import time
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app.runs import (  # light imports: TensorFlow loads only when needed
-    UserError,
-    main_guard,
+from medlab.app.checks import check_writable_folder
+from medlab.app.cli import (
+    Parser,
+    add_parameter_flags,
+    add_preset_flag,
+    check_range,
+    resolve_parameters,
+    typed_flags,
 )
-from medlab.classification.metrics import positive_label
-from medlab.distribute import SCALING_HELP, SCALING_PARAMETERS
+from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
+from medlab.app.data import locate_data
+from medlab.app.report import Report
+from medlab.app.runs import (
+    UserError,
+    load_keras_model,
+    mark_complete,
+    new_run_dir,
+    run_commands,
+    save_config,
+    set_seed,
+    write_json,
+)
+from medlab.atomic import save_model_atomic
+from medlab.classification.data import load_arrays, load_class_split
+from medlab.classification.metrics import binary_metrics, bootstrap_metrics, positive_label
+from medlab.distribute import (
+    SCALING_HELP,
+    SCALING_PARAMETERS,
+    check_scaling,
+    configure_precision,
+    configure_scaling,
+)
+from medlab.images import load_image
+from medlab.lazy import lazy_import
+
+# These start TensorFlow (or matplotlib) on first use, so --help and typos answer at once.
+plots = lazy_import("medlab.plots")
+skin_bone = lazy_import("medlab.synthetic.skin_bone")
+tensorboard_logs = lazy_import("medlab.app.tensorboard_logs")
+training = lazy_import("medlab.classification.train")
+transfer = lazy_import("medlab.classification.transfer")
+vgg = lazy_import("medlab.classification.vgg")
 
 PARAMETERS = {
     "dataset": "skin",  # skin or bone: data/Skin or data/Bone (synthetic demo when absent)
@@ -125,354 +157,303 @@ PRESETS = {
 DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}
 METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
 THRESHOLD = 0.5
-IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-# ImageNet means in BGR order, as keras.applications.vgg16.preprocess_input subtracts them.
-IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
-CACHE_VERSION = 1
+
+# Parameters with a fixed set of values: the flags offer only these.
+CHOICES = {
+    "preprocess": ("vgg16", "rescale"),
+    "scratch_pooling": ("flatten", "max", "avg"),
+    "class_weight": ("none", "balanced"),
+    "scratch_lr_schedule": ("constant", "cosine"),
+}
+PRESET_HELP = (
+    "settings of the from-scratch model and the class weights: lab (the handout's Lab 2 model "
+    "exactly) or recommended (README); flags still override"
+)
 
 
-# ----------------------------------------------------------------------------- backbone
+# ----------------------------------------------------------------------------- the pipeline
 
 
-def keras_cache_file():
-    import os
+def train_command(argv):
+    """Tasks 1-2: a head on frozen VGG16 features vs the from-scratch model, on the same images."""
+    args = parse_train_flags(argv)
+    typed = typed_flags(args, PARAMETERS)
+    # 1. Locate and split the data (the synthetic demo set, with its settings, when there is none).
+    data_dir, demo = find_data(typed)
+    p = resolve_parameters(PARAMETERS, typed, demo, PRESETS.get(args.preset))
+    p["preset"] = args.preset
+    check_parameters(p)
+    check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction, not after
+    split = load_class_split(data_dir, p["val_fraction"], p["seed"])
+    print(split.describe())
+    positive = positive_class(split.class_names, p["positive"])
+    # 2. The frozen VGG16 backbone and its (cached) features. TensorFlow starts only now, so that
+    # a typo answers at once. The distribution strategy comes before TensorFlow runs anything (the
+    # multi-worker one needs that); the precision policy only after the features are cached, so it
+    # never reaches the backbone.
+    quiet_tensorflow()
+    scaling = configure_scaling(p["strategy"], jit=p["jit"], batch_size=p["batch_size"])
+    set_seed(p["seed"])  # a random backbone (--weights none) is then the same in every run
+    backbone = load_backbone(p)
+    data = prepare_data(split, backbone, p)  # before the run folder: a corrupt image stops here
+    facts = run_facts(data_dir, bool(demo), split, positive, data, p)
+    run_dir = start_run(p, facts)
+    configure_precision(p["mixed_precision"])
+    # 3. Train the head and the from-scratch model on every (seed, fold).
+    runs, kept = run_evaluations(data, p, run_dir, scaling)
+    # 4. Score both with bootstrap intervals, compare them, and check that each has learnt.
+    metrics, (truth, scores) = summarise(runs, data["labels"], positive, p)
+    checks, metrics["try_instead"] = learning_checks(
+        runs, data["labels"], split.class_names, p, typed
+    )
+    for method, check in checks.items():
+        metrics[method].update(check)
+    metrics["evaluation"] = evaluation_facts(facts, data, p)
+    # 5. Report: metrics, TensorBoard, predictions, figures, models and summary.md.
+    write_json(run_dir / "metrics.json", metrics)
+    log_hparams(run_dir, p, metrics)
+    write_predictions(run_dir, runs, data["paths"], data["labels"], split.class_names)
+    write_figures(run_dir, runs, truth, scores, metrics, split.class_names, positive)
+    save_models(run_dir, kept, backbone, p, split.class_names)
+    write_summary(run_dir, metrics, p, facts)
+    print(f"\n{metrics['difference']['verdict']}")
+    for line in not_learnt_lines(metrics):
+        print_bold(line.strip("*"))
+    mark_complete(run_dir)
+    print(f"summary: {run_dir / 'summary.md'}")
+    return run_dir
 
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models" / IMAGENET_FILE
+
+def predict_command(argv):
+    """Print the class and its probability for each image, using a model saved by a run."""
+    parser = Parser(
+        prog="transfer_vgg16.py predict", description="classify images with a model saved by a run"
+    )
+    parser.add_argument(
+        "model", help="transfer_vgg16.keras (or scratch_vgg16.keras) of a results folder"
+    )
+    parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
+    args = parser.parse_args(argv)
+    quiet_tensorflow()
+    model, info = load_saved_model(Path(args.model))
+    size = model.input_shape[1:3]
+    for path in args.images:
+        if not Path(path).is_file():
+            raise UserError(f"image {path} does not exist")
+        image = load_image(path, size, info["channels"]) * info["input_scale"]
+        p_one = float(model.predict(image[None], verbose=0)[0, -1])
+        label = int(p_one >= THRESHOLD)
+        print(
+            f"{path}: {info['class_names'][label]} "
+            f"(probability {p_one if label else 1 - p_one:.3f})"
+        )
 
 
-def load_backbone(weights, image_size):
-    """VGG16's convolutional base with `weights` (imagenet, none or a file), frozen."""
-    import keras
-
-    shape = (image_size, image_size, 3)
-    if weights == "none":
-        backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-    elif weights == "imagenet":
-        backbone = download_imagenet_backbone(shape)
-    else:
-        backbone = backbone_from_file(Path(weights), shape)
-    backbone.trainable = False
-    return backbone
+def main(argv=None):
+    return run_commands(
+        argv,
+        {"train": train_command, "predict": predict_command},
+        lower="--batch-size, --image-size or --scratch-size",
+    )
 
 
-def download_imagenet_backbone(shape):
-    import keras
+# ----------------------------------------------------------------------------- flags and data
 
-    try:
-        return keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=shape)
-    except Exception as error:  # any failed download or check: never continue with other weights
-        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+
+def parse_train_flags(argv):
+    parser = Parser(
+        description="Transfer learning with a frozen VGG16 vs the from-scratch VGG16-style model. "
+        "Use 'transfer_vgg16.py predict MODEL IMAGE...' to classify images."
+    )
+    add_parameter_flags(parser, PARAMETERS, HELP, choices=CHOICES)
+    add_preset_flag(parser, PRESETS, PRESET_HELP)
+    return parser.parse_args(argv)
+
+
+def find_data(typed):
+    """The data folder and the demo settings that apply (only for the synthetic set)."""
+    chosen = resolve_parameters(PARAMETERS, typed)
+    dataset = chosen["dataset"]
+    if not chosen["data_dir"] and dataset not in DATASETS:
         raise UserError(
-            f"cannot get the ImageNet VGG16 weights ({reason}); on a machine without "
-            f"internet copy {IMAGENET_FILE} to {keras_cache_file()} or pass "
-            "--weights PATH (a local VGG16 notop weights file), or --weights none "
-            "for a smoke test"
-        ) from None
+            f"--dataset {dataset} is unknown; choose one of {', '.join(DATASETS)} "
+            "or pass --data-dir with your own folder"
+        )
+    return locate_data(
+        chosen["data_dir"],
+        DATASETS.get(dataset, ""),
+        lambda: synthetic_set(dataset),
+        f"generated {dataset} images",
+        SYNTHETIC_DEMO,
+        typed,
+    )
 
 
-def backbone_from_file(path, shape):
-    import keras
+def synthetic_set(dataset):
+    quiet_tensorflow()  # before the set's Keras progress bar starts TensorFlow
+    return skin_bone.synthetic_class_set(dataset)
 
+
+def check_parameters(p):
+    """Every setting in its range, whether it comes from a flag, a preset or the block above."""
+    check_scaling(p)
+    for name, allowed in CHOICES.items():
+        if p[name] not in allowed:
+            raise UserError(
+                f"--{name.replace('_', '-')} {p[name]} is unknown; choose {' or '.join(allowed)}"
+            )
+    for name, low in (
+        ("epochs", 1),
+        ("batch_size", 1),
+        ("seeds", 1),
+        ("image_size", 32),
+        ("dense_units", 1),
+        ("scratch_base", 1),
+        ("bootstrap", 100),
+        ("folds", 0),
+        ("scratch_epochs", 0),
+        ("scratch_batch_size", 0),
+    ):
+        check_range(name, p[name], low)
+    for name in ("lr", "scratch_lr"):
+        check_range(name, p[name], 1e-12, hint=": a learning rate must be positive")
+    for name, low in (("dropout", 0.0), ("scratch_dropout", 0.0), ("val_fraction", 0.01)):
+        check_range(name, p[name], low, 1.0, high_open=True)
+    if p["folds"] == 1:
+        raise UserError("--folds 1 is not cross-validation; use 0 (the split) or K >= 2")
+    if p["scratch_size"] < 32 or p["scratch_size"] % 32:
+        raise UserError(
+            f"--scratch-size {p['scratch_size']} must be a multiple of 32 (five poolings)"
+        )
+    if p["scratch_channels"] not in (1, 3):
+        raise UserError(f"--scratch-channels {p['scratch_channels']} must be 1 or 3")
+
+
+def check_weights(weights):
+    """A weights file must exist and be a Keras file (imagenet and none need nothing)."""
+    if weights in ("imagenet", "none"):
+        return
+    path = Path(weights)
     if path.is_dir():
         raise UserError(
             f"--weights {path} is a folder; pass the weights file inside it, such as "
-            f"{path / IMAGENET_FILE}, or --weights imagenet or none"
+            f"{path / transfer.IMAGENET_FILE}, or --weights imagenet or none"
         )
     if not path.is_file():
         raise UserError(
             f"weights file {path} does not exist; pass --weights imagenet, none, or the "
-            f"path of a VGG16 notop weights file such as {IMAGENET_FILE}"
+            f"path of a VGG16 notop weights file such as {transfer.IMAGENET_FILE}"
         )
-    if not path.name.endswith((".h5", ".hdf5", ".keras")):
+    if not path.name.endswith(transfer.WEIGHTS_SUFFIXES):
         raise UserError(f"weights file {path} must be a Keras .h5, .weights.h5 or .keras file")
-    backbone = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-    kernels = {
-        layer.name: layer.kernel.numpy() for layer in backbone.layers if hasattr(layer, "kernel")
-    }
-    reason = ""
-    try:
-        with warnings.catch_warnings():  # Keras only warns about parts it skips: checked below
-            warnings.simplefilter("ignore")
-            backbone.load_weights(str(path))
-    except Exception as error:
-        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-    # A layer whose kernel still equals its random start was not loaded:
-    # refuse, never run half-random.
-    unloaded = [
-        name
-        for name, kernel in kernels.items()
-        if np.array_equal(backbone.get_layer(name).kernel.numpy(), kernel)
-    ]
-    if reason or unloaded:
-        reason = (
-            reason
-            or f"{len(unloaded)} of {len(kernels)} layers not in the file: "
-            f"{', '.join(unloaded[:3])}"
-        )
+
+
+def positive_class(class_names, positive):
+    """The label counted as positive for sensitivity."""
+    if positive != "auto" and positive not in class_names:
         raise UserError(
-            f"weights file {path} does not fit VGG16 without its top ({reason}); pass "
-            f"the notop file {IMAGENET_FILE} or weights saved from "
-            "keras.applications.VGG16(include_top=False)"
+            f"--positive {positive} is not a class; choose one of {', '.join(class_names)}"
         )
-    return backbone
+    return positive_label(class_names, positive)
 
 
-def weights_fingerprint(model):
-    """A hash of every weight value: two backbones share cached features only if it matches."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
-    return digest.hexdigest()[:16]
+def load_backbone(p):
+    """The frozen VGG16 base; without internet, the error names the offline alternatives."""
+    check_weights(p["weights"])
+    try:
+        return transfer.load_backbone(p["weights"], p["image_size"])
+    except transfer.WeightsUnavailable as error:
+        raise UserError(
+            f"{error} or pass --weights PATH (a local VGG16 notop weights file), or --weights "
+            "none for a smoke test"
+        ) from None
 
 
-# ----------------------------------------------------------------------------- features
-
-
-def to_backbone_input(images, preprocess):
-    """Images in [0, 1] (N, H, W, 3, RGB) as the backbone expects them."""
-    if preprocess == "rescale":
-        return images  # the handout's 1/255: pixels already are in [0, 1]
-    from keras.applications.vgg16 import preprocess_input
-
-    return preprocess_input(images * 255.0)
-
-
-def file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
-
-
-def feature_cache_key(paths, image_size, preprocess, backbone_id):
-    """One key per (file names and contents, size, weights, preprocessing)."""
-    digest = hashlib.sha256(
-        json.dumps([CACHE_VERSION, image_size, preprocess, backbone_id]).encode()
+def prepare_data(split, backbone, p):
+    """Features and scratch-model images of train + validation, with their labels, in one order."""
+    paths = list(split.train_paths) + list(split.val_paths)
+    labels = np.concatenate([split.train_labels, split.val_labels]).astype(np.int32)
+    start = time.perf_counter()
+    features, cache_hit = transfer.cached_features(
+        backbone,
+        paths,
+        p["image_size"],
+        p["preprocess"],
+        p["cache_dir"],
+        transfer.weights_fingerprint(backbone),
     )
-    for path in sorted(str(Path(p).resolve()) for p in paths):
-        digest.update(path.encode() + b"\0" + file_digest(path))
-    return digest.hexdigest()[:24]
-
-
-def load_batch(paths, image_size):
-    from medlab.images import load_image
-
-    return np.stack([load_image(p, (image_size, image_size), 3) for p in paths])
-
-
-def run_backbone(backbone, paths, image_size, preprocess, batch_size=16):
-    """Features of `paths` in order, decoding one batch while the backbone runs on the previous."""
-    from medlab.progress import progress
-
-    batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]  # last one kept
-    bar = progress(
-        len(paths),
-        f"extracting VGG16 features of {len(paths)} images at "
-        f"{image_size}x{image_size} ({preprocess} preprocessing)",
+    images = load_arrays(
+        paths,
+        (p["scratch_size"],) * 2,
+        p["scratch_channels"],
+        "loading images for the from-scratch model",
     )
-    features, done = [], 0
-    with ThreadPoolExecutor(max_workers=1) as loader:
-        pending = loader.submit(load_batch, batches[0], image_size)
-        for i in range(len(batches)):
-            images = pending.result()
-            if i + 1 < len(batches):
-                pending = loader.submit(load_batch, batches[i + 1], image_size)
-            features.append(
-                np.asarray(backbone.predict_on_batch(to_backbone_input(images, preprocess)))
-            )
-            done += len(images)
-            bar.update(done)
-    return np.concatenate(features).astype(np.float32)
-
-
-def cached_features(backbone, paths, image_size, preprocess, cache_dir, backbone_id):
-    """Backbone features of `paths` in the order given, and whether the cache had them.
-
-    The cache stores the features of the sorted file list with the list itself, so any order or
-    subset of the same files reuses it, and each row is looked up by its file, never by position.
-    """
-    key = feature_cache_key(paths, image_size, preprocess, backbone_id)
-    cache = Path(cache_dir) / f"{key}.npz"
-    names = sorted(str(Path(p).resolve()) for p in paths)
-    if cache.is_file():
-        stored = np.load(cache)
-        features, stored_names = stored["features"], stored["paths"].tolist()
-        print(f"feature cache hit: skipped extraction, reusing {cache}")
-        hit = True
-    else:
-        features = run_backbone(backbone, names, image_size, preprocess)
-        stored_names = names
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(".partial.npz")
-        np.savez(partial, features=features, paths=np.array(names))
-        partial.replace(cache)  # atomic: an interrupted run never leaves a half-written cache
-        print(f"features cached in {cache}")
-        hit = False
-    row = {name: i for i, name in enumerate(stored_names)}
-    return features[[row[str(Path(p).resolve())] for p in paths]], hit
-
-
-# ----------------------------------------------------------------------------- models
-
-
-def build_head(feature_shape, dense_units, dropout):
-    """The new classifier on top of the frozen features (the only trained part)."""
-    import keras
-    from keras import layers
-
-    inputs = keras.Input(shape=feature_shape, name="features")
-    x = layers.Flatten(name="flatten")(inputs)
-    x = layers.Dense(dense_units, activation="relu", name="dense")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    # float32 even under a mixed-precision policy, so probabilities and losses keep full precision.
-    outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="prediction")(x)
-    return keras.Model(inputs, outputs, name="transfer_head")
-
-
-def preprocessing_layer(preprocess):
-    """Built-in layers only, so the exported model loads anywhere without custom code."""
-    from keras import layers
-
-    if preprocess == "rescale":
-        return layers.Rescaling(1.0 / 255, name="rescale")
-    # vgg16.preprocess_input on 0-255 RGB: reverse the channels to BGR, subtract the ImageNet means.
-    swap = np.zeros((1, 1, 3, 3), np.float32)
-    for channel in range(3):
-        swap[0, 0, 2 - channel, channel] = 1.0
-    layer = layers.Conv2D(3, 1, name="vgg16_preprocess", trainable=False)
-    layer.build((None, None, None, 3))
-    layer.set_weights([swap, -np.array(IMAGENET_BGR_MEAN, np.float32)])
-    return layer
-
-
-def export_full_model(backbone, head, preprocess, image_size):
-    """Backbone and trained head as one flat model that classifies raw 0-255 RGB images.
-
-    Every layer is re-applied on a new input instead of nesting the backbone as a sub-model, so
-    Grad-CAM tools can reach `block5_conv3` and the prediction in one graph.
-    """
-    import keras
-
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = preprocessing_layer(preprocess)(inputs)
-    for layer in backbone.layers[1:]:
-        x = layer(x)
-    for layer in head.layers[1:]:
-        x = layer(x)
-    model = keras.Model(inputs, x, name="transfer_vgg16")
-    model.trainable = False
-    return model
-
-
-def build_scratch(p):
-    """The lab's VGG16-style model, fed pixels centred on 0 (`vgg.CENTRING`)."""
-    from medlab.classification.vgg import build_vgg16_style
-
-    return build_vgg16_style(
-        (p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
-        base=p["scratch_base"],
-        n_classes=1,
-        centre=p["scratch_centre"],
-        name="scratch_vgg16",
-        batch_norm=p["scratch_batch_norm"],
-        pooling=p["scratch_pooling"],
-        dropout=p["scratch_dropout"],
-    )
-
-
-def scratch_epochs(p):
-    return p["scratch_epochs"] or p["epochs"]
-
-
-def scratch_batch_size(p):
-    return p["scratch_batch_size"] or p["batch_size"]
-
-
-# ----------------------------------------------------------------------------- experiments
+    return {
+        "paths": paths,
+        "labels": labels,
+        "features": features,
+        "images": images,
+        "cache_hit": cache_hit,
+        "extract_seconds": time.perf_counter() - start,
+        "evaluations": plan_evaluations(split, p["folds"], p["seed"]),
+    }
 
 
 def plan_evaluations(split, folds, seed):
     """(name, train indices, validation indices) into the list train paths + validation paths."""
-    from medlab.classification.train import stratified_folds
-
     labels = np.concatenate([split.train_labels, split.val_labels])
     if folds >= 2:
         return [
             (f"fold{k + 1}", train, held_out)
-            for k, (train, held_out) in enumerate(stratified_folds(labels, folds, seed))
+            for k, (train, held_out) in enumerate(training.stratified_folds(labels, folds, seed))
         ]
     n_train = len(split.train_paths)
     return [("split", np.arange(n_train), np.arange(n_train, labels.size))]
 
 
-def train_transfer(features, labels, train, val, p, csv_path, scaling):
-    """A fresh head trained on cached features; returns it with validation scores and seconds."""
-    from medlab.classification.train import (
-        class_one_scores,
-        class_weights,
-        compile_classifier,
-        fit_logged,
-    )
-
-    with scaling.scope():
-        head = compile_classifier(
-            build_head(features.shape[1:], p["dense_units"], p["dropout"]),
-            p["lr"],
-            jit_compile=scaling.jit,
-        )
-    seconds = fit_logged(
-        head,
-        (features[train], labels[train, None]),
-        (features[val], labels[val, None]),
-        p["epochs"],
-        csv_path,
-        scaling.global_batch(p["batch_size"]),
-        class_weight=class_weights(labels[train], p["class_weight"]),
-    )
-    return head, class_one_scores(head, features[val]), seconds
+def run_facts(data_dir, synthetic, split, positive, data, p):
+    """What config.json, metrics.json and summary.md say about the data and the evaluation."""
+    evaluation = (
+        f"stratified {p['folds']}-fold cross-validation on train+validation"
+        if p["folds"] >= 2
+        else f"the {split.layout}-layout validation set"
+    ) + f", {p['seeds']} seed(s)"
+    return {
+        "data_dir": data_dir,
+        "data_name": Path(data_dir).name + ("-synthetic" if synthetic else ""),
+        "synthetic": synthetic,
+        "describe": split.describe(),
+        "class_names": split.class_names,
+        "positive_name": split.class_names[positive],
+        "evaluation": evaluation,
+        "feature_shape": "x".join(map(str, data["features"].shape[1:])),
+        "cache_hit": data["cache_hit"],
+        "extract_seconds": data["extract_seconds"],
+    }
 
 
-def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
-    from medlab.classification.train import (
-        class_one_scores,
-        class_weights,
-        compile_classifier,
-        fit_logged,
-        image_dataset,
-        learning_rate,
+def start_run(p, facts):
+    """A new run folder with the run's config.json."""
+    run_dir = new_run_dir(p["out"], facts["data_name"].lower())
+    print(f"writing results to {run_dir}")
+    save_config(
+        run_dir,
+        {
+            **p,
+            "data_dir": str(facts["data_dir"]),
+            "synthetic": facts["synthetic"],
+            "class_names": facts["class_names"],
+            "positive_class": facts["positive_name"],
+        },
     )
+    return run_dir
 
-    batch_size = scaling.global_batch(scratch_batch_size(p))
-    lr = learning_rate(
-        p["scratch_lr"],
-        p["scratch_lr_schedule"],
-        scratch_epochs(p),
-        int(np.ceil(len(train) / batch_size)),
-    )
-    with scaling.scope():
-        model = compile_classifier(build_scratch(p), lr, jit_compile=scaling.jit)
-    targets = labels.astype(np.float32)[:, None]
-    train_data = image_dataset(
-        images[train], targets[train], batch_size, shuffle=True, augment=p["augment"], seed=seed
-    )
-    val_data = image_dataset(images[val], targets[val], batch_size)
-    seconds = fit_logged(
-        model,
-        train_data,
-        val_data,
-        scratch_epochs(p),
-        csv_path,
-        class_weight=class_weights(labels[train], p["class_weight"]),
-    )
-    return model, class_one_scores(model, images[val]), seconds
+
+# ----------------------------------------------------------------------------- training
 
 
 def run_evaluations(data, p, run_dir, scaling):
     """Train both models for every (seed, fold); keep the first run's models for export."""
-    from medlab.app.runs import set_seed
-
     runs, kept = [], {}
     for repeat in range(p["seeds"]):
         seed = p["seed"] + repeat
@@ -515,6 +496,75 @@ def run_evaluations(data, p, run_dir, scaling):
     return runs, kept
 
 
+def train_transfer(features, labels, train, val, p, csv_path, scaling):
+    """A fresh head trained on cached features; returns it with validation scores and seconds."""
+    with scaling.scope():
+        head = training.compile_classifier(
+            transfer.build_head(features.shape[1:], p["dense_units"], p["dropout"]),
+            p["lr"],
+            jit_compile=scaling.jit,
+        )
+    seconds = training.fit_logged(
+        head,
+        (features[train], labels[train, None]),
+        (features[val], labels[val, None]),
+        p["epochs"],
+        csv_path,
+        scaling.global_batch(p["batch_size"]),
+        class_weight=training.class_weights(labels[train], p["class_weight"]),
+    )
+    return head, training.class_one_scores(head, features[val]), seconds
+
+
+def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
+    """A fresh from-scratch model trained on the images; returns it, its scores and seconds."""
+    batch_size = scaling.global_batch(scratch_batch_size(p))
+    lr = training.learning_rate(
+        p["scratch_lr"],
+        p["scratch_lr_schedule"],
+        scratch_epochs(p),
+        int(np.ceil(len(train) / batch_size)),
+    )
+    with scaling.scope():
+        model = training.compile_classifier(build_scratch(p), lr, jit_compile=scaling.jit)
+    targets = labels.astype(np.float32)[:, None]
+    train_data = training.image_dataset(
+        images[train], targets[train], batch_size, shuffle=True, augment=p["augment"], seed=seed
+    )
+    val_data = training.image_dataset(images[val], targets[val], batch_size)
+    seconds = training.fit_logged(
+        model,
+        train_data,
+        val_data,
+        scratch_epochs(p),
+        csv_path,
+        class_weight=training.class_weights(labels[train], p["class_weight"]),
+    )
+    return model, training.class_one_scores(model, images[val]), seconds
+
+
+def build_scratch(p):
+    """The lab's VGG16-style model, fed pixels centred on 0 (`vgg.CENTRING`)."""
+    return vgg.build_vgg16_style(
+        (p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
+        base=p["scratch_base"],
+        n_classes=1,
+        centre=p["scratch_centre"],
+        name="scratch_vgg16",
+        batch_norm=p["scratch_batch_norm"],
+        pooling=p["scratch_pooling"],
+        dropout=p["scratch_dropout"],
+    )
+
+
+def scratch_epochs(p):
+    return p["scratch_epochs"] or p["epochs"]
+
+
+def scratch_batch_size(p):
+    return p["scratch_batch_size"] or p["batch_size"]
+
+
 # ----------------------------------------------------------------------------- metrics
 
 
@@ -534,8 +584,6 @@ def first_seed_predictions(runs, labels, seed):
 
 def summarise(runs, labels, positive, p):
     """metrics.json: intervals on the pooled first-seed predictions, spread over all runs."""
-    from medlab.classification.metrics import binary_metrics, bootstrap_metrics
-
     index, truth, scores = first_seed_predictions(runs, labels, p["seed"])
     truth_pos, oriented_scores = None, {}
     for method, values in scores.items():
@@ -557,78 +605,39 @@ def summarise(runs, labels, positive, p):
     result = {}
     for method in ("transfer", "scratch"):
         point = binary_metrics(truth_pos, oriented_scores[method], THRESHOLD)
-        entry = {}
-        for metric in METRICS:
-            entry[f"val_{metric}"] = point[metric]
-            entry[f"val_{metric}_ci"] = intervals[method][metric]
-            values = [run[method][metric] for run in per_run]
-            entry[f"val_{metric}_mean"] = float(np.nanmean(values))
-            entry[f"val_{metric}_std"] = float(np.nanstd(values))
-        entry["train_seconds"] = float(np.sum([r["seconds"][method] for r in runs]))
-        result[method] = entry
-    difference = {}
-    for metric in METRICS:
-        difference[f"val_{metric}"] = (
-            result["transfer"][f"val_{metric}"] - result["scratch"][f"val_{metric}"]
-        )
-        difference[f"val_{metric}_ci"] = intervals["difference"][metric]
-        spread = [run["transfer"][metric] - run["scratch"][metric] for run in per_run]
-        difference[f"val_{metric}_mean"] = float(np.nanmean(spread))
-        difference[f"val_{metric}_std"] = float(np.nanstd(spread))
-    difference["verdict"] = verdict(difference)
-    result["difference"] = difference
+        result[method] = model_entry(point, intervals[method], [run[method] for run in per_run])
+        result[method]["train_seconds"] = float(np.sum([r["seconds"][method] for r in runs]))
+    result["difference"] = difference_entry(result, intervals["difference"], per_run)
     result["runs"] = per_run
     result["scored_images"] = int(index.size)
     return result, (truth_pos, oriented_scores)
 
 
-def log_hparams(run_dir, p, metrics):
-    """Both models' parameters and pooled scores for TensorBoard's HParams dashboard."""
-    from medlab.app.tensorboard_logs import write_hparams
-    from medlab.classification.train import tensorboard_model_dir
+def model_entry(point, intervals, per_run):
+    """One model's pooled value, interval, and mean and spread over the runs, for every metric."""
+    entry = {}
+    for metric in METRICS:
+        entry[f"val_{metric}"] = point[metric]
+        entry[f"val_{metric}_ci"] = intervals[metric]
+        values = [run[metric] for run in per_run]
+        entry[f"val_{metric}_mean"] = float(np.nanmean(values))
+        entry[f"val_{metric}_std"] = float(np.nanstd(values))
+    return entry
 
-    for model in ("transfer", "scratch"):
-        write_hparams(
-            tensorboard_model_dir(run_dir / f"history_{model}.csv"),
-            {**p, "model": model},
-            metrics[model],
-            f"{run_dir.name}/{model}",
+
+def difference_entry(result, intervals, per_run):
+    """Transfer minus scratch, as `model_entry`, with the verdict in words."""
+    difference = {}
+    for metric in METRICS:
+        difference[f"val_{metric}"] = (
+            result["transfer"][f"val_{metric}"] - result["scratch"][f"val_{metric}"]
         )
-
-
-def learning_checks(runs, labels, class_names, p, typed):
-    """Has each model learnt? Checked on the first seed's validation predictions at the threshold;
-    adds the counts to `metrics` entries and returns the advice (None when both learnt)."""
-    from medlab.app.collapse import learning_check, not_learnt_sentence, try_instead
-
-    _, truth, scores = first_seed_predictions(runs, labels, p["seed"])
-    checks = {}
-    for method, model in (("transfer", "The transfer head"), ("scratch", "The from-scratch model")):
-        check = learning_check(truth, np.asarray(scores[method]) >= THRESHOLD, class_names)
-        checks[method] = {**check, "not_learnt_message": not_learnt_sentence(check, model)}
-    if not any(check["not_learnt"] for check in checks.values()):
-        return checks, None
-    advice = try_instead("transfer_vgg16.py", typed, PRESETS["recommended"], p["preset"])
-    if (
-        checks["transfer"]["not_learnt"] and p["weights"] == "none"
-    ):  # no preset helps random features
-        advice += (
-            " The head's features come from a random VGG16 (--weights none): "
-            "use --weights imagenet."
-        )
-    return checks, advice
-
-
-def not_learnt_lines(metrics):
-    """Bold sentences for the summary, one per model that has not learnt, then the advice."""
-    sentences = [
-        metrics[m]["not_learnt_message"]
-        for m in ("transfer", "scratch")
-        if metrics[m]["not_learnt"]
-    ]
-    if not sentences:
-        return []
-    return [f"**{sentence}.**" for sentence in sentences] + [metrics["try_instead"], ""]
+        difference[f"val_{metric}_ci"] = intervals[metric]
+        spread = [run["transfer"][metric] - run["scratch"][metric] for run in per_run]
+        difference[f"val_{metric}_mean"] = float(np.nanmean(spread))
+        difference[f"val_{metric}_std"] = float(np.nanstd(spread))
+    difference["verdict"] = verdict(difference)
+    return difference
 
 
 def verdict(difference):
@@ -645,197 +654,112 @@ def verdict(difference):
     return f"no accuracy difference larger than the noise: difference {span} includes 0"
 
 
-# ----------------------------------------------------------------------------- figures and report
-
-
-def plot_roc(truth, scores, metrics, path, positive_name):
-    import matplotlib.pyplot as plt
-
-    from medlab.classification.metrics import roc_curve
-
-    fig, ax = plt.subplots(figsize=(4.8, 4.5))
-    for i, (method, values) in enumerate(scores.items()):
-        fpr, tpr = roc_curve(truth, values)
-        low, high = metrics[method]["val_auc_ci"]
-        ax.plot(
-            fpr,
-            tpr,
-            color=f"C{i}",
-            label=f"{method}: AUC {metrics[method]['val_auc']:.3f} [{low:.3f}, {high:.3f}]",
+def learning_checks(runs, labels, class_names, p, typed):
+    """Has each model learnt? Checked on the first seed's validation predictions at the threshold;
+    returns the counts for the models' metrics entries and the advice (None when both learnt)."""
+    _, truth, scores = first_seed_predictions(runs, labels, p["seed"])
+    checks = {}
+    for method, model in (("transfer", "The transfer head"), ("scratch", "The from-scratch model")):
+        check = learning_check(truth, np.asarray(scores[method]) >= THRESHOLD, class_names)
+        checks[method] = {**check, "not_learnt_message": not_learnt_sentence(check, model)}
+    if not any(check["not_learnt"] for check in checks.values()):
+        return checks, None
+    advice = try_instead("transfer_vgg16.py", typed, PRESETS["recommended"], p["preset"])
+    if checks["transfer"]["not_learnt"] and p["weights"] == "none":  # no preset helps them
+        advice += (
+            " The head's features come from a random VGG16 (--weights none): "
+            "use --weights imagenet."
         )
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel(f"sensitivity ({positive_name} positive)")
-    ax.set_title("ROC on validation images")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return checks, advice
 
 
-def plot_confusion(truth, scores, class_names, positive, path):
-    import matplotlib.pyplot as plt
+def not_learnt_lines(metrics):
+    """Bold sentences, one per model that has not learnt, then the advice; empty if both learnt."""
+    sentences = [
+        metrics[m]["not_learnt_message"]
+        for m in ("transfer", "scratch")
+        if metrics[m]["not_learnt"]
+    ]
+    if not sentences:
+        return []
+    return [f"**{sentence}.**" for sentence in sentences] + [metrics["try_instead"]]
 
-    fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 3.8))
-    for ax, (method, values) in zip(np.atleast_1d(axes), scores.items()):
-        predicted = (np.asarray(values) >= THRESHOLD).astype(int)
-        # Back to folder labels, so rows and columns read as the class names in label order.
-        to_label = (lambda x: x) if positive == 1 else (lambda x: 1 - x)
-        matrix = np.zeros((2, 2), int)
-        for t, q in zip(to_label(np.asarray(truth)), to_label(predicted)):
-            matrix[t, q] += 1
-        ax.imshow(matrix, cmap="Blues")
-        for (r, c), count in np.ndenumerate(matrix):
-            ax.text(
-                c,
-                r,
-                str(count),
-                ha="center",
-                va="center",
-                color="white" if count > matrix.max() / 2 else "black",
-                fontsize=12,
-            )
-        ax.set_xticks([0, 1], class_names)
-        ax.set_yticks([0, 1], class_names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(method)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+def evaluation_facts(facts, data, p):
+    """How the models were scored, for metrics.json."""
+    return {
+        "kind": facts["evaluation"],
+        "class_names": facts["class_names"],
+        "positive_class": facts["positive_name"],
+        "threshold": THRESHOLD,
+        "weights": p["weights"],
+        "preprocess": p["preprocess"],
+        "synthetic": facts["synthetic"],
+        "feature_cache_hit": facts["cache_hit"],
+        "feature_seconds": round(facts["extract_seconds"], 1),
+    }
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def log_hparams(run_dir, p, metrics):
+    """Both models' parameters and pooled scores for TensorBoard's HParams dashboard."""
+    for model in ("transfer", "scratch"):
+        tensorboard_logs.write_hparams(
+            training.tensorboard_model_dir(run_dir / f"history_{model}.csv"),
+            {**p, "model": model},
+            metrics[model],
+            f"{run_dir.name}/{model}",
+        )
+
+
+def write_predictions(run_dir, runs, paths, labels, class_names):
+    rows = [
+        {
+            "run": r["name"],
+            "seed": r["seed"],
+            "image": str(paths[i]),
+            "label": class_names[labels[i]],
+            "p_transfer": float(r["scores"]["transfer"][k]),
+            "p_scratch": float(r["scores"]["scratch"][k]),
+        }
+        for r in runs
+        for k, i in enumerate(r["val"])
+    ]
+    plots.write_csv(
+        run_dir / "predictions.csv",
+        rows,
+        ["run", "seed", "image", "label", "p_transfer", "p_scratch"],
+    )
 
 
 def mean_history(paths):
     """Epoch-wise mean of several CSVLogger histories of equal length."""
-    from medlab.plots import read_history
-
-    histories = [read_history(p) for p in paths]
+    histories = [plots.read_history(p) for p in paths]
     return {key: list(np.mean([h[key] for h in histories], axis=0)) for key in histories[0]}
 
 
 def write_figures(run_dir, runs, truth, scores, metrics, class_names, positive):
-    from medlab.plots import plot_curves
-
     curves = {
         method: mean_history([run_dir / f"history_{method}{r['tag']}.csv" for r in runs])
         for method in ("transfer", "scratch")
     }
     label = "" if len(runs) == 1 else f" (mean of {len(runs)} runs)"
-    plot_curves(
+    plots.plot_curves(
         {f"{m}{label}": h for m, h in curves.items()},
         run_dir / "curves.png",
         metrics=("loss", "accuracy"),
     )
-    plot_roc(truth, scores, metrics, run_dir / "roc.png", class_names[positive])
-    plot_confusion(truth, scores, class_names, positive, run_dir / "confusion.png")
-
-
-def write_summary(run_dir, metrics, context):
-    from medlab.app.report import markdown_table
-
-    rows = []
-    for method in ("transfer", "scratch", "difference"):
-        entry = metrics[method]
-        row = {"model": method if method != "difference" else "transfer - scratch"}
-        for metric in METRICS:
-            low, high = entry[f"val_{metric}_ci"]
-            row[metric] = f"{entry[f'val_{metric}']:.3f} [{low:.3f}, {high:.3f}]"
-        rows.append(row)
-    lines = [f"# Transfer learning vs training from scratch: {context['data_name']}", ""]
-    if context["synthetic"]:
-        lines += ["**Synthetic demo data**: the numbers say nothing about real images.", ""]
-    if context["weights"] == "none":
-        lines += [
-            "**Random backbone (`--weights none`)**: the features come from an untrained VGG16, "
-            "so this run is a smoke test of the pipeline, not transfer learning.",
-            "",
-        ]
-    lines += not_learnt_lines(metrics)
-    lines += [
-        f"- data: `{context['data_dir']}`; {context['describe']}",
-        f"- training: preset `{context['preset'] or 'none'}`, "
-        f"class weights `{context['class_weight']}` "
-        f"(head and from-scratch model); from-scratch model {context['scratch']}",
-        f"- backbone: VGG16 without top, weights `{context['weights']}`, input "
-        f"{context['image_size']}x{context['image_size']}x3, `{context['preprocess']}` "
-        f"preprocessing, features {context['feature_shape']}; extraction "
-        f"{'skipped (cache hit)' if context['cache_hit'] else 'ran'}",
-        f"- evaluation: {context['evaluation']}; positive class **{context['positive_name']}** "
-        f"(sensitivity = its recall), threshold {THRESHOLD}; the final epoch's model is scored",
-        "",
-        "## Validation metrics with 95% bootstrap confidence intervals",
-        "",
-        f"Scored on {metrics['scored_images']} validation predictions (first seed"
-        f"{', pooled over folds' if context['folds'] else ''}); intervals from "
-        f"{context['bootstrap']} paired bootstrap resamples of the images.",
-        "",
-        markdown_table(rows, ["model", *METRICS]),
-        "",
-        f"**Verdict:** {metrics['difference']['verdict']}.",
-        "",
-    ]
-    if len(metrics["runs"]) > 1:
-        lines += [
-            f"## Spread over {len(metrics['runs'])} runs (folds x seeds)",
-            "",
-            markdown_table(
-                [
-                    {
-                        "model": m,
-                        **{
-                            k: f"{metrics[m][f'val_{k}_mean']:.3f} +- "
-                            f"{metrics[m][f'val_{k}_std']:.3f}"
-                            for k in METRICS
-                        },
-                    }
-                    for m in ("transfer", "scratch", "difference")
-                ],
-                ["model", *METRICS],
-            ),
-            "",
-        ]
-    lines += [
-        "## Learning curves",
-        "",
-        "![curves](curves.png)",
-        "",
-        "## ROC and confusion matrices",
-        "",
-        "![roc](roc.png)",
-        "",
-        "![confusion](confusion.png)",
-        "",
-        "## Files",
-        "",
-        "- `transfer_vgg16.keras`: backbone + head, classifies raw 0-255 RGB images "
-        f"({context['image_size']}x{context['image_size']}); `transfer_head.keras`: the head alone",
-        "- `scratch_vgg16.keras`: the from-scratch model (inputs in [0, 1])",
-        "- `history_*.csv`, `predictions.csv`, `metrics.json`, `config.json`",
-        "",
-        "Predict: `python transfer_vgg16.py predict transfer_vgg16.keras IMAGE...`",
-        "",
-    ]
-    (run_dir / "summary.md").write_text("\n".join(lines))
-
-
-def describe_scratch(p):
-    """The from-scratch model's settings in words, e.g. for the summary."""
-    return (
-        f"{p['scratch_size']}x{p['scratch_size']}x{p['scratch_channels']}, "
-        f"{'centred' if p['scratch_centre'] else '[0, 1]'} pixels, "
-        f"{'batch norm, ' if p['scratch_batch_norm'] else ''}{p['scratch_pooling']} top, dropout "
-        f"{p['scratch_dropout']}, lr {p['scratch_lr']:g} {p['scratch_lr_schedule']}, "
-        f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}"
-        f"{', augmented' if p['augment'] else ''}"
+    transfer.plot_roc(truth, scores, metrics, run_dir / "roc.png", class_names[positive])
+    transfer.plot_confusion(
+        truth, scores, class_names, positive, run_dir / "confusion.png", THRESHOLD
     )
 
 
 def save_models(run_dir, kept, backbone, p, class_names):
     """The exported transfer model, the head and the scratch model, each with a small info file."""
-    from medlab.app.runs import write_json
-    from medlab.atomic import save_model_atomic
-
-    full = export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
+    full = transfer.export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
     models = {
         "transfer_vgg16": (full, 255.0, 3),
         "transfer_head": (kept["head"], None, None),
@@ -855,288 +779,7 @@ def save_models(run_dir, kept, backbone, p, class_names):
             )
 
 
-def write_predictions(run_dir, runs, paths, labels, class_names):
-    from medlab.plots import write_csv
-
-    rows = [
-        {
-            "run": r["name"],
-            "seed": r["seed"],
-            "image": str(paths[i]),
-            "label": class_names[labels[i]],
-            "p_transfer": float(r["scores"]["transfer"][k]),
-            "p_scratch": float(r["scores"]["scratch"][k]),
-        }
-        for r in runs
-        for k, i in enumerate(r["val"])
-    ]
-    write_csv(
-        run_dir / "predictions.csv",
-        rows,
-        ["run", "seed", "image", "label", "p_transfer", "p_scratch"],
-    )
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def locate_data(p, flags):
-    """The data folder, whether it is synthetic, and the demo settings that then apply."""
-    if p["data_dir"]:
-        return Path(p["data_dir"]), False, {}
-    if p["dataset"] not in DATASETS:
-        raise UserError(
-            f"--dataset {p['dataset']} is unknown; choose one of {', '.join(DATASETS)} "
-            "or pass --data-dir with your own folder"
-        )
-    if Path(DATASETS[p["dataset"]]).exists():
-        return Path(DATASETS[p["dataset"]]), False, {}
-    from medlab.synthetic.common import synthetic_banner
-    from medlab.synthetic.skin_bone import synthetic_class_set
-
-    folder = synthetic_class_set(p["dataset"])
-    shown = {**SYNTHETIC_DEMO, **{k: v for k, v in flags.items() if k in SYNTHETIC_DEMO}}
-    synthetic_banner(
-        f"generated {p['dataset']} images (no {DATASETS[p['dataset']]} found)",
-        folder,
-        ", ".join(f"{k}={v}" for k, v in shown.items()),
-    )
-    return folder, True, SYNTHETIC_DEMO
-
-
-def check_parameters(p):
-    from medlab.app.cli import check_range
-    from medlab.distribute import check_scaling
-
-    check_scaling(p)
-    if p["preprocess"] not in ("vgg16", "rescale"):
-        raise UserError(f"--preprocess {p['preprocess']} is unknown; choose vgg16 or rescale")
-    for name, low in (
-        ("epochs", 1),
-        ("batch_size", 1),
-        ("seeds", 1),
-        ("image_size", 32),
-        ("dense_units", 1),
-        ("scratch_base", 1),
-        ("bootstrap", 100),
-        ("folds", 0),
-    ):
-        check_range(name, p[name], low)
-    for name in ("lr", "scratch_lr"):
-        check_range(name, p[name], 1e-12, hint=": a learning rate must be positive")
-    check_range("dropout", p["dropout"], 0.0, 1.0, high_open=True)
-    check_range("val_fraction", p["val_fraction"], 0.01, 1.0, high_open=True)
-    if p["folds"] == 1:
-        raise UserError("--folds 1 is not cross-validation; use 0 (the split) or K >= 2")
-    if p["scratch_size"] < 32 or p["scratch_size"] % 32:
-        raise UserError(
-            f"--scratch-size {p['scratch_size']} must be a multiple of 32 (five poolings)"
-        )
-    if p["scratch_channels"] not in (1, 3):
-        raise UserError(f"--scratch-channels {p['scratch_channels']} must be 1 or 3")
-    check_scratch_options(p)
-
-
-def check_scratch_options(p):
-    from medlab.app.cli import check_range
-
-    for name, allowed in (
-        ("scratch_pooling", ("flatten", "max", "avg")),
-        ("class_weight", ("none", "balanced")),
-        ("scratch_lr_schedule", ("constant", "cosine")),
-    ):
-        if p[name] not in allowed:
-            raise UserError(
-                f"--{name.replace('_', '-')} {p[name]} is unknown; choose {' or '.join(allowed)}"
-            )
-    check_range("scratch_dropout", p["scratch_dropout"], 0.0, 1.0, high_open=True)
-    check_range("scratch_epochs", p["scratch_epochs"], 0)
-    check_range("scratch_batch_size", p["scratch_batch_size"], 0)
-
-
-def parse_arguments(argv):
-    from medlab.app.cli import Parser, add_parameter_flags
-
-    parser = Parser(
-        description="Transfer learning with a frozen VGG16 vs the from-scratch VGG16-style model. "
-        "Use 'transfer_vgg16.py predict MODEL IMAGE...' to classify images."
-    )
-    add_parameter_flags(parser, PARAMETERS, HELP)
-    parser.add_argument(
-        "--preset",
-        choices=list(PRESETS),
-        default=None,
-        help="settings of the from-scratch model and the class weights: lab (the "
-        "handout's Lab 2 model exactly) or recommended (README); flags still override",
-    )
-    return parser.parse_args(argv)
-
-
-def prepare_data(split, backbone, p):
-    """Features and scratch-model images of train + validation, with their labels, in one order."""
-    from medlab.classification.data import load_arrays
-
-    paths = list(split.train_paths) + list(split.val_paths)
-    labels = np.concatenate([split.train_labels, split.val_labels]).astype(np.int32)
-    start = time.perf_counter()
-    features, cache_hit = cached_features(
-        backbone,
-        paths,
-        p["image_size"],
-        p["preprocess"],
-        p["cache_dir"],
-        weights_fingerprint(backbone),
-    )
-    images = load_arrays(
-        paths,
-        (p["scratch_size"],) * 2,
-        p["scratch_channels"],
-        "loading images for the from-scratch model",
-    )
-    return {
-        "paths": paths,
-        "labels": labels,
-        "features": features,
-        "images": images,
-        "cache_hit": cache_hit,
-        "extract_seconds": time.perf_counter() - start,
-        "evaluations": plan_evaluations(split, p["folds"], p["seed"]),
-    }
-
-
-def train_command(argv):
-    from medlab.app.checks import check_writable_folder
-    from medlab.app.cli import typed_flags
-    from medlab.app.runs import mark_complete, new_run_dir, save_config, set_seed, write_json
-    from medlab.classification.data import load_class_split
-    from medlab.distribute import configure_precision, configure_scaling
-
-    args = parse_arguments(argv)
-    quiet_tensorflow()
-    flags = typed_flags(args, PARAMETERS)
-    data_dir, synthetic, demo = locate_data({**PARAMETERS, **flags}, flags)
-    p = {**PARAMETERS, **demo, **PRESETS.get(args.preset, {}), **flags, "preset": args.preset}
-    check_parameters(p)
-    check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction, not after
-    split = load_class_split(data_dir, p["val_fraction"], p["seed"])
-    print(split.describe())
-    if p["positive"] != "auto" and p["positive"] not in split.class_names:
-        raise UserError(
-            f"--positive {p['positive']} is not a class; choose one of "
-            f"{', '.join(split.class_names)}"
-        )
-    positive = positive_label(split.class_names, p["positive"])
-    # The strategy before TensorFlow runs anything (MultiWorkerMirroredStrategy needs that); the
-    # precision policy only after the features are cached, so it never reaches the backbone.
-    scaling = configure_scaling(p["strategy"], jit=p["jit"], batch_size=p["batch_size"])
-    set_seed(p["seed"])  # a random backbone (--weights none) is then the same in every run
-    backbone = load_backbone(p["weights"], p["image_size"])
-    data = prepare_data(split, backbone, p)  # before the run folder: a corrupt image stops here
-    data_name = Path(data_dir).name + ("-synthetic" if synthetic else "")
-    run_dir = new_run_dir(p["out"], data_name.lower())
-    print(f"writing results to {run_dir}")
-    save_config(
-        run_dir,
-        {
-            **p,
-            "data_dir": str(data_dir),
-            "synthetic": synthetic,
-            "class_names": split.class_names,
-            "positive_class": split.class_names[positive],
-        },
-    )
-    configure_precision(p["mixed_precision"])
-    runs, kept = run_evaluations(data, p, run_dir, scaling)
-    metrics, (truth, scores) = summarise(runs, data["labels"], positive, p)
-    checks, metrics["try_instead"] = learning_checks(
-        runs, data["labels"], split.class_names, p, flags
-    )
-    for method, check in checks.items():
-        metrics[method].update(check)
-    evaluation = (
-        f"stratified {p['folds']}-fold cross-validation on train+validation"
-        if p["folds"] >= 2
-        else f"the {split.layout}-layout validation set"
-    ) + f", {p['seeds']} seed(s)"
-    metrics["evaluation"] = {
-        "kind": evaluation,
-        "class_names": split.class_names,
-        "positive_class": split.class_names[positive],
-        "threshold": THRESHOLD,
-        "weights": p["weights"],
-        "preprocess": p["preprocess"],
-        "synthetic": synthetic,
-        "feature_cache_hit": data["cache_hit"],
-        "feature_seconds": round(data["extract_seconds"], 1),
-    }
-    write_json(run_dir / "metrics.json", metrics)
-    log_hparams(run_dir, p, metrics)
-    write_predictions(run_dir, runs, data["paths"], data["labels"], split.class_names)
-    write_figures(run_dir, runs, truth, scores, metrics, split.class_names, positive)
-    save_models(run_dir, kept, backbone, p, split.class_names)
-    write_summary(
-        run_dir,
-        metrics,
-        {
-            "data_name": data_name,
-            "synthetic": synthetic,
-            "weights": p["weights"],
-            "data_dir": data_dir,
-            "describe": split.describe(),
-            "image_size": p["image_size"],
-            "preprocess": p["preprocess"],
-            "feature_shape": "x".join(map(str, data["features"].shape[1:])),
-            "cache_hit": data["cache_hit"],
-            "evaluation": evaluation,
-            "positive_name": split.class_names[positive],
-            "folds": p["folds"] >= 2,
-            "bootstrap": p["bootstrap"],
-            "preset": p["preset"],
-            "class_weight": p["class_weight"],
-            "scratch": describe_scratch(p),
-        },
-    )
-    print(f"\n{metrics['difference']['verdict']}")
-    from medlab.app.collapse import print_bold
-
-    for line in not_learnt_lines(metrics)[:-1]:
-        print_bold(line.strip("*"))
-    mark_complete(run_dir)
-    print(f"summary: {run_dir / 'summary.md'}")
-    return run_dir
-
-
-def predict_command(argv):
-    """Print the class and its probability for each image, using a model saved by a run."""
-    from medlab.app.cli import Parser
-    from medlab.images import load_image
-
-    parser = Parser(
-        prog="transfer_vgg16.py predict", description="classify images with a model saved by a run"
-    )
-    parser.add_argument(
-        "model", help="transfer_vgg16.keras (or scratch_vgg16.keras) of a results folder"
-    )
-    parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
-    args = parser.parse_args(argv)
-    quiet_tensorflow()
-    model, info = load_saved_model(Path(args.model))
-    size = model.input_shape[1:3]
-    for path in args.images:
-        if not Path(path).is_file():
-            raise UserError(f"image {path} does not exist")
-        image = load_image(path, size, info["channels"]) * info["input_scale"]
-        p_one = float(model.predict(image[None], verbose=0)[0, -1])
-        label = int(p_one >= THRESHOLD)
-        print(
-            f"{path}: {info['class_names'][label]} "
-            f"(probability {p_one if label else 1 - p_one:.3f})"
-        )
-
-
 def load_saved_model(path):
-    from medlab.app.runs import load_keras_model
-
     info_path = path.with_suffix(".json")
     if path.is_file() and not info_path.is_file():
         raise UserError(
@@ -1146,12 +789,99 @@ def load_saved_model(path):
     return load_keras_model(path, "transfer_vgg16.py"), json.loads(info_path.read_text())
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["predict"]:
-        return predict_command(argv[1:])
-    return train_command(argv)
+# ----------------------------------------------------------------------------- summary.md
+
+
+def write_summary(run_dir, metrics, p, facts):
+    """summary.md: warnings first, then the setup, the compared metrics, the figures and files."""
+    report = Report(run_dir, f"Transfer learning vs training from scratch: {facts['data_name']}")
+    if facts["synthetic"]:
+        report.text("**Synthetic demo data**: the numbers say nothing about real images.")
+    if p["weights"] == "none":
+        report.text(
+            "**Random backbone (`--weights none`)**: the features come from an untrained VGG16, "
+            "so this run is a smoke test of the pipeline, not transfer learning."
+        )
+    report.text("\n".join(not_learnt_lines(metrics)))
+    report.bullets(setup_lines(p, facts))
+    report.heading("Validation metrics with 95% bootstrap confidence intervals")
+    report.text(
+        f"Scored on {metrics['scored_images']} validation predictions (first seed"
+        f"{', pooled over folds' if p['folds'] >= 2 else ''}); intervals from "
+        f"{p['bootstrap']} paired bootstrap resamples of the images."
+    )
+    report.table(interval_rows(metrics), ["model", *METRICS])
+    report.text(f"**Verdict:** {metrics['difference']['verdict']}.")
+    if len(metrics["runs"]) > 1:
+        report.heading(f"Spread over {len(metrics['runs'])} runs (folds x seeds)")
+        report.table(spread_rows(metrics), ["model", *METRICS])
+    report.heading("Learning curves").figure(run_dir / "curves.png", "curves")
+    report.heading("ROC and confusion matrices")
+    report.figure(run_dir / "roc.png", "roc").figure(run_dir / "confusion.png", "confusion")
+    size = f"{p['image_size']}x{p['image_size']}"
+    report.heading("Files").bullets(
+        [
+            "`transfer_vgg16.keras`: backbone + head, classifies raw 0-255 RGB images "
+            f"({size}); `transfer_head.keras`: the head alone",
+            "`scratch_vgg16.keras`: the from-scratch model (inputs in [0, 1])",
+            "`history_*.csv`, `predictions.csv`, `metrics.json`, `config.json`",
+        ]
+    )
+    report.text("Predict: `python transfer_vgg16.py predict transfer_vgg16.keras IMAGE...`")
+    report.write()
+
+
+def setup_lines(p, facts):
+    """The data, training, backbone and evaluation of the run, one line each."""
+    return [
+        f"data: `{facts['data_dir']}`; {facts['describe']}",
+        f"training: preset `{p['preset'] or 'none'}`, class weights `{p['class_weight']}` "
+        f"(head and from-scratch model); from-scratch model {describe_scratch(p)}",
+        f"backbone: VGG16 without top, weights `{p['weights']}`, input "
+        f"{p['image_size']}x{p['image_size']}x3, `{p['preprocess']}` preprocessing, features "
+        f"{facts['feature_shape']}; extraction "
+        f"{'skipped (cache hit)' if facts['cache_hit'] else 'ran'}",
+        f"evaluation: {facts['evaluation']}; positive class **{facts['positive_name']}** "
+        f"(sensitivity = its recall), threshold {THRESHOLD}; the final epoch's model is scored",
+    ]
+
+
+def describe_scratch(p):
+    """The from-scratch model's settings in words, e.g. for the summary."""
+    return (
+        f"{p['scratch_size']}x{p['scratch_size']}x{p['scratch_channels']}, "
+        f"{'centred' if p['scratch_centre'] else '[0, 1]'} pixels, "
+        f"{'batch norm, ' if p['scratch_batch_norm'] else ''}{p['scratch_pooling']} top, dropout "
+        f"{p['scratch_dropout']}, lr {p['scratch_lr']:g} {p['scratch_lr_schedule']}, "
+        f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}"
+        f"{', augmented' if p['augment'] else ''}"
+    )
+
+
+def interval_rows(metrics):
+    """One row per model and for the difference: value [95% interval] of every metric."""
+    rows = []
+    for method in ("transfer", "scratch", "difference"):
+        entry = metrics[method]
+        row = {"model": method if method != "difference" else "transfer - scratch"}
+        for metric in METRICS:
+            low, high = entry[f"val_{metric}_ci"]
+            row[metric] = f"{entry[f'val_{metric}']:.3f} [{low:.3f}, {high:.3f}]"
+        rows.append(row)
+    return rows
+
+
+def spread_rows(metrics):
+    """One row per model and for the difference: mean +- standard deviation over the runs."""
+    rows = []
+    for method in ("transfer", "scratch", "difference"):
+        entry = metrics[method]
+        row = {"model": method}
+        for metric in METRICS:
+            row[metric] = f"{entry[f'val_{metric}_mean']:.3f} +- {entry[f'val_{metric}_std']:.3f}"
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":
-    main_guard(main, lower="--batch-size, --image-size or --scratch-size")()
+    main()

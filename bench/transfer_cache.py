@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import transfer_vgg16 as tv  # noqa: E402
+from medlab.classification import transfer  # noqa: E402
 from medlab.classification.data import load_class_split  # noqa: E402
 from medlab.synthetic.skin_bone import synthetic_class_set  # noqa: E402
 
@@ -71,15 +71,15 @@ def extraction_vs_predict(backbone, paths, size, repeats):
     The two are timed alternately and the fastest of `repeats` rounds is kept for each, so that
     other programs' load on a shared machine does not decide the ratio.
     """
-    warm = tv.to_backbone_input(tv.load_batch(paths[:16], size), "vgg16")
+    warm = transfer.to_backbone_input(transfer.load_batch(paths[:16], size), "vgg16")
     backbone.predict(warm, batch_size=16, verbose=0)  # graph tracing is not throughput
     backbone.predict_on_batch(warm)
-    preloaded = tv.to_backbone_input(tv.load_batch(paths, size), "vgg16")
+    preloaded = transfer.to_backbone_input(transfer.load_batch(paths, size), "vgg16")
     extract_times, predict_times = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as cache:
             (features, _), seconds = timed(
-                tv.cached_features, backbone, paths, size, "vgg16", cache, "bench"
+                transfer.cached_features, backbone, paths, size, "vgg16", cache, "bench"
             )
         extract_times.append(seconds)
         predict_times.append(timed(backbone.predict, preloaded, batch_size=16, verbose=0)[1])
@@ -91,7 +91,7 @@ def extraction_vs_predict(backbone, paths, size, repeats):
 
 
 def head_fit_seconds(features, labels, epochs, batch_size):
-    head = tv.build_head(features.shape[1:], 128, 0.5)
+    head = transfer.build_head(features.shape[1:], 128, 0.5)
     from medlab.classification.train import compile_classifier
 
     compile_classifier(head, 1e-5)
@@ -141,7 +141,7 @@ def main():
 
     keras.utils.set_random_seed(0)
     paths, labels = bench_images(args.data_dir, args.images)
-    backbone = tv.load_backbone("none", args.image_size)
+    backbone = transfer.load_backbone("none", args.image_size)
     features, images, extract_s, predict_s = extraction_vs_predict(
         backbone, paths, args.image_size, args.repeats
     )

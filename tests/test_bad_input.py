@@ -59,7 +59,7 @@ def test_argparse_errors_are_one_line_in_every_script(capsys):
     for run in (
         lambda: unet.run_command_line(["--epochs", "x"], {"epochs": 1}, {}, {}),
         lambda: cam_vgg16.main(["--lr", "nan"]),
-        lambda: main_guard(tv.main)(["--lr", "inf"]),
+        lambda: tv.main(["--lr", "inf"]),
     ):
         with pytest.raises(SystemExit) as stop:
             run()
@@ -183,9 +183,11 @@ def test_predict_and_explain_check_everything_before_making_a_folder(xrays, tmp_
 def test_transfer_checks_cache_dir_weights_folder_and_class_counts(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match="--cache-dir .* is not a writable folder"):
-        tv.main(["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "file" / "cache")])
+        tv.train_command(
+            ["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "file" / "cache")]
+        )
     with pytest.raises(UserError, match="--weights .* is a folder"):
-        tv.backbone_from_file(tmp_path, (32, 32, 3))
+        tv.check_weights(str(tmp_path))
     from medlab.classification.data import stratified_split
 
     with pytest.raises(UserError, match="class dogs has only 1 image.*lower --val-fraction"):

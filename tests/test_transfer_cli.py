@@ -2,13 +2,16 @@
 the offline ImageNet error and one-line errors (exit code 2) for bad input."""
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
-from conftest import tensorboard_events
+from conftest import ROOT, tensorboard_events
 
 import transfer_vgg16 as tv
+from medlab.classification import transfer
 from medlab.synthetic.skin_bone import synthetic_class_set
 
 TINY = "--weights none --epochs 2 --image-size 32 --scratch-size 32 --bootstrap 200".split()
@@ -133,7 +136,8 @@ def test_imagenet_without_internet_stops_with_one_clear_line(
     [line] = result.stderr.strip().splitlines()[-1:]
     assert line.startswith("error: cannot get the ImageNet VGG16 weights")
     assert (
-        str(tmp_path / "keras" / "models" / tv.IMAGENET_FILE) in line and "--weights PATH" in line
+        str(tmp_path / "keras" / "models" / transfer.IMAGENET_FILE) in line
+        and "--weights PATH" in line
     )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()  # no silent fallback, no half-made run
@@ -141,7 +145,7 @@ def test_imagenet_without_internet_stops_with_one_clear_line(
 
 def expect_user_error(argv, capsys, *fragments):
     with pytest.raises(SystemExit) as stop:
-        tv.main_guard(tv.main)([str(a) for a in argv])
+        tv.main([str(a) for a in argv])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
@@ -204,6 +208,31 @@ def test_bad_input_ends_with_one_line_and_exit_code_2(tiny_bone, tmp_path, capsy
     )
     expect_user_error(["predict", tmp_path / "none.keras", "x.png"], capsys, "does not exist")
     assert not (tmp_path / "out").exists()
+
+
+def test_help_and_a_missing_folder_answer_without_starting_tensorflow(tmp_path):
+    code = (
+        "import sys\n"
+        "import transfer_vgg16\n"
+        "for argv in (['--help'], ['--data-dir', sys.argv[1]]):\n"
+        "    try:\n"
+        "        transfer_vgg16.main(argv)\n"
+        "    except SystemExit as stop:\n"
+        "        print('exit', stop.code)\n"
+        "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "nowhere")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = result.stdout.strip().splitlines()
+    assert "--weights WEIGHTS" in result.stdout and "exit 0" in lines, result.stdout[-2000:]
+    assert lines[-2:] == ["exit 2", "tensorflow loaded: False"], result.stdout[-2000:]
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith("error: data folder") and "nowhere does not exist" in error
 
 
 def test_flat_folder_is_split_with_the_seed(tmp_path, capsys):

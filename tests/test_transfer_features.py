@@ -7,6 +7,7 @@ import pytest
 
 import transfer_vgg16 as tv
 from medlab.app.runs import UserError
+from medlab.classification import transfer
 from medlab.classification.data import load_class_split
 from medlab.distribute import single_device
 from medlab.images import load_image
@@ -48,7 +49,7 @@ def test_cache_miss_then_hit_then_miss_when_one_image_changes(tmp_path, capsys):
         write_image(tmp_path / "img" / f"{i}.png", (10 * i, 50, 200 - 10 * i)) for i in range(5)
     ]
     backbone = MeanColour()
-    extract = lambda paths, **kw: tv.cached_features(
+    extract = lambda paths, **kw: transfer.cached_features(
         backbone, paths, SIZE, kw.get("pre", "vgg16"), tmp_path / "cache", kw.get("id", "w1")
     )
     first, hit = extract(paths)
@@ -77,7 +78,9 @@ def test_features_and_labels_follow_the_same_file_list(tmp_path):
     split = load_class_split(lab_folder(tmp_path / "Set", per_class=10))
     paths = list(split.train_paths) + list(split.val_paths)  # 40 images: batches of 16, 16, 8
     labels = np.concatenate([split.train_labels, split.val_labels])
-    features, _ = tv.cached_features(MeanColour(), paths, SIZE, "rescale", tmp_path / "cache", "w")
+    features, _ = transfer.cached_features(
+        MeanColour(), paths, SIZE, "rescale", tmp_path / "cache", "w"
+    )
     assert features.shape == (40, 3)  # the last partial batch is kept
     for row, path, label in zip(features, paths, labels):
         np.testing.assert_allclose(
@@ -92,7 +95,7 @@ def random_backbone():
     import keras
 
     keras.utils.set_random_seed(0)
-    return tv.load_backbone("none", SIZE)
+    return transfer.load_backbone("none", SIZE)
 
 
 def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path, random_backbone):
@@ -102,7 +105,9 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
     paths = list(split.train_paths) + list(split.val_paths)
     labels = np.concatenate([split.train_labels, split.val_labels])
     before = [w.copy() for w in random_backbone.get_weights()]
-    features, _ = tv.cached_features(random_backbone, paths, SIZE, "vgg16", tmp_path / "cache", "w")
+    features, _ = transfer.cached_features(
+        random_backbone, paths, SIZE, "vgg16", tmp_path / "cache", "w"
+    )
     params = {**tv.PARAMETERS, "epochs": 3, "lr": 1e-3, "batch_size": 4}
     train, val = np.arange(8), np.arange(8, 16)
     head, scores, _ = tv.train_transfer(
@@ -112,7 +117,7 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
     for old, new in zip(before, random_backbone.get_weights()):
         np.testing.assert_array_equal(old, new)
 
-    full = tv.export_full_model(random_backbone, head, "vgg16", SIZE)
+    full = transfer.export_full_model(random_backbone, head, "vgg16", SIZE)
     assert not any(isinstance(layer, keras.Model) for layer in full.layers)  # flat, Grad-CAM-able
     assert full.get_layer("block5_conv3").output.shape[-1] == 512
     full.save(tmp_path / "full.keras")
@@ -134,9 +139,9 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
 @pytest.mark.parametrize("preprocess", ["vgg16", "rescale"])
 def test_export_preprocessing_equals_the_feature_preprocessing(preprocess):
     images = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
-    layer = tv.preprocessing_layer(preprocess)
+    layer = transfer.preprocessing_layer(preprocess)
     np.testing.assert_allclose(
-        np.asarray(layer(images * 255.0)), tv.to_backbone_input(images, preprocess), atol=1e-3
+        np.asarray(layer(images * 255.0)), transfer.to_backbone_input(images, preprocess), atol=1e-3
     )
 
 
@@ -155,7 +160,7 @@ def test_a_local_weights_file_is_loaded(tmp_path, name):
     else:
         source.save_weights(path)
     keras.utils.set_random_seed(0)  # a different random start, which the file must overwrite
-    loaded = tv.load_backbone(str(path), SIZE)
+    loaded = transfer.load_backbone(str(path), SIZE)
     assert len(loaded.get_weights()) == 26
     for expected, actual in zip(source.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(expected, actual)
@@ -168,9 +173,9 @@ def test_weights_of_another_model_or_a_missing_file_are_user_errors(tmp_path):
     other = tmp_path / "other.weights.h5"
     build_vgg16_style((SIZE, SIZE, 3)).save_weights(other)
     with pytest.raises(UserError, match="does not fit VGG16"):
-        tv.load_backbone(str(other), SIZE)
+        transfer.load_backbone(str(other), SIZE)
     with pytest.raises(UserError, match="does not exist"):
-        tv.load_backbone(str(tmp_path / "missing.h5"), SIZE)
+        transfer.load_backbone(str(tmp_path / "missing.h5"), SIZE)
 
 
 def test_scratch_model_is_flat_and_centres_its_pixels():
