@@ -37,8 +37,7 @@ def predict_command(argv, parameters):
     for path in args.images:  # all checked before any folder is made (decoded again below)
         decode(path)
     quiet_tensorflow()
-    model = load_keras_model(args.model, "main_segmentation.py")
-    check_segmentation_model(model, args.model)
+    model = load_segmentation_model(args.model)
     out_dir = new_run_dir(args.out, "predict")
     for path in map(Path, args.images):
         original = to_channels(to_unit_range(decode(path)), 1)
@@ -48,6 +47,16 @@ def predict_command(argv, parameters):
         print(f"{path}: lung area {mask.mean():.1%} of the image")
     mark_complete(out_dir)
     print(f"masks and overlays: {out_dir}")
+
+
+def load_segmentation_model(path, compile=True):
+    """A U-Net saved by an experiment, or a one-line `UserError` naming the file."""
+    # Keras finds the U-Net's losses and metrics only once unet.py has run and registered them;
+    # it is imported lazily, so run it now.
+    unet.LOSSES  # noqa: B018
+    model = load_keras_model(path, "main_segmentation.py", compile=compile)
+    check_segmentation_model(model, path)
+    return model
 
 
 def check_segmentation_model(model, path):
@@ -82,8 +91,7 @@ def evaluate_command(argv, parameters):
     )
     args = parser.parse_args(argv)
     quiet_tensorflow()
-    model = load_keras_model(args.model, "main_segmentation.py", compile=False)
-    check_segmentation_model(model, args.model)
+    model = load_segmentation_model(args.model, compile=False)
     every = unet.load_every_pair(
         args.data_dir, model.input_shape[1], "auto", parameters["memory_budget_gb"]
     )
