@@ -9,14 +9,20 @@
 
 Edit the parameters below or override any of them with a flag (`--help` lists them). Precedence:
 the defaults < an experiment's own settings < flags given on the command line.
+
+`train_experiments` below is the whole pipeline, in the order it runs; the functions it calls are
+in `unet.py`. The command line, run folders, resume, folds and the summary are
+`medlab.app.segmentation`'s, so that this file shows the method.
 """
 
-import sys
+import functools
 
-from medlab import quiet_tensorflow
+from medlab.app import segmentation as segmentation_app
+from medlab.app.runs import run_commands
+from medlab.lazy import lazy_import
 
-quiet_tensorflow()  # before unet imports TensorFlow, whose start-up chatter would bury our messages
-import unet  # noqa: E402
+# TensorFlow starts on first use of unet, so --help and mistyped flags answer at once.
+unet = lazy_import("unet")
 
 PARAMETERS = {
     "data_dir": "data/X_ray",  # X_ray/{Image,Mask}/ with identical file names
@@ -44,13 +50,15 @@ PARAMETERS = {
     "postprocess": False,  # keep the two largest regions of each predicted mask, holes filled
 }
 
+# Each experiment is the parameters it changes from the block above.
 EXPERIMENTS = {
-    "4a": {"loss": "bce"},
-    "4b": {"loss": "dice"},
-    "4c-bce": {"loss": "bce", "dropout": 0.2},
+    "4a": {"loss": "bce"},  # the baseline: binary cross-entropy, base 8, no regularisation
+    "4b": {"loss": "dice"},  # the same U-Net trained on soft Dice loss
+    "4c-bce": {"loss": "bce", "dropout": 0.2},  # does dropout help?
     "4c-dice": {"loss": "dice", "dropout": 0.2},
-    "4d-bce": {"loss": "bce", "dropout": 0.2, "base": 32},
+    "4d-bce": {"loss": "bce", "dropout": 0.2, "base": 32},  # four times the filters of 4c
     "4d-dice": {"loss": "dice", "dropout": 0.2, "base": 32},
+    # batch norm and joint augmentation of image and mask, at twice 4c's filters
     "4e-bce": {"loss": "bce", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
     "4e-dice": {"loss": "dice", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
     # What measurably helped on real chest X-rays (README, Task 4, "Real chest X-rays"); batch norm,
@@ -83,7 +91,56 @@ DEFAULT_EXPERIMENTS = [name for name in EXPERIMENTS if name != "best"]
 # defaults above (flags still win), so the whole demo finishes in minutes on a laptop CPU.
 SYNTHETIC_DEMO = {"pairs": 100, "size": 64, "batch_size": 4, "epochs": 16, "lr": 7e-4}
 
-if __name__ == "__main__":
-    unet.run_command_line(
-        sys.argv[1:], PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO, COMPARISONS, DEFAULT_EXPERIMENTS
+
+def main(argv=None):
+    """Train and score experiments, or `predict` / `evaluate` with a saved model."""
+    return run_commands(
+        argv,
+        {
+            "train": train_experiments,
+            "predict": functools.partial(segmentation_app.predict_command, parameters=PARAMETERS),
+            "evaluate": functools.partial(segmentation_app.evaluate_command, parameters=PARAMETERS),
+        },
+        lower="--batch-size, --size or --base",
     )
+
+
+def train_experiments(argv):
+    """Load and split the pairs, then build, compile, train, evaluate and save each experiment."""
+    run = segmentation_app.start(
+        argv, PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO, COMPARISONS, DEFAULT_EXPERIMENTS
+    )
+    # Every pair is decoded once here (a bad file stops the run before any folder is made); with
+    # --cache none or disk only the file paths are kept, and the pairs are decoded while training.
+    first = run.first
+    pairs = unet.load_every_pair(
+        first["data_dir"], first["size"], first["cache"], first["memory_budget_gb"]
+    )
+    # One experiment at a time (one fold at a time with --folds); complete ones are skipped.
+    for experiment in run.pending(pairs):
+        p = experiment.parameters
+        data = unet.split_pairs(pairs, *experiment.split)
+        train_data, val_data = unet.experiment_datasets(
+            p, data, run.batch_size(experiment), experiment.cache_dir
+        )
+        steps = p["epochs"] * int(train_data.cardinality())
+        with run.scaling.scope():  # the model's variables on every replica of the strategy
+            model = unet.build_unet(
+                (p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"], p["batch_norm"]
+            )
+            unet.compile_unet(
+                model,
+                p["loss"],
+                unet.learning_rate(p["lr"], p["lr_schedule"], steps),
+                jit_compile=run.scaling.jit,
+            )
+        seconds = unet.train(
+            model, train_data, val_data, p["epochs"], experiment.folder, run.callbacks(experiment)
+        )
+        scores, shown = unet.evaluate_batches(model, val_data, postprocess=p["postprocess"])
+        run.save(experiment, model, val_data, seconds, scores, shown)
+    run.finish()
+
+
+if __name__ == "__main__":
+    main()

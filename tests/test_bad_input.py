@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 
 import cam_vgg16
+import main_segmentation as ms
 import transfer_vgg16 as tv
 import unet
 from medlab.app.checks import check_pairs
 from medlab.app.runs import UserError, main_guard
+from medlab.app.segmentation import predict_command
+from medlab.app.segmentation.setup import unet_activations, unet_weights
+from medlab.app.segmentation.summary import collapse_message
 from medlab.synthetic.xray import write_chest_xrays
 
 
 def segmentation(argv, tmp_path=None):
-    import main_segmentation as ms
-
     out = ["--out", str(tmp_path / "out")] if tmp_path else []
-    unet._run([*map(str, argv), *out], ms.PARAMETERS, ms.EXPERIMENTS, ms.SYNTHETIC_DEMO)
+    ms.train_experiments([*map(str, argv), *out])
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ def test_nonsense_numbers_and_lists_are_refused(xrays, tmp_path, flags, message)
 
 def test_argparse_errors_are_one_line_in_every_script(capsys):
     for run in (
-        lambda: unet.run_command_line(["--epochs", "x"], {"epochs": 1}, {}, {}),
+        lambda: ms.main(["--epochs", "x"]),
         lambda: cam_vgg16.main(["--lr", "nan"]),
         lambda: tv.main(["--lr", "inf"]),
     ):
@@ -119,7 +121,7 @@ def test_data_that_looks_wrong_is_warned_about(xrays):
     assert check_pairs(images, masks, warn=warnings.append) is True
     assert any("all 6 masks are empty" in w for w in warnings), warnings
     # A BCE run is not blamed on Dice loss; with every mask empty, recall 0 is no collapse.
-    bce, dice = (unet.collapse_message("4a", "empty mask", 6, loss) for loss in ("bce", "dice"))
+    bce, dice = (collapse_message("4a", "empty mask", 6, loss) for loss in ("bce", "dice"))
     assert "lower --lr" in bce and "Dice loss" not in bce and "Dice loss" in dice
     nothing_found = {"recall": np.zeros(6), "coverage": np.zeros(6)}
     assert unet.collapsed(nothing_found) == "empty mask"
@@ -156,8 +158,6 @@ def test_damaged_checkpoint_is_one_line(tmp_path):
 def test_predict_and_explain_check_everything_before_making_a_folder(xrays, tmp_path):
     import keras
 
-    import main_segmentation as ms
-
     classifier = tmp_path / "classifier.keras"
     keras.Sequential(
         [keras.Input((32, 32, 1)), keras.layers.Flatten(), keras.layers.Dense(2)]
@@ -171,7 +171,7 @@ def test_predict_and_explain_check_everything_before_making_a_folder(xrays, tmp_
         ([tmp_path / "bad.keras", image], "damaged or not a .keras file"),
     ):
         with pytest.raises(UserError, match=message):
-            unet.predict_command([*map(str, argv), "--out", str(out)], ms.PARAMETERS)
+            predict_command([*map(str, argv), "--out", str(out)], ms.PARAMETERS)
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(UserError, match="--out .*taken is a file"):
         cam_vgg16.run_explain([str(classifier), str(image), "--out", str(tmp_path / "taken")])
@@ -233,9 +233,9 @@ def test_new_run_folders_are_incomplete_until_marked(tmp_path):
 def test_memory_estimate_counts_the_built_model_and_refuses_what_cannot_fit(xrays, tmp_path):
     model = unet.build_unet((64, 64, 1), base=4, depth=3, dropout=0.2, batch_norm=True)
     outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
-    assert unet.unet_activations(64, 4, 3, True, 0.2) == outputs
+    assert unet_activations(64, 4, 3, True, 0.2) == outputs
     assert (
-        abs(unet.unet_weights(4, 3) - model.count_params()) < 0.05 * model.count_params()
+        abs(unet_weights(4, 3) - model.count_params()) < 0.05 * model.count_params()
     )  # biases, batch norm
     refused(
         ["--data-dir", xrays, "--size", "4096"],

@@ -1,14 +1,19 @@
 """main_segmentation.py as users run it: outputs, synthetic demo, resume, predict and bad input."""
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
-from conftest import tensorboard_events
+from conftest import ROOT, tensorboard_events
 
+import main_segmentation
 import unet
 from medlab.app.runs import UserError
+from medlab.app.segmentation import evaluate_command
+from medlab.app.segmentation.setup import setting_keys
 from medlab.synthetic.xray import chest_xray
 
 TINY = "--epochs 1 --size 32 --depth 2 --base 2 --batch-size 4".split()
@@ -271,21 +276,10 @@ def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
 def test_nonsense_parameters_are_refused_before_any_work(tmp_path, flags, message):
     data = xray_folder(tmp_path, count=3)
     with pytest.raises(UserError, match=message):
-        unet._run(
-            ["--data-dir", str(data), "--out", str(tmp_path / "out"), *flags],
-            *segmentation_blocks(),
+        main_segmentation.train_experiments(
+            ["--data-dir", str(data), "--out", str(tmp_path / "out"), *flags]
         )
     assert not (tmp_path / "out").exists()
-
-
-def segmentation_blocks():
-    import main_segmentation
-
-    return (
-        main_segmentation.PARAMETERS,
-        main_segmentation.EXPERIMENTS,
-        main_segmentation.SYNTHETIC_DEMO,
-    )
 
 
 def test_bad_data_is_refused_before_anything_is_written(tmp_path):
@@ -294,7 +288,7 @@ def test_bad_data_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "out"
     for data_dir, message in ((tmp_path / "nowhere", "missing folder"), (data, "do not pair up")):
         with pytest.raises(UserError, match=message):
-            unet._run(["--data-dir", str(data_dir), "--out", str(out)], *segmentation_blocks())
+            main_segmentation.train_experiments(["--data-dir", str(data_dir), "--out", str(out)])
     assert not out.exists()
 
 
@@ -313,22 +307,21 @@ def test_corrupt_image_gives_one_line_exit_2_and_writes_nothing(tmp_path, script
 
 
 def test_summary_columns_follow_the_experiments_and_evaluate_refuses_a_missing_model(tmp_path):
-    assert unet.setting_keys({"a": {"loss": "bce"}, "b": {"loss": "dice", "depth": 3}}) == [
+    assert setting_keys({"a": {"loss": "bce"}, "b": {"loss": "dice", "depth": 3}}) == [
         "loss",
         "depth",
     ]
     data = xray_folder(tmp_path, count=2)
     with pytest.raises(UserError, match="model file .*nowhere.keras does not exist"):
-        unet._run(
+        evaluate_command(
             [
-                "evaluate",
                 str(tmp_path / "nowhere.keras"),
                 "--data-dir",
                 str(data),
                 "--out",
                 str(tmp_path / "out"),
             ],
-            *segmentation_blocks(),
+            main_segmentation.PARAMETERS,
         )
     assert not (tmp_path / "out").exists()
 
@@ -348,7 +341,7 @@ def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(
 
     monkeypatch.setattr(unet, "build_unet", saturated)
     data = xray_folder(tmp_path, count=10)
-    unet._run(
+    main_segmentation.train_experiments(
         [
             "--data-dir",
             str(data),
@@ -360,8 +353,7 @@ def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(
             "--postprocess",
             "--out",
             str(tmp_path / "out"),
-        ],
-        *segmentation_blocks(),
+        ]
     )
     out = capsys.readouterr().out
     assert (
@@ -375,3 +367,30 @@ def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["collapsed"] is True and metrics["collapsed_to"] == "whole image"
     assert metrics["without_postprocess"]["val_dice"] == pytest.approx(metrics["val_dice"])
+
+
+# Runs main_segmentation.py in this process and reports whether TensorFlow was imported.
+TENSORFLOW_IMPORTED = """
+import runpy, sys
+sys.argv = ["main_segmentation.py", *sys.argv[1:]]
+try:
+    runpy.run_path("main_segmentation.py", run_name="__main__")
+except SystemExit as stop:
+    print("exit", stop.code)
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, output",
+    [(["--help"], "usage: main_segmentation.py"), (["--data-dir", "nowhere"], "exit 2")],
+)
+def test_help_and_a_wrong_data_folder_answer_without_starting_tensorflow(argv, output):
+    result = subprocess.run(
+        [sys.executable, "-c", TENSORFLOW_IMPORTED, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert output in result.stdout and "tensorflow imported: False" in result.stdout, result

@@ -5,8 +5,9 @@ import json
 import cv2
 import numpy as np
 import pytest
-from test_segmentation_cli import segmentation_blocks, xray_folder
+from test_segmentation_cli import xray_folder
 
+import main_segmentation
 import unet
 from medlab.app.runs import UserError
 
@@ -96,9 +97,8 @@ def test_streaming_refuses_an_unreadable_file_before_any_work(tmp_path):
 def test_a_disk_cached_run_writes_its_outputs_and_removes_the_cache(tmp_path):
     data_dir = xray_folder(tmp_path, count=6)
     flags = "--experiments 4a --epochs 1 --size 32 --depth 2 --base 2 --batch-size 2 --cache disk"
-    unet._run(
-        ["--data-dir", str(data_dir), *flags.split(), "--out", str(tmp_path / "out")],
-        *segmentation_blocks(),
+    main_segmentation.train_experiments(
+        ["--data-dir", str(data_dir), *flags.split(), "--out", str(tmp_path / "out")]
     )
     (summary,) = (p for p in (tmp_path / "out").iterdir() if p.name.endswith("-summary"))
     (run,) = (p for p in (tmp_path / "out").iterdir() if p.name.endswith("-4a"))

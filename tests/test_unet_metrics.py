@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import unet
+from medlab.app.segmentation.summary import collapse_message
 
 
 def square(top, left, side, size=32):
@@ -85,7 +86,7 @@ def test_collapse_tells_the_empty_mask_from_the_whole_image():
     one_learnt = everything.copy()
     one_learnt[3] = square(0, 0, 9)
     assert unet.collapsed(unet.similarity_scores(truth, one_learnt)) is None
-    empty, full = (unet.collapse_message("4b", kind, 14) for kind in ("empty mask", "whole image"))
+    empty, full = (collapse_message("4b", kind, 14) for kind in ("empty mask", "whole image"))
     assert "no lung in any of its 14" in empty and "empty mask" in empty
     assert "whole image as lung in all 14" in full and "--experiments best" in full
 

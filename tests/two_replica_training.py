@@ -62,7 +62,11 @@ def train_under(strategy, per_replica_batch, run_dir):
     datasets = unet.experiment_datasets(
         PARAMETERS, pattern_data(), scaling.global_batch(per_replica_batch)
     )
-    model, _ = unet.fit_experiment(PARAMETERS, datasets, Path(run_dir), scaling)
+    p = PARAMETERS
+    with scaling.scope():
+        model = unet.build_unet((p["size"], p["size"], 1), p["base"], p["depth"])
+        unet.compile_unet(model, p["loss"], p["lr"], jit_compile=scaling.jit)
+    unet.train(model, *datasets, p["epochs"], Path(run_dir), verbose=2)
     return (
         scaling.replicas,
         model.get_weights(),

@@ -1,0 +1,118 @@
+"""`main_segmentation.py predict` and `evaluate`: a saved U-Net segments new images, or is scored
+on a folder of pairs. Every input is checked before an output folder is made."""
+
+from pathlib import Path
+
+from medlab import quiet_tensorflow
+from medlab.app.cli import Parser
+from medlab.app.runs import (
+    UserError,
+    load_keras_model,
+    mark_complete,
+    new_run_dir,
+    save_config,
+    write_json,
+)
+from medlab.app.segmentation.setup import HELP
+from medlab.app.segmentation.summary import write_per_image
+from medlab.images import decode, save_image, to_channels, to_unit_range
+from medlab.lazy import lazy_import
+
+unet = lazy_import("unet")
+
+
+def predict_command(argv, parameters):
+    """`predict MODEL IMAGE...`: binary masks at each image's own size, and overlays."""
+    parser = Parser(
+        prog="main_segmentation.py predict",
+        description="Segment new chest X-rays with a saved U-Net.",
+    )
+    parser.add_argument("model", help="a model.keras written by an experiment")
+    parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
+    parser.add_argument(
+        "--out", default=parameters["out"], help="folder for the new predict-* folder"
+    )
+    parser.add_argument("--postprocess", action="store_true", help=HELP["postprocess"])
+    args = parser.parse_args(argv)
+    for path in args.images:  # all checked before any folder is made (decoded again below)
+        decode(path)
+    quiet_tensorflow()
+    model = load_segmentation_model(args.model)
+    out_dir = new_run_dir(args.out, "predict")
+    for path in map(Path, args.images):
+        original = to_channels(to_unit_range(decode(path)), 1)
+        mask = unet.predict_full_size(model, original, args.postprocess)
+        save_image(out_dir / f"{path.stem}_mask.png", mask)
+        save_image(out_dir / f"{path.stem}_overlay.png", unet.overlay_mask(original, mask))
+        print(f"{path}: lung area {mask.mean():.1%} of the image")
+    mark_complete(out_dir)
+    print(f"masks and overlays: {out_dir}")
+
+
+def load_segmentation_model(path, compile=True):
+    """A U-Net saved by an experiment, or a one-line `UserError` naming the file."""
+    # Keras finds the U-Net's losses and metrics only once unet.py has run and registered them;
+    # it is imported lazily, so run it now.
+    unet.LOSSES  # noqa: B018
+    model = load_keras_model(path, "main_segmentation.py", compile=compile)
+    check_segmentation_model(model, path)
+    return model
+
+
+def check_segmentation_model(model, path):
+    """A model mapping a square grey image to a same-size one-channel mask, as experiments save."""
+    inputs, outputs = tuple(model.input_shape), tuple(model.output_shape)
+    if len(inputs) != 4 or inputs[3] != 1 or outputs != inputs:
+        raise UserError(
+            f"model {path} is not a segmentation model (it maps {inputs[1:]} to {outputs[1:]}, "
+            "not an image to a mask of its size); pass a model.keras written by "
+            "main_segmentation.py"
+        )
+
+
+def evaluate_command(argv, parameters):
+    """`evaluate MODEL --data-dir DIR`: a saved U-Net scored on every pair in a folder."""
+    parser = Parser(
+        prog="main_segmentation.py evaluate",
+        description="Score a saved U-Net on a folder of X-rays and lung masks.",
+    )
+    parser.add_argument("model", help="a model.keras (or best.keras) written by an experiment")
+    parser.add_argument(
+        "--data-dir", required=True, help="folder with Image/ and Mask/ (identical file names)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=parameters["batch_size"],
+        help="images per prediction step",
+    )
+    parser.add_argument(
+        "--out", default=parameters["out"], help="folder for the new evaluate-* folder"
+    )
+    args = parser.parse_args(argv)
+    quiet_tensorflow()
+    model = load_segmentation_model(args.model, compile=False)
+    every = unet.load_every_pair(
+        args.data_dir, model.input_shape[1], "auto", parameters["memory_budget_gb"]
+    )
+    out_dir = new_run_dir(args.out, "evaluate")  # only once model and data proved good
+    save_config(
+        out_dir, {"model": str(args.model), "data_dir": str(args.data_dir), "size": every["size"]}
+    )
+    batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", max(1, args.batch_size))
+    scores, shown = unet.evaluate_batches(model, batches)
+    metrics = {
+        **unet.score_summary(scores, prefix=""),
+        "images": len(every["names"]),
+        "model": str(args.model),
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    write_per_image(out_dir / "per_image.csv", every["names"], scores)
+    unet.plot_overlays(*shown, scores["dice"], out_dir / "overlays.png", every["names"])
+    mark_complete(out_dir)
+    print(
+        f"{args.model} on {len(every['names'])} pairs of {args.data_dir}: "
+        f"Dice {metrics['dice']:.3f} +- {metrics['dice_std']:.3f}, IoU {metrics['iou']:.3f}, "
+        f"HD95 {metrics['hd95']:.1f} px, precision {metrics['precision']:.3f}, "
+        f"recall {metrics['recall']:.3f}\nscores and overlays: {out_dir}"
+    )
