@@ -13,6 +13,8 @@ import pytest
 from conftest import tensorboard_events
 
 import cam_vgg16
+from medlab.app.cli import typed_flags
+from medlab.classification import cam
 from medlab.synthetic.skin_bone import synthetic_class_set
 
 TINY = "--size 32 --base 2 --epochs 2 --batch-size 8 --grid-images 4 --sanity-images 4".split()
@@ -199,8 +201,8 @@ def demo_model_params(**changes):
 def test_demo_model_options_change_the_lab_network_where_documented():
     from medlab.classification.gradcam import GradCAM
 
-    lab = cam_vgg16.build_model({**cam_vgg16.PARAMETERS, "size": 32, "base": 2})
-    demo = cam_vgg16.build_model(demo_model_params(), steps_per_epoch=4)
+    lab = cam.build_model({**cam_vgg16.PARAMETERS, "size": 32, "base": 2})
+    demo = cam.build_model(demo_model_params(), steps_per_epoch=4)
     lab_kinds = [type(layer).__name__ for layer in lab.layers]
     demo_kinds = [type(layer).__name__ for layer in demo.layers]
     assert (
@@ -226,17 +228,17 @@ def test_demo_model_options_change_the_lab_network_where_documented():
 def test_cosine_schedule_decays_to_zero_over_the_run():
     import keras
 
-    model = cam_vgg16.build_model(demo_model_params(lr=1e-3, epochs=3), steps_per_epoch=5)
+    model = cam.build_model(demo_model_params(lr=1e-3, epochs=3), steps_per_epoch=5)
     schedule = keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(8)) == pytest.approx(5e-4, rel=0.2)
     assert float(schedule(15)) == pytest.approx(0.0, abs=1e-9)  # 3 epochs x 5 steps
-    constant = cam_vgg16.build_model(demo_model_params(lr_schedule="constant"))
+    constant = cam.build_model(demo_model_params(lr_schedule="constant"))
     assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
     with pytest.raises(
         ValueError, match="steps_per_epoch"
     ):  # else it would decay to 0 after `epochs` steps
-        cam_vgg16.build_model(demo_model_params())
+        cam.build_model(demo_model_params())
 
 
 def test_pointing_game_leaves_out_images_without_a_region():
@@ -246,15 +248,21 @@ def test_pointing_game_leaves_out_images_without_a_region():
     masks[0, :4, :4] = True  # hit
     masks[1, 10:, 10:] = True  # miss
     # masks[2] is empty: nothing to point at, so it must not count as a miss
-    scores = cam_vgg16.faithfulness(cams, masks, tolerance=0)
+    scores = cam.faithfulness(cams, masks, tolerance=0)
     assert scores["n"] == 2 and scores["hit_rate"] == 0.5
-    assert cam_vgg16.faithfulness(cams[:0], masks[:0], tolerance=0)["n"] == 0  # e.g. no correct AFF
+    assert cam.faithfulness(cams[:0], masks[:0], tolerance=0)["n"] == 0  # e.g. no correct AFF
+
+
+def resolve(argv, synthetic):
+    """The run's parameters as cam_vgg16.py resolves them from `argv`."""
+    args = cam_vgg16.train_parser().parse_args(argv)
+    typed = typed_flags(args, cam_vgg16.PARAMETERS)
+    demo = cam_vgg16.demo_settings(args.shortcut) if synthetic else {}
+    return cam_vgg16.run_parameters(typed, demo, args.preset)
 
 
 def test_demo_settings_plain_demo_gets_the_variant_shortcut_demo_the_lab_network():
-    parse = lambda *argv: cam_vgg16.resolve_parameters(
-        cam_vgg16.train_parser().parse_args(list(argv)), True
-    )
+    parse = lambda *argv: resolve(list(argv), synthetic=True)
     plain, shortcut = parse(), parse("--shortcut")
     assert plain["batch_norm"] and plain["pooling"] == "max" and plain["dropout"] == 0.0
     assert (
@@ -263,7 +271,7 @@ def test_demo_settings_plain_demo_gets_the_variant_shortcut_demo_the_lab_network
         and shortcut["dropout"] == 0.4
     )
     assert parse("--pooling", "avg", "--epochs", "3")["pooling"] == "avg"  # flags still win
-    real = cam_vgg16.resolve_parameters(cam_vgg16.train_parser().parse_args([]), False)
+    real = resolve([], synthetic=False)
     assert real["epochs"] == 80 and real["lr"] == 1e-5 and real["pooling"] == "flatten"  # the lab's
 
 

@@ -7,7 +7,9 @@ import pytest
 
 import cam_vgg16
 import transfer_vgg16 as tv
+from medlab.app.cli import typed_flags
 from medlab.app.collapse import learning_check, not_learnt_sentence, suggested_command, try_instead
+from medlab.classification import cam
 from medlab.classification.train import class_weights
 from medlab.synthetic.skin_bone import synthetic_class_set
 
@@ -87,16 +89,16 @@ def test_transfer_reports_which_of_its_models_has_not_learnt():
 
 def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
     args = cam_vgg16.train_parser().parse_args(["--preset", "lab"])
-    params = cam_vgg16.resolve_parameters(
-        args, synthetic=True
-    )  # the preset beats the demo settings
+    typed = typed_flags(args, cam_vgg16.PARAMETERS)
+    # On the synthetic set too: the preset beats the demo settings.
+    params = cam_vgg16.run_parameters(typed, cam_vgg16.DEMO_SETTINGS, args.preset)
     assert (params["lr"], params["epochs"], params["batch_size"], params["class_weight"]) == (
         1e-5,
         80,
         8,
         "none",
     )
-    model = cam_vgg16.build_model(params)
+    model = cam.build_model(params)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert model.input_shape == (None, 128, 128, 1) and model.layers[1].name == "block1_conv1"
     assert "Rescaling" not in kinds and "BatchNormalization" not in kinds and "Flatten" in kinds
@@ -111,9 +113,8 @@ def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
     assert model.layers[-1].activation.__name__ == "softmax"
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
     assert model.loss == "categorical_crossentropy"
-    flags = cam_vgg16.resolve_parameters(
-        cam_vgg16.train_parser().parse_args(["--preset", "lab", "--epochs", "3"]), synthetic=False
-    )
+    args = cam_vgg16.train_parser().parse_args(["--preset", "lab", "--epochs", "3"])
+    flags = cam_vgg16.run_parameters(typed_flags(args, cam_vgg16.PARAMETERS), {}, args.preset)
     assert flags["epochs"] == 3 and flags["lr"] == 1e-5  # flags win over the preset
 
 
@@ -139,7 +140,7 @@ def test_transfer_lab_preset_builds_the_handout_scratch_model():
 def test_a_model_that_predicts_one_class_is_reported(tmp_path, monkeypatch, capsys):
     """The run's model always answers AFF: metrics.json, summary and console must say so."""
     data = synthetic_class_set("bone", n_train=8, n_val=8, size=64, root=tmp_path / "data")
-    build = cam_vgg16.build_model
+    build = cam.build_model
 
     def always_first_class(params, *args, **kwargs):
         model = build(params, *args, **kwargs)
@@ -149,7 +150,7 @@ def test_a_model_that_predicts_one_class_is_reported(tmp_path, monkeypatch, caps
         )
         return model
 
-    monkeypatch.setattr(cam_vgg16, "build_model", always_first_class)
+    monkeypatch.setattr(cam, "build_model", always_first_class)
     run_dir = cam_vgg16.main(
         ["--data-dir", str(data), *TINY, "--lr", "1e-9", "--out", str(tmp_path / "out")]
     )

@@ -8,18 +8,18 @@ from medlab.synthetic.common import synthetic_banner
 
 def locate_data(data_dir, user_folder, make_synthetic, what, demo, typed):
     """(folder, demo settings that apply): `data_dir` if given, else `user_folder` if it exists
-    (no demo settings), else the folder `make_synthetic()` writes, with `demo`.
+    (no demo settings), else the folder `make_synthetic()` writes, with `demo`. A `user_folder` of
+    None always takes the synthetic set (a demo that only generated data can show).
 
     `what` names the generated set in the banner; the banner shows the demo settings the run will
     use, after the flags in `typed` (the user's own flags always win).
     """
     if data_dir:
         return Path(data_dir), {}
-    if Path(user_folder).exists():
+    if user_folder is not None and Path(user_folder).exists():
         return Path(user_folder), {}
     folder = make_synthetic()
     shown = {**demo, **{k: v for k, v in typed.items() if k in demo}}
-    synthetic_banner(
-        f"{what} (no {user_folder} found)", folder, ", ".join(f"{k}={v}" for k, v in shown.items())
-    )
+    why = "" if user_folder is None else f" (no {user_folder} found)"
+    synthetic_banner(f"{what}{why}", folder, ", ".join(f"{k}={v}" for k, v in shown.items()))
     return Path(folder), dict(demo)

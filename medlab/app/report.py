@@ -8,8 +8,10 @@ import numpy as np
 from medlab.atomic import write_text_atomic
 
 
-def markdown_table(rows, columns, formats=None):
+def markdown_table(rows, columns, formats=None, headers=None):
     """Rows of dicts as a Markdown table; `formats` maps a column to a format spec like '.3f'.
+
+    `headers` labels the columns (default: their names), so two columns may share a label.
 
     A float that is NaN or infinite reads "n/a"; a missing cell is empty.
     """
@@ -21,7 +23,7 @@ def markdown_table(rows, columns, formats=None):
             return "n/a" if not np.isfinite(value) else format(value, formats[column])
         return str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(headers or columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -54,8 +56,8 @@ class Report:
             self.blocks.append("\n".join(f"- {item}" for item in items))
         return self
 
-    def table(self, rows, columns, formats=None):
-        self.blocks.append(markdown_table(rows, columns, formats))
+    def table(self, rows, columns, formats=None, headers=None):
+        self.blocks.append(markdown_table(rows, columns, formats, headers))
         return self
 
     def figure(self, path, caption):
