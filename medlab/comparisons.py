@@ -9,8 +9,12 @@ when its 95% interval excludes 0, and here also only when the Wilcoxon test agre
 
 import numpy as np
 
+from medlab.app.report import markdown_table
 from medlab.app.runs import UserError
 from medlab.classification.metrics import bootstrap_mean_interval
+from medlab.lazy import lazy_import
+
+plots = lazy_import("medlab.plots")  # matplotlib loads only when a figure is drawn
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -75,7 +79,7 @@ def paired_difference(first, second, n_resamples=RESAMPLES, seed=0, level=LEVEL)
     Identical scores give a difference of 0, the interval [0, 0] and p = 1: the signed-rank test
     is undefined when every difference is zero, and "no evidence of a difference" is its meaning.
     """
-    from scipy.stats import wilcoxon
+    from scipy.stats import wilcoxon  # here: SciPy takes ~0.3 s to load, and --help needs none
 
     first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
     differences = first - second
@@ -186,9 +190,7 @@ def comparison_rows(results):
 
 def comparison_figure(histories, path, first, second, question, panels):
     """Training (solid) and validation (dashed) curves of both runs on the same axes."""
-    from medlab.plots import plot_curves
-
-    plot_curves(
+    plots.plot_curves(
         {first: histories[first], second: histories[second]},
         path,
         metrics=tuple(panels),
@@ -201,8 +203,6 @@ def comparison_figure(histories, path, first, second, question, panels):
 
 def comparisons_markdown(results, notes, resamples=RESAMPLES):
     """The comparisons section of a summary: a table, then each verdict beside its curves."""
-    from medlab.app.report import markdown_table
-
     if not results and not notes:
         return ""
     lines = [

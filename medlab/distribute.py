@@ -14,6 +14,9 @@ CPU or on eight GPUs:
 Scripts with a parameter block add `SCALING_PARAMETERS` to it (one flag each through
 `medlab.app.cli.add_parameter_flags`, help texts in `SCALING_HELP`) and call `check_scaling` with
 their other parameter checks, so a typo fails before any data is read.
+
+TensorFlow and Keras are imported inside the functions that use them: the scripts import this
+module for its flags and checks, which must answer without starting TensorFlow.
 """
 
 import dataclasses

@@ -11,6 +11,9 @@ import cv2
 import numpy as np
 
 from medlab.app.runs import UserError
+from medlab.lazy import lazy_import
+
+progress_bars = lazy_import("medlab.progress")  # Keras progress bars: TensorFlow on first use
 
 # OpenCV warns about harmless TIFF tag quirks on stderr; real decoding failures still raise below.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -152,10 +155,8 @@ def save_image(path, image):
 
 def load_all(paths, loader, shape, title):
     """Apply `loader` to each path, one at a time with a progress bar, into one float32 array."""
-    from medlab.progress import progress
-
     array = np.empty((len(paths), *shape), dtype=np.float32)
-    bar = progress(len(paths), title)
+    bar = progress_bars.progress(len(paths), title)
     for i, path in enumerate(paths):
         array[i] = loader(path)
         bar.update(i + 1)

@@ -8,6 +8,8 @@ matplotlib.use("Agg")  # files only: the scripts run on machines without a displ
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from medlab.atomic import replacing  # noqa: E402
+
 
 def fit_label(text, width):
     """`text` cut to `width` characters by an ellipsis in the middle: file names differ at their
@@ -80,8 +82,6 @@ def plot_spread(values, path, ylabel, title=""):
 
 
 def write_csv(path, rows, columns):
-    from medlab.atomic import replacing
-
     with replacing(path) as temp, open(temp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -10,7 +10,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from conftest import tensorboard_events
+from helpers import tensorboard_events
 
 import cam_vgg16
 from medlab.app.cli import typed_flags
@@ -42,7 +42,7 @@ def tiny_set(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_set, tmp_path_factory):
-    from conftest import run_script
+    from helpers import run_script
 
     out = tmp_path_factory.mktemp("out")
     result = run_script("cam_vgg16.py", "--data-dir", tiny_set, *TINY, "--out", out, timeout=300)

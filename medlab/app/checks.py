@@ -1,10 +1,13 @@
 """The input gate: every file checked before any output folder is made, and warnings for data that
 decodes but looks wrong (masks of another size, no lung anywhere, blank images)."""
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from medlab.app.runs import UserError
-from medlab.images import decode, to_channels, to_unit_range
+from medlab.images import decode, progress_bars, to_channels, to_unit_range
 
 # An image whose grey levels spread less than this (standard deviation on [0, 1]) looks blank:
 # a real X-ray spreads over about 0.2, a slightly noisy empty frame over 0.001.
@@ -29,10 +32,8 @@ def unique_stems(paths, folder):
 def check_pairs(image_paths, mask_paths, warn=print):
     """Decode every image and mask once (a bad file stops here with one line) and warn about data
     that looks wrong. Returns True when every mask is empty."""
-    from medlab.progress import progress
-
     resized, blank, lung = [], [], False
-    bar = progress(len(image_paths), f"checking {len(image_paths)} image/mask pairs")
+    bar = progress_bars.progress(len(image_paths), f"checking {len(image_paths)} image/mask pairs")
     for i, (image_path, mask_path) in enumerate(zip(image_paths, mask_paths)):
         image, mask = decode(image_path), decode(mask_path)
         if image.shape[:2] != mask.shape[:2]:
@@ -65,9 +66,6 @@ def check_pairs(image_paths, mask_paths, warn=print):
 
 def check_writable_folder(folder, flag):
     """Create `folder` if needed and prove it is writable, or raise a one-line `UserError`."""
-    import tempfile
-    from pathlib import Path
-
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder):

@@ -5,16 +5,20 @@ stderr and exit code 2, so users never see a traceback for a mistake they can fi
 """
 
 import datetime
+import errno
 import functools
 import json
 import os
 import platform
 import random
 import sys
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from medlab.atomic import write_text_atomic
 
 PACKAGES = (
     "tensorflow",
@@ -71,7 +75,7 @@ def run_commands(argv, commands, lower):
 
 def set_seed(seed):
     """Seed Python, NumPy and TensorFlow/Keras for a reproducible run."""
-    import keras
+    import keras  # here, not on top: the application layer loads without TensorFlow
 
     random.seed(seed)
     np.random.seed(seed)
@@ -134,8 +138,6 @@ def write_json(path, data):
             return [clean(v) for v in value]
         return value
 
-    from medlab.atomic import write_text_atomic
-
     write_text_atomic(path, json.dumps(clean(jsonable(data)), indent=2) + "\n")
 
 
@@ -163,13 +165,11 @@ def banner(lines):
 
 def load_keras_model(path, made_by, compile=True):
     """A saved `.keras` model or a one-line `UserError` naming the file and what to pass instead."""
-    import keras
+    import keras  # here, not on top: the application layer loads without TensorFlow
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
-    import zipfile
-
     if not zipfile.is_zipfile(path):  # Keras would call a damaged file "File not found"
         raise UserError(
             f"cannot load model {path}: the file is damaged or not a .keras file (not a zip "
@@ -209,8 +209,6 @@ def mark_complete(folder):
 
 def resource_message(error, lower):
     """The one-line message for running out of memory or disk space, or None for any other error."""
-    import errno
-
     text = first_line(error)
     out_of_memory = (
         isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab.app.runs import UserError
-from medlab.images import list_images
+from medlab.images import list_images, load_all, load_image
 
 SPLIT_NAMES = ("train", "validation")
 
@@ -115,8 +115,6 @@ def load_class_split(root, val_fraction=0.2, seed=0):
 
 def load_arrays(paths, size, channels, label="loading images"):
     """Decode and resize `paths` one at a time into one float32 array (N, H, W, C) in [0, 1]."""
-    from medlab.images import load_all, load_image
-
     return load_all(
         paths,
         lambda path: load_image(path, size, channels),

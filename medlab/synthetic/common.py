@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from medlab.app.runs import UserError, banner
@@ -54,8 +55,6 @@ def synthetic_banner(what, folder, settings):
 
 def smooth_noise(rng, shape, sigma):
     """Gaussian-blurred white noise scaled to unit standard deviation."""
-    import cv2
-
     noise = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma)
     return noise / (noise.std() + 1e-8)
 

@@ -7,7 +7,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, tensorboard_events
+from helpers import ROOT, tensorboard_events, xray_folder
 
 import main_segmentation
 import unet
@@ -27,15 +27,6 @@ RUN_FILES = (
     "metrics.json",
     "per_image.csv",
 )
-
-
-def xray_folder(root, count=10, size=48):
-    for i in range(count):
-        image, mask = chest_xray(np.random.default_rng([1, i]), size)
-        for folder, array in (("Image", image), ("Mask", mask.astype(np.float32))):
-            (root / "X_ray" / folder).mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(root / "X_ray" / folder / f"p{i}.png"), np.uint8(array * 255))
-    return root / "X_ray"
 
 
 def folders(out, suffix):

@@ -8,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, tensorboard_events
+from helpers import ROOT, tensorboard_events
 
 import transfer_vgg16 as tv
 from medlab.classification import transfer

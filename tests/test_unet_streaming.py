@@ -5,7 +5,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from test_segmentation_cli import xray_folder
+from helpers import xray_folder
 
 import main_segmentation
 import unet

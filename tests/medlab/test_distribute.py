@@ -7,7 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 import unet
 from medlab import distribute
@@ -18,7 +18,7 @@ from medlab.classification.vgg import build_vgg16_style
 
 def test_mirrored_on_two_cpus_matches_one_device_for_the_same_seed_and_global_batch():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "two_replica_training.py")],
+        [sys.executable, str(ROOT / "tests" / "medlab" / "two_replica_training.py")],
         capture_output=True,
         text=True,
         timeout=300,

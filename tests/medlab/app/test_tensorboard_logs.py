@@ -2,7 +2,7 @@
 
 import keras
 import numpy as np
-from conftest import tensorboard_events
+from helpers import tensorboard_events
 
 from medlab.app.tensorboard_logs import epoch_logger, write_hparams
 

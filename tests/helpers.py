@@ -1,0 +1,47 @@
+"""Helpers that several test files use: running a script as a user would, reading TensorBoard
+event files, and writing a tiny folder of synthetic chest X-ray pairs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from medlab.synthetic.xray import chest_xray
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(script, *args, cwd=None, timeout=600):
+    """Run a root-level script as a user would and return the completed process."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tensorboard_events(log_dir):
+    """{tag: [steps]} of the event files directly inside `log_dir` (not its subfolders)."""
+    tags = {}
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append(event.step)
+    return tags
+
+
+def xray_folder(root, count=10, size=48):
+    for i in range(count):
+        image, mask = chest_xray(np.random.default_rng([1, i]), size)
+        for folder, array in (("Image", image), ("Mask", mask.astype(np.float32))):
+            (root / "X_ray" / folder).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / "X_ray" / folder / f"p{i}.png"), np.uint8(array * 255))
+    return root / "X_ray"
