@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from medlab import quiet_tensorflow
+from medlab.app import runs
 from medlab.app.cli import (
     Parser,
     add_parameter_flags,
@@ -35,16 +36,7 @@ from medlab.app.cli import (
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
 from medlab.app.report import Report
-from medlab.app.runs import (
-    UserError,
-    load_keras_model,
-    mark_complete,
-    new_run_dir,
-    run_commands,
-    save_config,
-    set_seed,
-    write_json,
-)
+from medlab.app.runs import UserError
 from medlab.atomic import save_model_atomic
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, positive_label, roc_auc
@@ -209,7 +201,7 @@ LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"
 # ---------------------------------------------------------------------------------------------
 def main(argv=None):
     commands = {"train": run_training, "explain": run_explain}
-    return run_commands(argv, commands, lower=LOWER_ON_OUT_OF_MEMORY)
+    return runs.run_commands(argv, commands, lower=LOWER_ON_OUT_OF_MEMORY)
 
 
 def run_training(argv):
@@ -222,13 +214,13 @@ def run_training(argv):
     split = load_class_split(folder, seed=params["seed"])  # checks the folders before TF starts
     print(split.describe())
     quiet_tensorflow()
-    set_seed(params["seed"])
+    runs.set_seed(params["seed"])
     train_images, val_images = load_data(split, params)
 
     # Build (a bad --layer fails here, before any run folder exists), train and save.
     model, explainer, global_batch = build(params, len(train_images))
-    run_dir = new_run_dir(params["out"], folder.name.lower())
-    save_config(run_dir, run_config(params, folder, demo, split.class_names, args.preset))
+    run_dir = runs.new_run_dir(params["out"], folder.name.lower())
+    runs.save_config(run_dir, run_config(params, folder, demo, split.class_names, args.preset))
     batches = {**params, "batch_size": global_batch}
     cam.train(
         model,
@@ -247,17 +239,17 @@ def run_training(argv):
     learnt = classification_metrics(seen, split.class_names, typed, params, args.preset)
     draw_maps(run_dir, val_images, seen, split.class_names, params, learnt["not_learnt_message"])
     sanity = cam.sanity_checks(model, explainer, val_images, params)
-    write_json(run_dir / "sanity.json", sanity)
+    runs.write_json(run_dir / "sanity.json", sanity)
     cam.plot_randomisation(run_dir / "randomisation.png", sanity)
     metrics = run_metrics(folder, demo, split.class_names, params, seen, learnt, sanity)
-    write_json(run_dir / "metrics.json", metrics)
+    runs.write_json(run_dir / "metrics.json", metrics)
 
     # Report: TensorBoard's HParams table, summary.md and the console.
     log_dir = tensorboard_logs.log_dir_for(run_dir)
     tensorboard_logs.write_hparams(log_dir, params, metrics, run_dir.name)
     write_summary(run_dir, params, metrics, sanity, data_note(folder, demo))
     print_outcome(metrics)
-    mark_complete(run_dir)
+    runs.mark_complete(run_dir)
     print(f"results in {run_dir} (summary.md)")
     cam.release_models()
     return run_dir
@@ -271,7 +263,7 @@ def run_explain(argv):
         decode(image_path)  # every image is checked before any folder is made
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; pass a folder (it is created if missing)")
-    model = load_keras_model(args.model, "cam_vgg16.py or another Keras script", compile=False)
+    model = runs.load_keras_model(args.model, "cam_vgg16.py or another Keras script", compile=False)
     explainer = gradcam.GradCAM(model, args.layer)
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[3] not in (1, 3) or shape[1] is None:
@@ -279,7 +271,7 @@ def run_explain(argv):
             f"model {args.model} does not take fixed-size images (input {tuple(shape)})"
         )
     names = class_names_for(args.model, explainer.n_classes)
-    out = Path(args.out) if args.out else new_run_dir(PARAMETERS["out"], "explain")
+    out = Path(args.out) if args.out else runs.new_run_dir(PARAMETERS["out"], "explain")
     out.mkdir(parents=True, exist_ok=True)
     for image_path in args.images:
         model_input = load_image(image_path, (shape[1], shape[2]), shape[3])
@@ -295,7 +287,7 @@ def run_explain(argv):
             f"{image_path}: predicted {names[predicted]} (p={probabilities[0, predicted]:.3f}), "
             f"map of {names[int(explained[0])]} -> {target}"
         )
-    mark_complete(out)
+    runs.mark_complete(out)
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab import quiet_tensorflow
+from medlab.app import runs
 from medlab.app.checks import check_writable_folder
 from medlab.app.cli import (
     Parser,
@@ -30,16 +31,7 @@ from medlab.app.cli import (
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
 from medlab.app.report import Report
-from medlab.app.runs import (
-    UserError,
-    load_keras_model,
-    mark_complete,
-    new_run_dir,
-    run_commands,
-    save_config,
-    set_seed,
-    write_json,
-)
+from medlab.app.runs import UserError
 from medlab.atomic import save_model_atomic
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, bootstrap_metrics, positive_label
@@ -193,33 +185,33 @@ def train_command(argv):
     # never reaches the backbone.
     quiet_tensorflow()
     scaling = configure_scaling(p["strategy"], jit=p["jit"], batch_size=p["batch_size"])
-    set_seed(p["seed"])  # a random backbone (--weights none) is then the same in every run
+    runs.set_seed(p["seed"])  # a random backbone (--weights none) is then the same in every run
     backbone = load_backbone(p)
     data = prepare_data(split, backbone, p)  # before the run folder: a corrupt image stops here
     facts = run_facts(data_dir, bool(demo), split, positive, data, p)
     run_dir = start_run(p, facts)
     configure_precision(p["mixed_precision"])
     # 3. Train the head and the from-scratch model on every (seed, fold).
-    runs, kept = run_evaluations(data, p, run_dir, scaling)
+    trained, kept = run_evaluations(data, p, run_dir, scaling)
     # 4. Score both with bootstrap intervals, compare them, and check that each has learnt.
-    metrics, (truth, scores) = summarise(runs, data["labels"], positive, p)
+    metrics, (truth, scores) = summarise(trained, data["labels"], positive, p)
     checks, metrics["try_instead"] = learning_checks(
-        runs, data["labels"], split.class_names, p, typed
+        trained, data["labels"], split.class_names, p, typed
     )
     for method, check in checks.items():
         metrics[method].update(check)
     metrics["evaluation"] = evaluation_facts(facts, data, p)
     # 5. Report: metrics, TensorBoard, predictions, figures, models and summary.md.
-    write_json(run_dir / "metrics.json", metrics)
+    runs.write_json(run_dir / "metrics.json", metrics)
     log_hparams(run_dir, p, metrics)
-    write_predictions(run_dir, runs, data["paths"], data["labels"], split.class_names)
-    write_figures(run_dir, runs, truth, scores, metrics, split.class_names, positive)
+    write_predictions(run_dir, trained, data["paths"], data["labels"], split.class_names)
+    write_figures(run_dir, trained, truth, scores, metrics, split.class_names, positive)
     save_models(run_dir, kept, backbone, p, split.class_names)
     write_summary(run_dir, metrics, p, facts)
     print(f"\n{metrics['difference']['verdict']}")
     for line in not_learnt_lines(metrics):
         print_bold(line.strip("*"))
-    mark_complete(run_dir)
+    runs.mark_complete(run_dir)
     print(f"summary: {run_dir / 'summary.md'}")
     return run_dir
 
@@ -250,7 +242,7 @@ def predict_command(argv):
 
 
 def main(argv=None):
-    return run_commands(
+    return runs.run_commands(
         argv,
         {"train": train_command, "predict": predict_command},
         lower="--batch-size, --image-size or --scratch-size",
@@ -434,9 +426,9 @@ def run_facts(data_dir, synthetic, split, positive, data, p):
 
 def start_run(p, facts):
     """A new run folder with the run's config.json."""
-    run_dir = new_run_dir(p["out"], facts["data_name"].lower())
+    run_dir = runs.new_run_dir(p["out"], facts["data_name"].lower())
     print(f"writing results to {run_dir}")
-    save_config(
+    runs.save_config(
         run_dir,
         {
             **p,
@@ -454,13 +446,13 @@ def start_run(p, facts):
 
 def run_evaluations(data, p, run_dir, scaling):
     """Train both models for every (seed, fold); keep the first run's models for export."""
-    runs, kept = [], {}
+    trained, kept = [], {}
     for repeat in range(p["seeds"]):
         seed = p["seed"] + repeat
         for name, train, val in data["evaluations"]:
-            tag = "" if not runs else f"-{name}-seed{seed}"
+            tag = "" if not trained else f"-{name}-seed{seed}"
             print(f"\n=== {name}, seed {seed}: {len(train)} training, {len(val)} validation images")
-            set_seed(seed)
+            runs.set_seed(seed)
             head, transfer_scores, head_seconds = train_transfer(
                 data["features"],
                 data["labels"],
@@ -470,7 +462,7 @@ def run_evaluations(data, p, run_dir, scaling):
                 run_dir / f"history_transfer{tag}.csv",
                 scaling,
             )
-            set_seed(seed)
+            runs.set_seed(seed)
             scratch, scratch_scores, scratch_seconds = train_scratch(
                 data["images"],
                 data["labels"],
@@ -481,9 +473,9 @@ def run_evaluations(data, p, run_dir, scaling):
                 run_dir / f"history_scratch{tag}.csv",
                 scaling,
             )
-            if not runs:
+            if not trained:
                 kept = {"head": head, "scratch": scratch}
-            runs.append(
+            trained.append(
                 {
                     "name": name,
                     "seed": seed,
@@ -493,7 +485,7 @@ def run_evaluations(data, p, run_dir, scaling):
                     "seconds": {"transfer": head_seconds, "scratch": scratch_seconds},
                 }
             )
-    return runs, kept
+    return trained, kept
 
 
 def train_transfer(features, labels, train, val, p, csv_path, scaling):
@@ -768,7 +760,7 @@ def save_models(run_dir, kept, backbone, p, class_names):
     for name, (model, scale, channels) in models.items():
         save_model_atomic(model, run_dir / f"{name}.keras")
         if scale is not None:
-            write_json(
+            runs.write_json(
                 run_dir / f"{name}.json",
                 {
                     "class_names": class_names,
@@ -786,7 +778,7 @@ def load_saved_model(path):
             f"{info_path} is missing; predict needs the class names a run writes next "
             "to transfer_vgg16.keras and scratch_vgg16.keras"
         )
-    return load_keras_model(path, "transfer_vgg16.py"), json.loads(info_path.read_text())
+    return runs.load_keras_model(path, "transfer_vgg16.py"), json.loads(info_path.read_text())
 
 
 # ----------------------------------------------------------------------------- summary.md

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medlab.classification import transfer  # noqa: E402
 from medlab.classification.data import load_class_split  # noqa: E402
+from medlab.classification.train import compile_classifier  # noqa: E402
 from medlab.synthetic.skin_bone import synthetic_class_set  # noqa: E402
 
 
@@ -90,29 +91,30 @@ def extraction_vs_predict(backbone, paths, size, repeats):
     return features, preloaded, min(extract_times), min(predict_times)
 
 
-def head_fit_seconds(features, labels, epochs, batch_size):
-    head = transfer.build_head(features.shape[1:], 128, 0.5)
-    from medlab.classification.train import compile_classifier
-
-    compile_classifier(head, 1e-5)
-    head.fit(features[:8], labels[:8, None], epochs=1, verbose=0)  # tracing, not training speed
+def fit_seconds(model, inputs, labels, epochs, batch_size, verbose=0):
+    """Seconds of `epochs` of training, after one traced warm-up step (tracing is not speed)."""
+    compile_classifier(model, 1e-5)
+    model.fit(inputs[:8], labels[:8, None], epochs=1, verbose=0)
     _, seconds = timed(
-        head.fit,
-        features,
+        model.fit,
+        inputs,
         labels[:, None],
         batch_size=batch_size,
         epochs=epochs,
         shuffle=True,
-        verbose=0,
+        verbose=verbose,
     )
-    return head, seconds
+    return seconds
+
+
+def head_fit_seconds(features, labels, epochs, batch_size):
+    head = transfer.build_head(features.shape[1:], 128, 0.5)
+    return head, fit_seconds(head, features, labels, epochs, batch_size)
 
 
 def end_to_end_fit_seconds(backbone, head, images, labels, epochs, batch_size):
     """The frozen backbone and the head as one model, fed preprocessed images every epoch."""
     import keras
-
-    from medlab.classification.train import compile_classifier
 
     inputs = keras.Input(shape=images.shape[1:])
     x = inputs
@@ -121,18 +123,8 @@ def end_to_end_fit_seconds(backbone, head, images, labels, epochs, batch_size):
     for layer in head.layers[1:]:
         x = layer(x)
     model = keras.Model(inputs, x)
-    compile_classifier(model, 1e-5)
-    model.fit(images[:8], labels[:8, None], epochs=1, verbose=0)
-    _, seconds = timed(
-        model.fit,
-        images,
-        labels[:, None],
-        batch_size=batch_size,
-        epochs=epochs,
-        shuffle=True,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    return seconds
+    verbose = 1 if sys.stdout.isatty() else 2
+    return fit_seconds(model, images, labels, epochs, batch_size, verbose)
 
 
 def main():
