@@ -1,13 +1,13 @@
 r"""Benchmark (not a test): the Task 4 numbers of the README on a real chest X-ray folder.
 
 Runs the two commands of the README's "Real chest X-rays" table, as a user would type them:
-  1. the lab's experiments at 256 px with Adam 1e-3 for --epochs (the README's rows: 4a, 60 epochs;
-     4d's base 32 makes each of its epochs ~16x a 4a epoch, hours for 60 on a CPU), and
+  1. the lab's experiments at 256 px with Adam 1e-3 for --epochs (the README's rows: 4a for 60
+     epochs, and all eight for 20: 4d's base 32 makes each of its epochs ~5x a 4a epoch), and
   2. the recipe `best` with its own settings,
 then prints one table: validation Dice and HD95 per image (final model), and training time.
 
     python bench/real_data_segmentation.py --data-dir ../shared/dev-data/X_ray \
-        [--lab 4a] [--epochs 60]
+        [--lab 4a] [--epochs 60]     # or --lab 4a,4b,4c-bce,4c-dice,4d-bce,4d-dice,4e-bce,4e-dice --epochs 20
 
 `segmentation_rows` is the part `bench/real_data.py` calls for its Task 4 rows.
 """
