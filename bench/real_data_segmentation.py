@@ -7,7 +7,8 @@ Runs the two commands of the README's "Real chest X-rays" table, as a user would
 then prints one table: validation Dice and HD95 per image (final model), and training time.
 
     python bench/real_data_segmentation.py --data-dir ../shared/dev-data/X_ray \
-        [--lab 4a] [--epochs 60]     # or --lab 4a,4b,4c-bce,4c-dice,4d-bce,4d-dice,4e-bce,4e-dice --epochs 20
+        [--lab 4a] [--epochs 60]
+    # all eight: --lab 4a,4b,4c-bce,4c-dice,4d-bce,4d-dice,4e-bce,4e-dice --epochs 20
 
 `segmentation_rows` is the part `bench/real_data.py` calls for its Task 4 rows.
 """
