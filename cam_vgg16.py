@@ -271,6 +271,11 @@ def run_explain(argv):
             f"model {args.model} does not take fixed-size images (input {tuple(shape)})"
         )
     names = class_names_for(args.model, explainer.n_classes)
+    if args.target_class is not None and not 0 <= args.target_class < explainer.n_classes:
+        raise UserError(
+            f"--class {args.target_class}: model {args.model} has {explainer.n_classes} classes; "
+            f"pass 0-{explainer.n_classes - 1}"
+        )
     out = Path(args.out) if args.out else runs.new_run_dir(PARAMETERS["out"], "explain")
     out.mkdir(parents=True, exist_ok=True)
     for image_path in args.images:
@@ -401,7 +406,7 @@ def locate_task_data(typed, preset):
         lambda: make_demo_set(dataset, shortcut),
         f"{DATASET_FOLDERS[dataset]} ({kind}; {network})",
         demo,
-        typed,
+        {**PRESETS.get(preset, {}), **typed},  # the banner shows what the run will use
     )
 
 

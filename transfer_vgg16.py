@@ -171,7 +171,7 @@ def train_command(argv):
     args = parse_train_flags(argv)
     typed = typed_flags(args, PARAMETERS)
     # 1. Locate and split the data (the synthetic demo set, with its settings, when there is none).
-    data_dir, demo = find_data(typed)
+    data_dir, demo = find_data(typed, args.preset)
     p = resolve_parameters(PARAMETERS, typed, demo, PRESETS.get(args.preset))
     p["preset"] = args.preset
     check_parameters(p)
@@ -262,7 +262,7 @@ def parse_train_flags(argv):
     return parser.parse_args(argv)
 
 
-def find_data(typed):
+def find_data(typed, preset=None):
     """The data folder and the demo settings that apply (only for the synthetic set)."""
     chosen = resolve_parameters(PARAMETERS, typed)
     dataset = chosen["dataset"]
@@ -277,7 +277,7 @@ def find_data(typed):
         lambda: synthetic_set(dataset),
         f"generated {dataset} images",
         SYNTHETIC_DEMO,
-        typed,
+        {**PRESETS.get(preset, {}), **typed},  # the banner shows what the run will use
     )
 
 
@@ -778,7 +778,13 @@ def load_saved_model(path):
             f"{info_path} is missing; predict needs the class names a run writes next "
             "to transfer_vgg16.keras and scratch_vgg16.keras"
         )
-    return runs.load_keras_model(path, "transfer_vgg16.py"), json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(
+            f"{info_path} is damaged ({error}); rerun transfer_vgg16.py to write it again"
+        ) from None
+    return runs.load_keras_model(path, "transfer_vgg16.py"), info
 
 
 # ----------------------------------------------------------------------------- summary.md

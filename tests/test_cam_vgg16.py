@@ -134,6 +134,17 @@ def test_explain_rejects_bad_layers(tiny_run, tiny_set, capsys, layer, message):
     )
 
 
+def test_explain_rejects_a_class_the_model_lacks_before_making_a_folder(
+    tiny_run, tiny_set, tmp_path, capsys
+):
+    run_dir, _ = tiny_run
+    image = sorted((tiny_set / "validation" / "NFF").glob("*.png"))[0]
+    out = tmp_path / "never"
+    argv = ["explain", str(run_dir / "model.keras"), str(image), "--class", "3", "--out", str(out)]
+    expect_user_error(capsys, argv, "has 2 classes; pass 0-1")
+    assert not out.exists()
+
+
 def test_explain_rejects_a_model_that_does_not_load(tmp_path, tiny_set, capsys):
     broken = tmp_path / "model.keras"
     broken.write_bytes(b"not a keras file")
@@ -306,3 +317,12 @@ def test_marker_test_needs_both_groups_and_enough_evidence():
     weak = cam_vgg16.marker_test(labels, correct, marker_classes)
     assert weak["marker_contradicts"]["accuracy"] == 0.5 and weak["p_value"] > 0.01
     assert cam_vgg16.marker_outcome(weak) == "no evidence"
+
+
+def test_the_synthetic_banner_shows_the_presets_settings(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no data/Bone here: the synthetic set is chosen
+    monkeypatch.setattr(cam_vgg16, "make_demo_set", lambda dataset, shortcut: tmp_path)
+    folder, demo = cam_vgg16.locate_task_data({"epochs": 3}, "lab")
+    banner = capsys.readouterr().out
+    assert folder == tmp_path and demo == cam_vgg16.DEMO_SETTINGS
+    assert "epochs=3" in banner and "lr=1e-05" in banner and "pooling=flatten" in banner, banner

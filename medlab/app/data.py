@@ -12,7 +12,7 @@ def locate_data(data_dir, user_folder, make_synthetic, what, demo, typed):
     None always takes the synthetic set (a demo that only generated data can show).
 
     `what` names the generated set in the banner; the banner shows the demo settings the run will
-    use, after the flags in `typed` (the user's own flags always win).
+    use, after `typed`: what wins over the demo (a preset, then the flags the user typed).
     """
     if data_dir:
         return Path(data_dir), {}

@@ -64,7 +64,10 @@ def write_summary(summary_dir, runs, settings, comparisons=(), seed=0):
     for row in rows:
         if row["collapsed"]:
             message = collapse_message(
-                row["experiment"], row["collapsed_to"], row["validation_images"]
+                row["experiment"],
+                row["collapsed_to"],
+                row["validation_images"],
+                runs[row["experiment"]][3]["loss"],
             )
             report.bold(f"Collapsed: {message}")
     report.table(rows, summary_columns(settings, folds), summary_formats(settings, folds))

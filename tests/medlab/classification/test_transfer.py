@@ -190,3 +190,11 @@ def test_scratch_model_is_flat_and_centres_its_pixels():
     np.testing.assert_allclose(centred, [-2.0, 0.0, 1.0, 2.0])
     lab = tv.build_scratch({**params, "scratch_centre": False})
     assert "centre_pixels" not in [layer.name for layer in lab.layers]
+
+
+def test_predict_names_a_damaged_class_file_in_one_line(tmp_path):
+    model = tmp_path / "scratch_vgg16.keras"
+    model.write_bytes(b"unused: the class file is read first")
+    model.with_suffix(".json").write_text("{not json")
+    with pytest.raises(UserError, match="scratch_vgg16.json is damaged"):
+        tv.load_saved_model(model)
