@@ -778,6 +778,8 @@ def load_saved_model(path):
             f"{info_path} is missing; predict needs the class names a run writes next "
             "to transfer_vgg16.keras and scratch_vgg16.keras"
         )
+    if not path.is_file():
+        return runs.load_keras_model(path, "transfer_vgg16.py")  # its one line: does not exist
     try:
         info = json.loads(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
