@@ -258,11 +258,12 @@ def run_training(argv):
 def run_explain(argv):
     """Grad-CAM overlays of the images given, for a saved model, at each image's own size."""
     args = explain_parser().parse_args(argv)
-    quiet_tensorflow()
     for image_path in args.images:
         decode(image_path)  # every image is checked before any folder is made
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; pass a folder (it is created if missing)")
+    runs.check_model_file(args.model, "cam_vgg16.py or another Keras script")
+    quiet_tensorflow()  # only now: a mistyped path above answers without starting TensorFlow
     model = runs.load_keras_model(args.model, "cam_vgg16.py or another Keras script", compile=False)
     explainer = gradcam.GradCAM(model, args.layer)
     shape = model.inputs[0].shape

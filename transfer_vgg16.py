@@ -226,12 +226,14 @@ def predict_command(argv):
     )
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     args = parser.parse_args(argv)
-    quiet_tensorflow()
-    model, info = load_saved_model(Path(args.model))
-    size = model.input_shape[1:3]
+    runs.check_model_file(args.model, "transfer_vgg16.py")
     for path in args.images:
         if not Path(path).is_file():
             raise UserError(f"image {path} does not exist")
+    quiet_tensorflow()  # only now: a mistyped path above answers without starting TensorFlow
+    model, info = load_saved_model(Path(args.model))
+    size = model.input_shape[1:3]
+    for path in args.images:
         image = load_image(path, size, info["channels"]) * info["input_scale"]
         p_one = float(model.predict(image[None], verbose=0)[0, -1])
         label = int(p_one >= THRESHOLD)

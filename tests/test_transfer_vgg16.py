@@ -210,11 +210,11 @@ def test_bad_input_ends_with_one_line_and_exit_code_2(tiny_bone, tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
-def test_help_and_a_missing_folder_answer_without_starting_tensorflow(tmp_path):
+def test_help_a_missing_folder_and_a_missing_model_answer_without_starting_tensorflow(tmp_path):
     code = (
         "import sys\n"
         "import transfer_vgg16\n"
-        "for argv in (['--help'], ['--data-dir', sys.argv[1]]):\n"
+        "for argv in (['--help'], ['--data-dir', sys.argv[1]], ['predict', sys.argv[1], 'x']):\n"
         "    try:\n"
         "        transfer_vgg16.main(argv)\n"
         "    except SystemExit as stop:\n"
@@ -230,9 +230,12 @@ def test_help_and_a_missing_folder_answer_without_starting_tensorflow(tmp_path):
     )
     lines = result.stdout.strip().splitlines()
     assert "--weights WEIGHTS" in result.stdout and "exit 0" in lines, result.stdout[-2000:]
-    assert lines[-2:] == ["exit 2", "tensorflow loaded: False"], result.stdout[-2000:]
-    [error] = result.stderr.strip().splitlines()
-    assert error.startswith("error: data folder") and "nowhere does not exist" in error
+    assert lines[-3:] == ["exit 2", "exit 2", "tensorflow loaded: False"], result.stdout[-2000:]
+    folder_error, model_error = result.stderr.strip().splitlines()
+    assert (
+        folder_error.startswith("error: data folder") and "nowhere does not exist" in folder_error
+    )
+    assert model_error.startswith("error: model file") and "does not exist" in model_error
 
 
 def test_flat_folder_is_split_with_the_seed(tmp_path, capsys):

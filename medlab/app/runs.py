@@ -163,10 +163,9 @@ def banner(lines):
     print("#" * width)
 
 
-def load_keras_model(path, made_by, compile=True):
-    """A saved `.keras` model or a one-line `UserError` naming the file and what to pass instead."""
-    import keras  # here, not on top: the application layer loads without TensorFlow
-
+def check_model_file(path, made_by):
+    """A one-line `UserError` for a model file that is missing or not a .keras archive, found
+    without starting TensorFlow."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
@@ -175,6 +174,14 @@ def load_keras_model(path, made_by, compile=True):
             f"cannot load model {path}: the file is damaged or not a .keras file (not a zip "
             f"archive); pass a .keras file saved by {made_by}"
         )
+    return path
+
+
+def load_keras_model(path, made_by, compile=True):
+    """A saved `.keras` model or a one-line `UserError` naming the file and what to pass instead."""
+    import keras  # here, not on top: the application layer loads without TensorFlow
+
+    path = check_model_file(path, made_by)
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types for a file that is not a model
