@@ -68,7 +68,10 @@ PARAMETERS = {
     "seed": 0,
     "rotation": 10.0,  # training-only augmentation: degrees
     "shift": 0.1,  # fraction of width / height
+    "zoom": 0.0,  # scale in [1 - zoom, 1 + zoom] (the lab's Task 3 generator had none)
     "flip": True,  # random horizontal flip
+    "colour_jitter": 0.0,  # random brightness, contrast and tint of this strength (0: none)
+    "colour_constancy": False,  # shades-of-grey layer first in the model: one light for all photos
     "centre": True,  # pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
     "batch_norm": False,  # BatchNormalization after every convolution (not in the lab's model)
     "pooling": "flatten",  # top of the convolutions: flatten (lab's), max or avg (global pooling)
@@ -114,7 +117,10 @@ PRESETS = {
         "batch_size": 8,
         "rotation": 10.0,
         "shift": 0.1,
+        "zoom": 0.0,
         "flip": True,
+        "colour_jitter": 0.0,
+        "colour_constancy": False,
         "centre": False,
         "batch_norm": False,
         "pooling": "flatten",
@@ -131,6 +137,9 @@ PRESETS = {
         "pooling": "avg",
         "dropout": 0.0,
         "class_weight": "balanced",
+        "zoom": 0.2,
+        "colour_jitter": 0.2,
+        "colour_constancy": True,  # the identity on one channel: X-rays are unchanged
     },
 }
 # Training images: enough for the fracture; for the shortcut as few as the course had, since with
@@ -163,6 +172,9 @@ HELP = {
     "rotation": "augmentation rotation in degrees",
     "shift": "augmentation shift fraction",
     "flip": "augmentation horizontal flip",
+    "zoom": "augmentation zoom: scale in [1 - ZOOM, 1 + ZOOM]",
+    "colour_jitter": "augmentation brightness, contrast and (RGB) tint strength, 0: none",
+    "colour_constancy": "shades-of-grey colour constancy layer at the model's input (photos)",
     "centre": "centre pixels inside the model",
     "layer": "layer to explain",
     "batch_norm": "batch normalisation after every convolution",
@@ -360,6 +372,8 @@ def check_parameters(params):
         ("batch_size", params["batch_size"] >= 1, "at least 1"),
         ("rotation", 0 <= params["rotation"] <= 180, "in [0, 180]"),
         ("shift", 0 <= params["shift"] < 1, "in [0, 1)"),
+        ("zoom", 0 <= params["zoom"] < 1, "in [0, 1)"),
+        ("colour_jitter", 0 <= params["colour_jitter"] < 1, "in [0, 1)"),
         ("dropout", 0 <= params["dropout"] < 1, "in [0, 1)"),
         ("grid_images", params["grid_images"] >= 1, "at least 1"),
         ("sanity_images", params["sanity_images"] >= 1, "at least 1"),
@@ -636,6 +650,7 @@ def describe_network(params):
     changes = [
         name
         for name, on in (
+            ("colour constancy", params["colour_constancy"]),
             ("batch norm", params["batch_norm"]),
             (f"global {params['pooling']} pooling", params["pooling"] != "flatten"),
             (f"dropout {params['dropout']}", params["dropout"] != PARAMETERS["dropout"]),

@@ -10,6 +10,9 @@ import math
 
 import tensorflow as tf
 
+# Red times t, green unchanged, blue divided by t: a warmer or cooler light.
+TINT_EXPONENTS = (1.0, 0.0, -1.0)
+
 
 def affine_matrix(height, width, angle, shift_y, shift_x, zoom, flip):
     """The 8 projective-transform parameters that map output pixels to input pixels.
@@ -58,6 +61,32 @@ def random_affine(images, seed, rotation=10.0, shift=0.1, zoom=0.2, flip=True, f
         fill_mode=fill_mode,
     )
     return out[0] if single else out
+
+
+def random_colour(images, seed, strength):
+    """Random brightness, contrast and (RGB only) warm/cool tint, one draw per image of a batch
+    (B, H, W, C); pixels stay in [0, 1]. `strength` 0 leaves the images as they are.
+
+    Each image's contrast is scaled about its mean by a factor in [1 - s, 1 + s], then its
+    brightness by a factor in [1 - s, 1 + s]; an RGB image's red is multiplied and its blue
+    divided by a factor in [1 - s/2, 1 + s/2]. Photos taken under other lights and cameras look
+    like this; the lesion's own colours keep their order.
+    """
+    if not strength:
+        return images
+    count, channels = tf.shape(images)[0], images.shape[-1]
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    uniform = lambda i, low, high: tf.random.stateless_uniform(
+        [count, 1, 1, 1], seeds[i], low, high, dtype=images.dtype
+    )
+    gain = uniform(0, 1.0 - strength, 1.0 + strength)
+    if channels == 3:
+        gain = gain * uniform(1, 1.0 - strength / 2, 1.0 + strength / 2) ** tf.constant(
+            TINT_EXPONENTS
+        )
+    mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
+    contrasted = (images - mean) * uniform(2, 1.0 - strength, 1.0 + strength) + mean
+    return tf.clip_by_value(contrasted * gain, 0.0, 1.0)
 
 
 def augment_pair(image, mask, seed, **options):

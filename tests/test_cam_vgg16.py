@@ -145,6 +145,21 @@ def test_explain_rejects_a_class_the_model_lacks_before_making_a_folder(
     assert not out.exists()
 
 
+def test_explain_loads_a_model_with_the_colour_constancy_layer(tmp_path, tiny_set):
+    """As a user runs it: in a fresh process the custom layer must be known before loading."""
+    from helpers import run_script
+
+    from medlab.classification.vgg import build_vgg16_style
+
+    model = build_vgg16_style((32, 32, 3), base=2, pooling="avg", colour_constancy=True)
+    model.save(tmp_path / "colour.keras")
+    image = next((tiny_set / "validation" / "AFF").iterdir())
+    out = tmp_path / "maps"
+    result = run_script("cam_vgg16.py", "explain", tmp_path / "colour.keras", image, "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / f"{image.stem}_cam.png").is_file()
+
+
 def test_explain_rejects_a_model_that_does_not_load(tmp_path, tiny_set, capsys):
     broken = tmp_path / "model.keras"
     broken.write_bytes(b"not a keras file")
@@ -326,3 +341,17 @@ def test_the_synthetic_banner_shows_the_presets_settings(tmp_path, monkeypatch, 
     banner = capsys.readouterr().out
     assert folder == tmp_path and demo == cam_vgg16.DEMO_SETTINGS
     assert "epochs=3" in banner and "lr=1e-05" in banner and "pooling=flatten" in banner, banner
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--zoom", "1.5"], r"--zoom 1.5 must be in \[0, 1\)"),
+        (["--colour-jitter", "-0.1"], r"--colour-jitter -0.1 must be in \[0, 1\)"),
+    ],
+)
+def test_augmentation_strengths_out_of_range_are_refused(flags, message):
+    from medlab.app.runs import UserError
+
+    with pytest.raises(UserError, match=message):
+        resolve(flags, synthetic=False)

@@ -181,6 +181,8 @@ def load_keras_model(path, made_by, compile=True):
     """A saved `.keras` model or a one-line `UserError` naming the file and what to pass instead."""
     import keras  # here, not on top: the application layer loads without TensorFlow
 
+    from medlab.classification import vgg  # noqa: F401  registers its layers, which models may hold
+
     path = check_model_file(path, made_by)
     try:
         return keras.models.load_model(path, compile=compile)

@@ -53,18 +53,20 @@ def build_model(params, steps_per_epoch=None, jit_compile=False):
         batch_norm=params["batch_norm"],
         pooling=params["pooling"],
         centre=params["centre"],
+        colour_constancy=params["colour_constancy"],
     )
     lr = learning_rate(params["lr"], params["lr_schedule"], params["epochs"], steps_per_epoch)
     return compile_classifier(model, lr, jit_compile=jit_compile)
 
 
 def training_dataset(images, labels, params):
-    """Shuffled batches, each image with its own random rotation, shift and flip (no zoom)."""
+    """Shuffled batches, each image with its own random rotation, shift, zoom, flip and colour."""
     augment = {
         "rotation": params["rotation"],
         "shift": params["shift"],
-        "zoom": 0.0,
+        "zoom": params["zoom"],
         "flip": params["flip"],
+        "colour": params["colour_jitter"],
     }
     return image_dataset(
         images,

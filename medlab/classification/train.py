@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from medlab.app.runs import UserError
 from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
-from medlab.augment import augmented_batches, random_affine
+from medlab.augment import augmented_batches, random_affine, random_colour
 
 # Retracing notices (each new model or last partial batch) are noise to the scripts' users.
 tf.get_logger().setLevel("ERROR")
@@ -61,16 +61,22 @@ def image_dataset(images, targets, batch_size, shuffle=False, augment=False, see
 
     Only training data should be shuffled and augmented. `augment=True` gives each image of a batch
     its own random rotation (10 degrees), shift (0.1), zoom (0.2) and horizontal flip, as the lab's
-    generator did; a dict of `random_affine` options (e.g. `{"zoom": 0.0}`) changes them.
+    generator did; a dict of `random_affine` options (e.g. `{"zoom": 0.0}`) changes them, and its
+    "colour" entry adds `random_colour` of that strength after the geometry.
     """
     dataset = tf.data.Dataset.from_tensor_slices((images, targets))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    options = augment if isinstance(augment, dict) else {}
+    options = dict(augment) if isinstance(augment, dict) else {}
+    colour = options.pop("colour", 0.0)
     transform = None
     if augment:
         transform = lambda inputs, targets, batch_seed: (
-            random_affine(inputs, batch_seed, **options),
+            random_colour(
+                random_affine(inputs, batch_seed, **options),
+                tf.random.experimental.stateless_fold_in(batch_seed, 1),
+                colour,
+            ),
             targets,
         )
     return augmented_batches(dataset, batch_size, transform, seed).prefetch(tf.data.AUTOTUNE)

@@ -10,6 +10,32 @@ POOLING = {"max": layers.GlobalMaxPooling2D, "avg": layers.GlobalAveragePooling2
 # (x - 0.5) / 0.25: [0, 1] pixels to [-2, 2]. Without batch norm the 13 plain convolutions shrink
 # the variations of [0, 1] inputs until the output is constant and training stalls at loss 0.693.
 CENTRING = (4.0, -2.0)
+# Minkowski norm of the shades-of-grey illuminant estimate (Finlayson and Trezzi 2004); 6 is the
+# value used for dermoscopy colour constancy (Barata et al. 2015).
+SHADES_OF_GREY_NORM = 6.0
+
+
+@keras.saving.register_keras_serializable(package="medlab")
+class ShadesOfGrey(layers.Layer):
+    """Colour constancy for photos: each image's channels are rescaled so that its illuminant
+    estimate, the `norm`-mean of each channel, becomes grey at the image's own brightness.
+
+    Inputs and outputs are [0, 1] pixels (clipped). Being part of the model, it is applied the
+    same way in training, evaluation, `explain` and `predict`. On one channel it is the identity.
+    """
+
+    def __init__(self, norm=SHADES_OF_GREY_NORM, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = float(norm)
+
+    def call(self, images):
+        powered = keras.ops.power(keras.ops.maximum(images, 1e-6), self.norm)
+        illuminant = keras.ops.mean(powered, axis=(1, 2), keepdims=True) ** (1.0 / self.norm)
+        grey = keras.ops.mean(illuminant, axis=-1, keepdims=True)
+        return keras.ops.clip(images * grey / illuminant, 0.0, 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "norm": self.norm}
 
 
 def build_vgg16_style(
@@ -22,6 +48,7 @@ def build_vgg16_style(
     batch_norm=False,
     pooling=None,
     centre=False,
+    colour_constancy=False,
     name="vgg16_style",
 ):
     """VGG16 blocks [b,b] [2b,2b] [4b x3] [8b x3] [8b x3] of 3x3 'same' convs + ReLU + max-pooling,
@@ -33,12 +60,14 @@ def build_vgg16_style(
     maps for Grad-CAM), and `pooling` ("max" or "avg"; None or "flatten": the lab's Flatten)
     replaces Flatten by global pooling, as `keras.applications` models do. Dropout 0 leaves the
     Dropout layers out. `centre` puts a Rescaling layer named `centre_pixels` first, mapping
-    [0, 1] pixels to [-2, 2] (`CENTRING`).
+    [0, 1] pixels to [-2, 2] (`CENTRING`); `colour_constancy` puts `ShadesOfGrey` before it.
 
     The output is a softmax over `n_classes`, or a single sigmoid unit when `n_classes` is 1.
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
+    if colour_constancy:
+        x = ShadesOfGrey(name="colour_constancy")(x)
     if centre:
         x = layers.Rescaling(CENTRING[0], offset=CENTRING[1], name="centre_pixels")(x)
     for block, (multiple, convs) in enumerate(VGG16_BLOCKS, start=1):

@@ -98,6 +98,7 @@ def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
         8,
         "none",
     )
+    assert params["zoom"] == 0 and params["colour_jitter"] == 0 and not params["colour_constancy"]
     model = cam.build_model(params)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert model.input_shape == (None, 128, 128, 1) and model.layers[1].name == "block1_conv1"

@@ -36,6 +36,15 @@ def test_augmentation_only_when_asked():
     )
     assert augmented.shape == images.shape
     assert np.mean(np.abs(augmented - images) > 1e-3) > 0.01  # geometry changed
+    no_geometry = {"rotation": 0.0, "shift": 0.0, "zoom": 0.0, "flip": False}
+    recoloured = np.concatenate(
+        [
+            b.numpy()
+            for b, _ in image_dataset(images, labels, 4, augment={**no_geometry, "colour": 0.5})
+        ]
+    )
+    corner, centre = recoloured[:, 0, 0, 0], recoloured[:, 8, 8, 0]
+    assert np.ptp(corner) > 0.05 and np.all(corner > centre)  # new light, same picture
 
 
 def test_targets_and_scores_for_sigmoid_and_softmax_models():
