@@ -81,9 +81,8 @@ def random_colour(images, seed, strength):
     )
     gain = uniform(0, 1.0 - strength, 1.0 + strength)
     if channels == 3:
-        gain = gain * uniform(1, 1.0 - strength / 2, 1.0 + strength / 2) ** tf.constant(
-            TINT_EXPONENTS
-        )
+        tint = uniform(1, 1.0 - strength / 2, 1.0 + strength / 2)
+        gain = gain * tint ** tf.constant(TINT_EXPONENTS, images.dtype)
     mean = tf.reduce_mean(images, axis=(1, 2, 3), keepdims=True)
     contrasted = (images - mean) * uniform(2, 1.0 - strength, 1.0 + strength) + mean
     return tf.clip_by_value(contrasted * gain, 0.0, 1.0)

@@ -31,6 +31,7 @@ class ShadesOfGrey(layers.Layer):
     def call(self, images):
         powered = keras.ops.power(keras.ops.maximum(images, 1e-6), self.norm)
         illuminant = keras.ops.mean(powered, axis=(1, 2), keepdims=True) ** (1.0 / self.norm)
+        illuminant = keras.ops.maximum(illuminant, 1e-6)  # a black channel stays black
         grey = keras.ops.mean(illuminant, axis=-1, keepdims=True)
         return keras.ops.clip(images * grey / illuminant, 0.0, 1.0)
 
@@ -67,7 +68,8 @@ def build_vgg16_style(
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if colour_constancy:
-        x = ShadesOfGrey(name="colour_constancy")(x)
+        # float32 even under mixed precision: the 6th powers of dark pixels underflow in float16.
+        x = ShadesOfGrey(name="colour_constancy", dtype="float32")(x)
     if centre:
         x = layers.Rescaling(CENTRING[0], offset=CENTRING[1], name="centre_pixels")(x)
     for block, (multiple, convs) in enumerate(VGG16_BLOCKS, start=1):

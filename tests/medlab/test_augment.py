@@ -41,3 +41,8 @@ def test_grayscale_images_get_brightness_and_contrast_only():
         slope, offset = np.polyfit(before.ravel(), after.ravel(), 1)
         np.testing.assert_allclose(after, slope * before + offset, atol=1e-5)  # an affine map
         assert 0.8**2 - 1e-6 <= slope <= 1.2**2 + 1e-6
+
+
+def test_float64_colour_images_keep_their_type():
+    images = tf.random.uniform((2, 4, 4, 3), dtype=tf.float64, seed=4)
+    assert random_colour(images, SEED, 0.3).dtype == tf.float64

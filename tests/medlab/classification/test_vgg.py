@@ -23,6 +23,13 @@ def test_the_same_scene_under_two_lights_comes_out_the_same():
     assert np.abs(warm / warm.mean() - cool / cool.mean()).max() > 0.2  # they differed before
 
 
+def test_black_images_and_black_channels_stay_black_without_nan():
+    images = np.zeros((2, 8, 8, 3), np.float32)
+    images[1, ..., 0] = 0.5  # a red image: green and blue are empty
+    out = np.asarray(ShadesOfGrey()(images))
+    assert np.isfinite(out).all() and out[0].max() == 0 and out[1, ..., 1:].max() == 0
+
+
 def test_one_channel_images_pass_unchanged():
     gray = np.random.default_rng(1).uniform(0, 1, (2, 8, 8, 1)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(ShadesOfGrey()(gray)), gray, atol=1e-6)
