@@ -650,7 +650,7 @@ def describe_network(params):
     changes = [
         name
         for name, on in (
-            ("colour constancy", params["colour_constancy"]),
+            ("colour constancy", params["colour_constancy"] and params["channels"] == 3),
             ("batch norm", params["batch_norm"]),
             (f"global {params['pooling']} pooling", params["pooling"] != "flatten"),
             (f"dropout {params['dropout']}", params["dropout"] != PARAMETERS["dropout"]),
@@ -666,8 +666,20 @@ def rates_sentence(metrics, params):
         f"Balanced accuracy **{fmt(metrics['val_balanced_accuracy'])}**, sensitivity "
         f"{fmt(metrics['val_sensitivity'])} and specificity {fmt(metrics['val_specificity'])} "
         f"({metrics['positive_class']} positive; predictions: {counts}). Preset: "
-        f"{metrics['preset'] or 'none'}; class weights: {params['class_weight']}."
+        f"{metrics['preset'] or 'none'}; class weights: {params['class_weight']}; training "
+        f"augmentation: {describe_augmentation(params)}."
     )
+
+
+def describe_augmentation(params):
+    parts = [
+        f"rotation {params['rotation']:g} degrees",
+        f"shift {params['shift']:g}",
+        f"zoom {params['zoom']:g}",
+        "horizontal flip" if params["flip"] else "no flip",
+        f"colour jitter {params['colour_jitter']:g}",
+    ]
+    return ", ".join(parts)
 
 
 def verdict(metrics, sanity):

@@ -25,6 +25,8 @@ class ShadesOfGrey(layers.Layer):
     """
 
     def __init__(self, norm=SHADES_OF_GREY_NORM, **kwargs):
+        # float32 even under mixed precision: the 6th powers of dark pixels underflow in float16.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.norm = float(norm)
 
@@ -68,8 +70,7 @@ def build_vgg16_style(
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if colour_constancy:
-        # float32 even under mixed precision: the 6th powers of dark pixels underflow in float16.
-        x = ShadesOfGrey(name="colour_constancy", dtype="float32")(x)
+        x = ShadesOfGrey(name="colour_constancy")(x)
     if centre:
         x = layers.Rescaling(CENTRING[0], offset=CENTRING[1], name="centre_pixels")(x)
     for block, (multiple, convs) in enumerate(VGG16_BLOCKS, start=1):

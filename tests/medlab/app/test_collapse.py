@@ -172,3 +172,18 @@ def test_a_model_that_predicts_one_class_is_reported(tmp_path, monkeypatch, caps
         f"--out {tmp_path / 'out'} --preset recommended`."
     )
     assert sentence in capsys.readouterr().out
+
+
+def test_recommended_preset_builds_colour_constancy_and_recolours_training_photos():
+    args = cam_vgg16.train_parser().parse_args(["--preset", "recommended", "--channels", "3"])
+    params = cam_vgg16.run_parameters(typed_flags(args, cam_vgg16.PARAMETERS), {}, args.preset)
+    params = {**params, "size": 32, "base": 2}
+    model = cam.build_model(params, steps_per_epoch=1)
+    assert model.layers[1].name == "colour_constancy" and model.layers[2].name == "centre_pixels"
+    flat = np.full((4, 32, 32, 3), 0.5, np.float32)  # geometry cannot change a flat image
+    (batch, _), *_ = cam.training_dataset(flat, np.array([0, 1, 0, 1]), params)
+    assert np.ptp(batch.numpy().reshape(4, -1).mean(axis=1)) > 0.01  # each its own brightness
+    described = cam_vgg16.describe_augmentation(params)
+    assert "zoom 0.2" in described and "colour jitter 0.2" in described
+    assert "colour constancy" in cam_vgg16.describe_network(params)
+    assert "colour constancy" not in cam_vgg16.describe_network({**params, "channels": 1})
