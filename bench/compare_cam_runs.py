@@ -26,7 +26,10 @@ SHOWN = ("accuracy", "balanced_accuracy", "auc")
 
 
 def run_settings(run_dir):
-    parameters = json.loads((Path(run_dir) / "config.json").read_text())["parameters"]
+    config = Path(run_dir) / "config.json"
+    if not config.is_file():
+        raise runs.UserError(f"{config} does not exist; pass a run folder of cam_vgg16.py")
+    parameters = json.loads(config.read_text())["parameters"]
     return {key: parameters[key] for key in ("data_folder", "seed", "size", "channels")}
 
 
@@ -38,6 +41,7 @@ def validation_scores(run_dir, split, settings):
     return model.predict(images, batch_size=64, verbose=0)[:, 1]
 
 
+@runs.main_guard
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("first", help="a cam_vgg16.py run folder")
@@ -45,7 +49,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     first, second = run_settings(args.first), run_settings(args.second)
     if (first["data_folder"], first["seed"]) != (second["data_folder"], second["seed"]):
-        sys.exit("error: the runs used different data folders or seeds, so different splits")
+        raise runs.UserError(
+            "the runs used different data folders or seeds, so their validation images differ; "
+            "pass two runs on the same data and --seed"
+        )
     split = load_class_split(first["data_folder"], seed=first["seed"])
     quiet_tensorflow()
     names = (Path(args.first).name, Path(args.second).name)

@@ -70,7 +70,7 @@ def random_colour(images, seed, strength):
     Each image's contrast is scaled about its mean by a factor in [1 - s, 1 + s], then its
     brightness by a factor in [1 - s, 1 + s]; an RGB image's red is multiplied and its blue
     divided by a factor in [1 - s/2, 1 + s/2]. Photos taken under other lights and cameras look
-    like this; the lesion's own colours keep their order.
+    like this; the colours within an image keep their order, except where pixels clip at 0 or 1.
     """
     if not strength:
         return images
