@@ -47,6 +47,7 @@ from medlab.lazy import lazy_import
 
 # These start TensorFlow (or matplotlib) on first use, so --help and typos answer at once.
 plots = lazy_import("medlab.plots")
+schedules = lazy_import("medlab.schedules")
 skin_bone = lazy_import("medlab.synthetic.skin_bone")
 tensorboard_logs = lazy_import("medlab.app.tensorboard_logs")
 training = lazy_import("medlab.classification.train")
@@ -513,15 +514,11 @@ def train_transfer(features, labels, train, val, p, csv_path, scaling):
 def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
     """A fresh from-scratch model trained on the images; returns it, its scores and seconds."""
     batch_size = scaling.global_batch(scratch_batch_size(p))
-    lr = training.learning_rate(
-        p["scratch_lr"],
-        p["scratch_lr_schedule"],
-        scratch_epochs(p),
-        int(np.ceil(len(train) / batch_size)),
-    )
+    steps = scratch_epochs(p) * int(np.ceil(len(train) / batch_size))
+    lr = schedules.learning_rate(p["scratch_lr"], p["scratch_lr_schedule"], steps)
     with scaling.scope():
         model = training.compile_classifier(build_scratch(p), lr, jit_compile=scaling.jit)
-    targets = labels.astype(np.float32)[:, None]
+    targets = training.targets_for(model, labels)
     train_data = training.image_dataset(
         images[train], targets[train], batch_size, shuffle=True, augment=p["augment"], seed=seed
     )

@@ -34,6 +34,7 @@ from medlab.checkpoints import EpochCheckpoint
 from medlab.images import decode, load_all, load_image, resize, to_channels, to_unit_range
 from medlab.pairs import find_pairs, validation_count
 from medlab.plots import fit_label
+from medlab.schedules import learning_rate  # noqa: F401 (part of this module's training API)
 
 THRESHOLD = 0.5
 # Preloading holds the decoded arrays, the copy tf.data makes of them and the training shuffle
@@ -479,14 +480,6 @@ def build_unet(input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_no
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def learning_rate(lr, schedule, total_steps):
-    """`lr` as it is (constant), or a cosine decay from `lr` to 0 over `total_steps` training steps:
-    the last epochs take small steps, so the final weights are settled rather than mid-jump."""
-    if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps))
-    return lr
 
 
 def compile_unet(model, loss, lr, jit_compile=False):

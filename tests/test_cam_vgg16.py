@@ -262,7 +262,7 @@ def test_cosine_schedule_decays_to_zero_over_the_run():
     constant = cam.build_model(demo_model_params(lr_schedule="constant"))
     assert float(constant.optimizer.learning_rate) == pytest.approx(1e-3)
     with pytest.raises(
-        ValueError, match="steps_per_epoch"
+        ValueError, match="number of training steps"
     ):  # else it would decay to 0 after `epochs` steps
         cam.build_model(demo_model_params())
 

@@ -253,3 +253,23 @@ def test_flat_folder_is_split_with_the_seed(tmp_path, capsys):
     assert split.layout == "flat" and len(split.val_paths) == 2
     assert tv.positive_label(split.class_names, "auto") == 1  # no Mel/AFF: class 1 is positive
     assert tv.positive_label(["AFF", "NFF"], "auto") == 0
+
+
+def test_scratch_model_cosine_schedule_spans_its_own_epochs_and_batches(tmp_path):
+    import keras
+
+    from medlab.distribute import single_device
+
+    p = {**tv.PARAMETERS, "scratch_size": 32, "scratch_base": 2, "epochs": 5}
+    p.update(scratch_epochs=2, scratch_batch_size=4, scratch_lr=1e-3, scratch_lr_schedule="cosine")
+    images = np.random.default_rng(0).random((10, 32, 32, 3), dtype=np.float32)
+    labels = np.array([0, 1] * 5)
+    train, val = np.arange(6), np.arange(6, 10)
+    model, scores, _ = tv.train_scratch(
+        images, labels, train, val, p, 0, tmp_path / "history.csv", single_device()
+    )
+    config = model.optimizer.get_config()["learning_rate"]
+    schedule = keras.optimizers.schedules.deserialize(config)
+    assert schedule.decay_steps == 2 * 2  # its 2 epochs of ceil(6 / 4) batches, not --epochs 5
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)  # decayed to 0
+    assert scores.shape == (4,)

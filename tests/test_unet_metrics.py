@@ -106,6 +106,8 @@ def test_cosine_schedule_falls_from_the_rate_to_zero_over_the_run():
     assert float(schedule(20)) == pytest.approx(5e-4, rel=1e-3)
     assert float(schedule(40)) == pytest.approx(0.0, abs=1e-12)
     assert unet.learning_rate(1e-3, "constant", total_steps=40) == 1e-3
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        unet.learning_rate(1e-3, "step", total_steps=40)
 
 
 def test_postprocessing_keeps_the_two_largest_regions_and_fills_their_holes():

@@ -26,9 +26,9 @@ from medlab.classification.train import (
     class_weights,
     compile_classifier,
     image_dataset,
-    learning_rate,
 )
 from medlab.classification.vgg import build_vgg16_style
+from medlab.schedules import learning_rate
 
 matplotlib.use("Agg")  # files only: the scripts run on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -55,7 +55,8 @@ def build_model(params, steps_per_epoch=None, jit_compile=False):
         centre=params["centre"],
         colour_constancy=params["colour_constancy"],
     )
-    lr = learning_rate(params["lr"], params["lr_schedule"], params["epochs"], steps_per_epoch)
+    total_steps = params["epochs"] * steps_per_epoch if steps_per_epoch else None
+    lr = learning_rate(params["lr"], params["lr_schedule"], total_steps)
     return compile_classifier(model, lr, jit_compile=jit_compile)
 
 

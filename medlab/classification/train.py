@@ -38,16 +38,6 @@ def compile_classifier(model, lr, jit_compile=False):
     return model
 
 
-def learning_rate(lr, schedule, epochs, steps_per_epoch=None):
-    """`lr` for "constant"; for "cosine" a decay to 0 over the run, which ends the run with small
-    steps, so the last epoch's weights (the ones scored) are settled."""
-    if schedule == "constant":
-        return lr
-    if not steps_per_epoch:
-        raise ValueError("the cosine schedule needs steps_per_epoch")
-    return keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps_per_epoch)
-
-
 def targets_for(model, labels):
     """Labels in the form the model's loss expects: one-hot for a softmax pair, else (N, 1)."""
     labels = np.asarray(labels)

@@ -1,0 +1,106 @@
+"""How far the training seed alone moves cam_vgg16.py's validation scores (README, Task 3).
+
+    python bench/cam_seed_spread.py --seeds 0,1,2,3 --data-dir DIR --preset recommended --channels 3
+
+Every flag other than --seeds is cam_vgg16.py's own and means what it means there. The split is the
+one `cam_vgg16.py --seed S` makes (S: its --seed, default 0) and stays fixed; each training seed
+then gives the network its own initial weights, batch order and augmentation, so the spread of the
+rows below is the noise of training alone, which a difference between two settings measured once
+has to beat. Training seed S reproduces `cam_vgg16.py --seed S` exactly (same flags). The last row
+averages the models' probabilities (an ensemble), with 95% bootstrap intervals. Nothing is saved.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cam_vgg16  # noqa: E402
+from medlab import quiet_tensorflow  # noqa: E402
+from medlab.app import runs  # noqa: E402
+from medlab.app.cli import typed_flags  # noqa: E402
+from medlab.classification.data import load_class_split  # noqa: E402
+from medlab.classification.metrics import binary_metrics, bootstrap_metrics  # noqa: E402
+
+SHOWN = ("accuracy", "balanced_accuracy", "auc")
+
+
+def seed_list(text):
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 0,1,2") from None
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError("give at least two different seeds, e.g. 0,1,2")
+    return seeds
+
+
+def validation_scores(params, split, train_images, val_images, seed):
+    """Class-1 probabilities for the validation images of one network trained with `seed`."""
+    from medlab.classification import cam
+
+    params = {**params, "seed": seed}
+    runs.set_seed(seed)
+    model, _, global_batch = cam_vgg16.build(params, len(train_images))
+    batches = {**params, "batch_size": global_batch}
+    with tempfile.TemporaryDirectory() as logs:  # cam.train's history and TensorBoard files
+        cam.train(
+            model,
+            cam.training_dataset(train_images, split.train_labels, batches),
+            cam.validation_dataset(val_images, split.val_labels, batches),
+            params,
+            Path(logs),
+            split.train_labels,
+        )
+    scores = model.predict(val_images, batch_size=64, verbose=0)[:, 1]
+    cam.release_models()
+    return scores
+
+
+def row(label, metrics, extra=""):
+    return f"| {label} | " + " | ".join(f"{metrics[k]:.3f}" for k in SHOWN) + f" | {extra} |"
+
+
+@runs.main_guard
+def main(argv=None):
+    if {"-h", "--help"} & set(argv if argv is not None else sys.argv[1:]):
+        print(__doc__)
+        return
+    parser = argparse.ArgumentParser(prog="cam_seed_spread.py", add_help=False)
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2, 3])
+    ours, rest = parser.parse_known_args(argv)
+    args = cam_vgg16.train_parser().parse_args(rest)
+    typed = typed_flags(args, cam_vgg16.PARAMETERS)
+    folder, demo = cam_vgg16.locate_task_data(typed, args.preset)
+    params = cam_vgg16.run_parameters(typed, demo, args.preset)
+    split = load_class_split(folder, seed=params["seed"])
+    print(split.describe())
+    quiet_tensorflow()
+    train_images, val_images = cam_vgg16.load_data(split, params)
+    labels, scores, lines = split.val_labels, {}, []
+    for seed in ours.seeds:
+        start = time.perf_counter()
+        scores[seed] = validation_scores(params, split, train_images, val_images, seed)
+        minutes = f"{(time.perf_counter() - start) / 60:.1f} min"
+        lines.append(row(f"training seed {seed}", binary_metrics(labels, scores[seed]), minutes))
+        print(lines[-1], flush=True)
+    table = np.array([[binary_metrics(labels, s)[k] for k in SHOWN] for s in scores.values()])
+    mean, spread = table.mean(axis=0), table.std(axis=0, ddof=1)
+    average = np.mean(list(scores.values()), axis=0)
+    low_high = bootstrap_metrics(labels, {"average": average})["average"]
+    print(f"\n{len(labels)} validation images of {folder} (split seed {params['seed']})")
+    print("| run | accuracy | balanced accuracy | AUC | time |\n|---|---|---|---|---|")
+    print("\n".join(lines))
+    print("| mean +- sd | " + " | ".join(f"{m:.3f} +- {s:.3f}" for m, s in zip(mean, spread)) + " | |")
+    ensemble = binary_metrics(labels, average)
+    cells = [f"{ensemble[k]:.3f} [{low_high[k][0]:.3f}, {low_high[k][1]:.3f}]" for k in SHOWN]
+    print(f"| average of the {len(scores)} models' probabilities | " + " | ".join(cells) + " | |")
+
+
+if __name__ == "__main__":
+    main()

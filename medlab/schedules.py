@@ -1,0 +1,16 @@
+"""The learning-rate schedules every training in the project offers (`--lr-schedule`)."""
+
+import keras
+
+
+def learning_rate(lr, schedule, total_steps=None):
+    """`lr` as it is ("constant"), or a cosine decay from `lr` to 0 over the run's `total_steps`
+    training steps ("cosine"): the last epochs take small steps, so the final weights, the ones
+    scored, are settled rather than mid-jump."""
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}: constant or cosine")
+    if not total_steps:
+        raise ValueError("the cosine schedule needs the run's number of training steps")
+    return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
