@@ -3,14 +3,17 @@
     python bench/cam_seed_spread.py --seeds 0,1,2,3 --data-dir DIR --preset recommended --channels 3
 
 Every flag other than --seeds is cam_vgg16.py's own and means what it means there. The split is the
-one `cam_vgg16.py --seed S` makes (S: its --seed, default 0) and stays fixed; each training seed
-then gives the network its own initial weights, batch order and augmentation, so the spread of the
-rows below is the noise of training alone, which a difference between two settings measured once
-has to beat. Training seed S reproduces `cam_vgg16.py --seed S` exactly (same flags). The last row
-averages the models' probabilities (an ensemble), with 95% bootstrap intervals. Nothing is saved.
+one `cam_vgg16.py --seed S` makes (S: --seed, default 0) and stays fixed; each training seed then
+gives the network its own initial weights, batch order and augmentation, so the spread of the rows
+is the noise of training alone, which a difference between two settings measured once has to beat.
+The row of training seed S is exactly the run `cam_vgg16.py --seed S` (same flags); the other rows
+differ from such a run only in the training seed (cam_vgg16.py's --seed also picks the split of a
+flat folder). The last row averages the models' probabilities (an ensemble), with 95% bootstrap
+intervals. Nothing is saved.
 """
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -42,8 +45,7 @@ def seed_list(text):
 
 def validation_scores(params, split, train_images, val_images, seed):
     """Class-1 probabilities for the validation images of one network trained with `seed`."""
-    from medlab.classification import cam
-
+    cam = cam_vgg16.cam
     params = {**params, "seed": seed}
     runs.set_seed(seed)
     model, _, global_batch = cam_vgg16.build(params, len(train_images))
@@ -66,40 +68,54 @@ def row(label, metrics, extra=""):
     return f"| {label} | " + " | ".join(f"{metrics[k]:.3f}" for k in SHOWN) + f" | {extra} |"
 
 
-@runs.main_guard
+def print_table(labels, scores, lines, heading):
+    """The seeds' rows, their mean and spread, and the average of the models' probabilities."""
+    table = np.array([[binary_metrics(labels, s)[k] for k in SHOWN] for s in scores.values()])
+    mean, spread = table.mean(axis=0), table.std(axis=0, ddof=1)
+    average = np.mean(list(scores.values()), axis=0)
+    ensemble = binary_metrics(labels, average)
+    low_high = bootstrap_metrics(labels, {"average": average})["average"]
+    print(
+        f"\n{heading}\n| run | accuracy | balanced accuracy | AUC | time |\n|---|---|---|---|---|"
+    )
+    print("\n".join(lines))
+    print(
+        "| mean +- sd | " + " | ".join(f"{m:.3f} +- {s:.3f}" for m, s in zip(mean, spread)) + " | |"
+    )
+    cells = [f"{ensemble[k]:.3f} [{low_high[k][0]:.3f}, {low_high[k][1]:.3f}]" for k in SHOWN]
+    print(f"| average of the {len(scores)} models' probabilities | " + " | ".join(cells) + " | |")
+
+
+@functools.partial(runs.main_guard, lower=cam_vgg16.LOWER_ON_OUT_OF_MEMORY)
 def main(argv=None):
     if {"-h", "--help"} & set(argv if argv is not None else sys.argv[1:]):
         print(__doc__)
         return
-    parser = argparse.ArgumentParser(prog="cam_seed_spread.py", add_help=False)
+    # allow_abbrev=False: else argparse would take cam_vgg16.py's --seed for --seeds.
+    parser = argparse.ArgumentParser(prog="cam_seed_spread.py", add_help=False, allow_abbrev=False)
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2, 3])
     ours, rest = parser.parse_known_args(argv)
     args = cam_vgg16.train_parser().parse_args(rest)
     typed = typed_flags(args, cam_vgg16.PARAMETERS)
     folder, demo = cam_vgg16.locate_task_data(typed, args.preset)
     params = cam_vgg16.run_parameters(typed, demo, args.preset)
+    if params["strategy"] == "multiworker":  # one strategy per process, and it trains several
+        raise runs.UserError("the bench trains one model after another; leave out --strategy")
     split = load_class_split(folder, seed=params["seed"])
     print(split.describe())
     quiet_tensorflow()
     train_images, val_images = cam_vgg16.load_data(split, params)
-    labels, scores, lines = split.val_labels, {}, []
+    scores, lines = {}, []
     for seed in ours.seeds:
         start = time.perf_counter()
         scores[seed] = validation_scores(params, split, train_images, val_images, seed)
         minutes = f"{(time.perf_counter() - start) / 60:.1f} min"
-        lines.append(row(f"training seed {seed}", binary_metrics(labels, scores[seed]), minutes))
+        lines.append(
+            row(f"training seed {seed}", binary_metrics(split.val_labels, scores[seed]), minutes)
+        )
         print(lines[-1], flush=True)
-    table = np.array([[binary_metrics(labels, s)[k] for k in SHOWN] for s in scores.values()])
-    mean, spread = table.mean(axis=0), table.std(axis=0, ddof=1)
-    average = np.mean(list(scores.values()), axis=0)
-    low_high = bootstrap_metrics(labels, {"average": average})["average"]
-    print(f"\n{len(labels)} validation images of {folder} (split seed {params['seed']})")
-    print("| run | accuracy | balanced accuracy | AUC | time |\n|---|---|---|---|---|")
-    print("\n".join(lines))
-    print("| mean +- sd | " + " | ".join(f"{m:.3f} +- {s:.3f}" for m, s in zip(mean, spread)) + " | |")
-    ensemble = binary_metrics(labels, average)
-    cells = [f"{ensemble[k]:.3f} [{low_high[k][0]:.3f}, {low_high[k][1]:.3f}]" for k in SHOWN]
-    print(f"| average of the {len(scores)} models' probabilities | " + " | ".join(cells) + " | |")
+    heading = f"{len(split.val_labels)} validation images of {folder} (split seed {params['seed']})"
+    print_table(split.val_labels, scores, lines, heading)
 
 
 if __name__ == "__main__":

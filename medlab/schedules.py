@@ -1,4 +1,4 @@
-"""The learning-rate schedules every training in the project offers (`--lr-schedule`)."""
+"""The learning-rate schedules of `--lr-schedule` (every script) and `--scratch-lr-schedule`."""
 
 import keras
 
