@@ -68,9 +68,9 @@ def row(label, metrics, extra=""):
     return f"| {label} | " + " | ".join(f"{metrics[k]:.3f}" for k in SHOWN) + f" | {extra} |"
 
 
-def print_table(labels, scores, lines, heading):
+def print_table(labels, scores, metrics, lines, heading):
     """The seeds' rows, their mean and spread, and the average of the models' probabilities."""
-    table = np.array([[binary_metrics(labels, s)[k] for k in SHOWN] for s in scores.values()])
+    table = np.array([[seed_metrics[k] for k in SHOWN] for seed_metrics in metrics.values()])
     mean, spread = table.mean(axis=0), table.std(axis=0, ddof=1)
     average = np.mean(list(scores.values()), axis=0)
     ensemble = binary_metrics(labels, average)
@@ -105,17 +105,16 @@ def main(argv=None):
     print(split.describe())
     quiet_tensorflow()
     train_images, val_images = cam_vgg16.load_data(split, params)
-    scores, lines = {}, []
+    scores, metrics, lines = {}, {}, []
     for seed in ours.seeds:
         start = time.perf_counter()
         scores[seed] = validation_scores(params, split, train_images, val_images, seed)
         minutes = f"{(time.perf_counter() - start) / 60:.1f} min"
-        lines.append(
-            row(f"training seed {seed}", binary_metrics(split.val_labels, scores[seed]), minutes)
-        )
+        metrics[seed] = binary_metrics(split.val_labels, scores[seed])
+        lines.append(row(f"training seed {seed}", metrics[seed], minutes))
         print(lines[-1], flush=True)
     heading = f"{len(split.val_labels)} validation images of {folder} (split seed {params['seed']})"
-    print_table(split.val_labels, scores, lines, heading)
+    print_table(split.val_labels, scores, metrics, lines, heading)
 
 
 if __name__ == "__main__":
