@@ -54,7 +54,7 @@ tensorboard_logs = lazy_import("medlab.app.tensorboard_logs")
 
 
 # ---------------------------------------------------------------------------------------------
-# Parameters: the lab's defaults (LAB_SPEC Task 3); every one has a command-line flag.
+# Parameters: the lab's defaults (docs/lab.md, Task 3); every one has a command-line flag.
 # ---------------------------------------------------------------------------------------------
 PARAMETERS = {
     "dataset": "bone",  # bone (AFF/NFF) or skin (Mel/Nevi): data/Bone, data/Skin or synthetic
@@ -84,7 +84,7 @@ PARAMETERS = {
     "sanity_images": 16,  # validation images used by the sanity checks
     "shortcut": False,  # synthetic only: a text marker that gives the class away
     "out": "results/cam",
-    # Scaling (README, "Scaling"; medlab.distribute.SCALING_PARAMETERS): batch_size is per replica.
+    # Scaling (docs/scaling.md; medlab.distribute.SCALING_PARAMETERS): batch_size is per replica.
     "strategy": "auto",  # auto, default, mirrored (local GPUs) or multiworker (TF_CONFIG)
     "mixed_precision": "off",  # off, float16 (GPU) or bfloat16
     "jit": False,  # XLA compilation of the training step
@@ -92,7 +92,7 @@ PARAMETERS = {
 # Settings that replace the defaults on the built-in synthetic sets (flags still win). The lab's
 # exact network (no batch norm, Flatten, dropout 0.4) stays at chance on the fracture set within a
 # CPU budget: only evidence as large as a burned-in text label gets it off its starting plateau
-# (README, Task 3). So the plain demo trains a variant that learns the fracture in minutes, and the
+# (docs/gradcam.md). So the plain demo trains a variant that learns the fracture in minutes, and the
 # shortcut demo trains the lab's own network, which picks up the text marker as the course's did.
 DEMO_SETTINGS = {
     "epochs": 12,
@@ -104,9 +104,9 @@ DEMO_SETTINGS = {
 }
 SHORTCUT_DEMO_SETTINGS = {"epochs": 20, "lr": 3e-4}
 # Named settings (--preset), applied over the defaults and the demo settings, under the flags.
-# "lab" is the handout exactly (LAB_SPEC, Task 3: [0, 1] pixels without the centring layer, one
+# "lab" is the handout exactly (docs/lab.md, Task 3: [0, 1] pixels without the centring layer, one
 # channel, Flatten, dropout 0.4, lr 1e-5 for 80 epochs); "recommended" is what learnt best of the
-# settings measured on real photos (README, Task 3, "Presets and real data").
+# settings measured on real photos (docs/real-data.md).
 PRESETS = {
     "lab": {
         "size": 128,
@@ -202,7 +202,7 @@ CHOICES = {
 FLAG_NAMES = {"target_class": "--class"}
 PRESET_HELP = (
     "lab: the handout's network and settings exactly; recommended: what learnt best on real data "
-    "(README, Task 3); flags still override"
+    "(docs/gradcam.md); flags still override"
 )
 # What to lower when a run runs out of memory.
 LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"
@@ -511,7 +511,7 @@ def explain_validation(explainer, images, split, params):
 
 def classification_metrics(seen, names, typed, params, preset):
     """Balanced accuracy, sensitivity and specificity at 0.5 (positive class: Mel / AFF, else
-    label 1), and whether the model has learnt at all, with what to try instead (issue 10)."""
+    label 1), and whether the model has learnt at all, with what to try instead."""
     labels, probabilities = seen["labels"], seen["probabilities"]
     positive = positive_label(names)
     scores = binary_metrics(labels == positive, probabilities[:, positive])

@@ -40,7 +40,7 @@ PARAMETERS = {
     "folds": 0,  # K >= 2: K-fold cross-validation over all pairs instead of the split
     "seed": 42,
     "out": "results/segmentation",
-    # Scaling (README, "Scaling"): batch_size above is per replica; the global batch is printed.
+    # Scaling (docs/scaling.md): batch_size above is per replica; the global batch is printed.
     "cache": "auto",  # memory, disk or none; auto preloads when it fits the budget below
     "memory_budget_gb": 4.0,
     "strategy": "auto",  # auto, default, mirrored (all local GPUs) or multiworker (TF_CONFIG)
@@ -61,7 +61,7 @@ EXPERIMENTS = {
     # batch norm and joint augmentation of image and mask, at twice 4c's filters
     "4e-bce": {"loss": "bce", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
     "4e-dice": {"loss": "dice", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
-    # What measurably helped on real chest X-rays (README, Task 4, "Real chest X-rays"); batch norm,
+    # What measurably helped on real chest X-rays (docs/real-data.md); batch norm,
     # augmentation and base 16 did not, within 15 CPU minutes, so best leaves them out.
     "best": {
         "loss": "bce_dice",

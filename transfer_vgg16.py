@@ -86,7 +86,7 @@ PARAMETERS = {
     "bootstrap": 2000,  # resamples for the 95% confidence intervals
     "cache_dir": "data/cache/vgg16-features",
     "out": "results/transfer",
-    **SCALING_PARAMETERS,  # strategy, mixed_precision, jit (README); batch_size is per replica
+    **SCALING_PARAMETERS,  # strategy, mixed_precision, jit: docs/scaling.md; batch_size per replica
 }
 
 HELP = {
@@ -117,7 +117,7 @@ SYNTHETIC_DEMO = {
 # Named settings for the from-scratch model and the class weights (--preset; over the demo
 # settings, under the flags), as in cam_vgg16.py: "lab" is the handout's Lab 2 model exactly ([0, 1]
 # pixels without the centring layer, one channel, lr 1e-5, the lab's epochs), "recommended" what
-# learnt best on real data (README, Tasks 1-2).
+# learnt best on real data (docs/transfer.md, "Presets").
 PRESETS = {
     "lab": {
         "scratch_size": 128,
@@ -160,7 +160,7 @@ CHOICES = {
 }
 PRESET_HELP = (
     "settings of the from-scratch model and the class weights: lab (the handout's Lab 2 model "
-    "exactly) or recommended (README); flags still override"
+    "exactly) or recommended (docs/transfer.md); flags still override"
 )
 
 

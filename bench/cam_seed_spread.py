@@ -1,4 +1,4 @@
-"""How far the training seed alone moves cam_vgg16.py's validation scores (README, Task 3).
+"""How far the training seed alone moves cam_vgg16.py's validation scores (docs/real-data.md).
 
     python bench/cam_seed_spread.py --seeds 0,1,2,3 --data-dir DIR --preset recommended --channels 3
 

@@ -1,5 +1,5 @@
 """Two cam_vgg16.py runs on the same validation images: each one's AUC and balanced accuracy with
-95% bootstrap intervals, and the paired interval of their difference (README, Task 3).
+95% bootstrap intervals, and the paired interval of their difference (docs/real-data.md).
 
     python bench/compare_cam_runs.py results/cam/RUN_A results/cam/RUN_B
 

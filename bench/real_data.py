@@ -1,8 +1,8 @@
-"""Real-data results of the README, rerun from a data folder and printed as one table (issue 10).
+"""Real-data results of docs/real-data.md, rerun from a data folder and printed as one table.
 
-    python bench/real_data.py --skin ../shared/dev-data/Skin              # Tasks 1-2 and 3
-    python bench/real_data.py --skin ../shared/dev-data/Skin --tasks 3    # Task 3 only
-    python bench/real_data.py --skin ../shared/dev-data/Skin --list       # the commands, not run
+    python bench/real_data.py --skin data/Skin              # Tasks 1-2 and 3
+    python bench/real_data.py --skin data/Skin --tasks 3    # Task 3 only
+    python bench/real_data.py --skin data/Skin --list       # the commands, not run
 
 Every row is one command a user can type (printed before it runs): the script writes its run
 folder as usual and the row is read from that folder's metrics.json. Runs go to --out
@@ -36,9 +36,7 @@ CLASSIFIER_COLUMNS = (
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--skin", help="two-class Skin folder (e.g. ../shared/dev-data/Skin): Tasks 1-2 and 3"
-    )
+    parser.add_argument("--skin", help="two-class Skin folder (e.g. data/Skin): Tasks 1-2 and 3")
     parser.add_argument(
         "--tasks", nargs="+", default=None, help=f"tasks to run (default: all): {', '.join(TASKS)}"
     )
@@ -130,7 +128,7 @@ def main(argv=None):
     args = parse_arguments(argv)
     tasks = [t for t in (args.tasks or TASKS) if getattr(args, NEEDS[t])]
     if not tasks:
-        fail("no data folder given; pass --skin DIR (e.g. ../shared/dev-data/Skin)")
+        fail("no data folder given; pass --skin DIR (e.g. data/Skin)")
     rows = [row for task in tasks for row in TASKS[task](args)]
     if not args.list:
         print_table(rows)

@@ -1,12 +1,12 @@
-r"""Benchmark (not a test): the Task 4 numbers of the README on a real chest X-ray folder.
+r"""Benchmark (not a test): the Task 4 numbers of docs/real-data.md on a real chest X-ray folder.
 
-Runs the two commands of the README's "Real chest X-rays" table, as a user would type them:
-  1. the lab's experiments at 256 px with Adam 1e-3 for --epochs (the README's rows: 4a for 60
+Runs the two commands of docs/real-data.md's chest X-ray tables, as a user would type them:
+  1. the lab's experiments at 256 px with Adam 1e-3 for --epochs (the rows: 4a for 60
      epochs, and all eight for 20: 4d's base 32 makes each of its epochs ~5x a 4a epoch), and
   2. the recipe `best` with its own settings,
 then prints one table: validation Dice and HD95 per image (final model), and training time.
 
-    python bench/real_data_segmentation.py --data-dir ../shared/dev-data/X_ray \
+    python bench/real_data_segmentation.py --data-dir data/X_ray \
         [--lab 4a] [--epochs 60]
     # all eight: --lab 4a,4b,4c-bce,4c-dice,4d-bce,4d-dice,4e-bce,4e-dice --epochs 20
 
@@ -26,7 +26,7 @@ LAB_EXPERIMENTS = "4a,4b,4c-bce,4c-dice,4d-bce,4d-dice,4e-bce,4e-dice"
 
 
 def segmentation_commands(data_dir, out, epochs, lab=LAB_EXPERIMENTS):
-    """The README's commands: the lab's experiments `lab` for `epochs` epochs, then `best` as is."""
+    """The documented commands: the lab's experiments `lab` for `epochs` epochs, then `best`."""
     common = [
         sys.executable,
         str(ROOT / "main_segmentation.py"),

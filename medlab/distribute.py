@@ -139,7 +139,7 @@ def check_tf_config(text):
     """Raise a one-line `UserError` unless `text` is a usable multi-worker TF_CONFIG."""
     example = (
         'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-        '"task": {"type": "worker", "index": 0}}\' (see the README, "Scaling")'
+        '"task": {"type": "worker", "index": 0}}\' (see docs/scaling.md)'
     )
     if not text:
         raise UserError(

@@ -1,4 +1,4 @@
-"""Notice a classifier that has not learnt its task (issue 10).
+"""Notice a classifier that has not learnt its task.
 
 On imbalanced real sets a network often settles on the majority class: its accuracy then equals
 the majority share in every epoch, which looks like a result, and its Grad-CAM maps explain

@@ -1,4 +1,4 @@
-"""Issue 10: noticing a classifier that has not learnt, class weights and the named presets."""
+"""Noticing a classifier that has not learnt, class weights and the named presets."""
 
 import json
 
