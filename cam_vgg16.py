@@ -41,7 +41,7 @@ from medlab.atomic import save_model_atomic
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, positive_label, roc_auc
 from medlab.distribute import check_scaling, configure_scaling
-from medlab.images import decode, load_image, save_image, to_channels, to_unit_range
+from medlab.images import decode, load_image, to_channels, to_unit_range
 from medlab.lazy import lazy_import
 
 # These start TensorFlow (or matplotlib) when first used, so --help and a mistyped flag or folder
@@ -256,9 +256,12 @@ def run_training(argv):
     metrics = run_metrics(folder, demo, split.class_names, params, seen, learnt, sanity)
     runs.write_json(run_dir / "metrics.json", metrics)
 
-    # Report: TensorBoard's HParams table, summary.md and the console.
-    log_dir = tensorboard_logs.log_dir_for(run_dir)
-    tensorboard_logs.write_hparams(log_dir, params, metrics, run_dir.name)
+    # Report: TensorBoard's Images and HParams table, summary.md and the console.
+    epochs = len(curves["VGG16"]["loss"])
+    tensorboard_logs.write_png(
+        tensorboard_logs.log_dir_for(run_dir), "Grad-CAM grid", run_dir / "cam_grid.png", epochs
+    )
+    tensorboard_logs.write_hparams("cam", run_dir.parent, run_dir, folder.name, params, metrics)
     write_summary(run_dir, params, metrics, sanity, data_note(folder, demo))
     print_outcome(metrics)
     runs.mark_complete(run_dir)
@@ -299,12 +302,15 @@ def run_explain(argv):
         original = to_channels(to_unit_range(decode(image_path)), 3)  # shown at its own size
         cam_map = gradcam.upsample(maps[0], original.shape[:2])
         target = out / f"{Path(image_path).stem}_cam.png"
-        save_image(target, gradcam.overlay(original, cam_map))
         predicted = int(probabilities[0].argmax())
-        print(
-            f"{image_path}: predicted {names[predicted]} (p={probabilities[0, predicted]:.3f}), "
-            f"map of {names[int(explained[0])]} -> {target}"
+        answer = (
+            f"predicted {names[predicted]} (p={probabilities[0, predicted]:.3f}), "
+            f"map of {names[int(explained[0])]}"
         )
+        plots.save_titled_image(
+            target, gradcam.overlay(original, cam_map), f"{Path(image_path).name}: {answer}"
+        )
+        print(f"{image_path}: {answer} -> {target}")
     runs.mark_complete(out)
     return out
 
@@ -526,7 +532,7 @@ def classification_metrics(seen, names, typed, params, preset):
             for k in ("predicts_one_class", "not_learnt", "predicted_counts", "majority_prediction")
         },
         "not_learnt_message": not_learnt_sentence(check, "The model"),
-        "try_instead": try_instead("cam_vgg16.py", typed, PRESETS["recommended"], preset)
+        "try_instead": try_instead("cam_vgg16.py", typed, PRESETS["recommended"], preset, params)
         if check["not_learnt"]
         else None,
         "class_weight": params["class_weight"],

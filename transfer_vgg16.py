@@ -499,6 +499,7 @@ def train_transfer(features, labels, train, val, p, csv_path, scaling):
             p["lr"],
             jit_compile=scaling.jit,
         )
+    print(f"training the transfer head on the cached VGG16 features ({p['epochs']} epochs)")
     seconds = training.fit_logged(
         head,
         (features[train], labels[train, None]),
@@ -523,6 +524,7 @@ def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
         images[train], targets[train], batch_size, shuffle=True, augment=p["augment"], seed=seed
     )
     val_data = training.image_dataset(images[val], targets[val], batch_size)
+    print(f"training the from-scratch model on the images ({scratch_epochs(p)} epochs)")
     seconds = training.fit_logged(
         model,
         train_data,
@@ -655,7 +657,10 @@ def learning_checks(runs, labels, class_names, p, typed):
         checks[method] = {**check, "not_learnt_message": not_learnt_sentence(check, model)}
     if not any(check["not_learnt"] for check in checks.values()):
         return checks, None
-    advice = try_instead("transfer_vgg16.py", typed, PRESETS["recommended"], p["preset"])
+    # The preset changes the from-scratch model (and both models' class weights), so only its
+    # settings can be the likely cause the advice names.
+    effective = p if checks["scratch"]["not_learnt"] else None
+    advice = try_instead("transfer_vgg16.py", typed, PRESETS["recommended"], p["preset"], effective)
     if checks["transfer"]["not_learnt"] and p["weights"] == "none":  # no preset helps them
         advice += (
             " The head's features come from a random VGG16 (--weights none): "
@@ -695,13 +700,12 @@ def evaluation_facts(facts, data, p):
 
 
 def log_hparams(run_dir, p, metrics):
-    """Both models' parameters and pooled scores for TensorBoard's HParams dashboard."""
+    """Both models' parameters and pooled scores for TensorBoard's HParams table, one row each
+    (`transfer/<run>/head`, `transfer/<run>/scratch`)."""
     for model in ("transfer", "scratch"):
+        name = training.TENSORBOARD_NAMES.get(model, model)
         tensorboard_logs.write_hparams(
-            training.tensorboard_model_dir(run_dir / f"history_{model}.csv"),
-            {**p, "model": model},
-            metrics[model],
-            f"{run_dir.name}/{model}",
+            "transfer", run_dir.parent, run_dir, name, p, metrics[model], model=name
         )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import metadata
 
 from medlab.synthetic.xray import chest_xray
 
@@ -36,6 +37,31 @@ def tensorboard_events(log_dir):
             for value in event.summary.value:
                 tags.setdefault(value.tag, []).append(event.step)
     return tags
+
+
+def experiment_in(folder):
+    """The HParams experiment written in `folder` or below (exactly one file must hold it)."""
+    found = []
+    for path in Path(folder).rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == metadata.EXPERIMENT_TAG:
+                    content = value.metadata.plugin_data.content
+                    found.append(metadata.parse_experiment_plugin_data(content))
+    assert len(found) == 1
+    return found[0]
+
+
+def images_in(folder):
+    """{tag: [(step, number of images)]} of the image summaries in `folder`."""
+    images = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    count = len(tf.make_ndarray(value.tensor)) - 2  # width, height, then PNGs
+                    images.setdefault(value.tag, []).append((event.step, count))
+    return images
 
 
 def xray_folder(root, count=10, size=48):

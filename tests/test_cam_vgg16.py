@@ -10,7 +10,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from helpers import tensorboard_events
+from helpers import experiment_in, images_in, tensorboard_events
 
 import cam_vgg16
 from medlab.app.cli import typed_flags
@@ -70,9 +70,11 @@ def test_training_run_writes_every_output(tiny_run):
         assert key in metrics, key
     assert 0 <= metrics["val_accuracy"] <= 1 and metrics["n_val"] == 8
     assert tensorboard_events(run_dir / "tensorboard" / "train")["epoch_loss"] == [0, 1]
-    assert {"_hparams_/session_start_info", "final/val_auc"} <= set(
-        tensorboard_events(run_dir / "tensorboard")
-    )
+    validation = run_dir / "tensorboard" / "validation"  # the session beside its curves
+    assert {"_hparams_/session_start_info", "final/val_auc"} <= set(tensorboard_events(validation))
+    assert images_in(validation)["Grad-CAM grid"] == [(2, 1)]
+    experiment = experiment_in(run_dir.parent)  # the task's HParams experiment, one in --out
+    assert "final/val_auc" in [m.name.tag for m in experiment.metric_infos]
     assert metrics["layer"] == "Last_ConvLayer" and metrics["cam_resolution"] == "2x2"
     # Region masks were found: the marker is scored on every correctly classified image, the
     # fracture region only on AFF images (a normal femur has no region to point at).

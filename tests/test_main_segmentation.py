@@ -7,7 +7,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, tensorboard_events, xray_folder
+from helpers import ROOT, experiment_in, images_in, tensorboard_events, xray_folder
 
 import main_segmentation
 import unet
@@ -65,12 +65,19 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
         ):
             assert key in metrics
         assert 0.0 <= metrics["val_dice"] <= 1.0 and metrics["epochs"] == 1
-        assert tensorboard_events(run / "tensorboard" / "validation")["epoch_loss"] == [0]
+        validation = run / "tensorboard" / "validation"
+        assert tensorboard_events(validation)["epoch_loss"] == [0]
         assert {"_hparams_/session_start_info", "final/val_dice"} <= set(
-            tensorboard_events(run / "tensorboard")
+            tensorboard_events(validation)
         )
+        images = images_in(validation)
+        assert images["overlays: truth (green) vs prediction (red)"][-1][0] == 1
+        assert images["overlays of the final model"] == [(1, 1)]
         config = json.loads((run / "config.json").read_text())
         assert config["parameters"]["size"] == 32 and "tensorflow" in config["versions"]
+    experiment = experiment_in(tmp_path / "out")  # the HParams table opens on the answer
+    assert [m.name.tag for m in experiment.metric_infos][0] == "final/val_dice"
+    assert {"model", "run", "loss"} <= {h.name for h in experiment.hparam_infos if h.differs}
     config = json.loads((tmp_path / "out" / f"{stamp}-4e-dice" / "config.json").read_text())[
         "parameters"
     ]
@@ -126,6 +133,23 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
         np.testing.assert_allclose(
             [float(r[metric]) for r in again], [float(r[metric]) for r in validation]
         )
+    assert "training images" not in result.stdout  # a folder of unseen images: no warning
+    assert json.loads((evaluated / "metrics.json").read_text())["training_images"] == 0
+
+    # evaluate on the training folder itself: a warning, and the unseen images scored apart.
+    result = script(
+        "main_segmentation.py", "evaluate", run / "model.keras", "--data-dir", data,
+        "--out", tmp_path / "evaluated-all",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (evaluated,) = folders(tmp_path / "evaluated-all", "-evaluate")
+    metrics = json.loads((evaluated / "metrics.json").read_text())
+    n_train = metrics["images"] - len(validation)
+    assert f"warning: {n_train} of the {metrics['images']} pairs" in result.stdout
+    assert metrics["training_images"] == n_train and metrics["unseen"]["images"] == len(validation)
+    own = json.loads((run / "metrics.json").read_text())
+    assert metrics["unseen"]["dice"] == pytest.approx(own["val_dice"], abs=1e-6)
+    assert f"on the {len(validation)} pairs it did not train on: Dice" in result.stdout
 
     predict_out = tmp_path / "predictions"
     model = tmp_path / "out" / f"{stamp}-4a" / "model.keras"

@@ -8,7 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, tensorboard_events
+from helpers import ROOT, experiment_in, tensorboard_events
 
 import transfer_vgg16 as tv
 from medlab.classification import transfer
@@ -69,12 +69,12 @@ def test_tiny_run_writes_everything_then_reuses_features_and_predicts(
         for metric in ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity"):
             assert len(metrics[method][f"val_{metric}_ci"]) == 2
     assert 0 <= metrics["transfer"]["val_accuracy"] <= 1
-    for model in ("transfer", "scratch"):  # one TensorBoard run per model, with its pooled scores
-        assert tensorboard_events(run / "tensorboard" / model / "validation")["epoch_loss"] == [
-            0,
-            1,
-        ]
-        assert "final/val_auc" in tensorboard_events(run / "tensorboard" / model)
+    for model in ("head", "scratch"):  # one TensorBoard run per model, with its pooled scores
+        validation = tensorboard_events(run / "tensorboard" / model / "validation")
+        assert validation["epoch_loss"] == [0, 1] and "final/val_auc" in validation
+    experiment = experiment_in(tmp_path / "out")
+    assert [m.name.tag for m in experiment.metric_infos][0] == "final/val_auc"
+    assert {"model", "run"} <= {h.name for h in experiment.hparam_infos if h.differs}
     assert metrics["evaluation"]["positive_class"] == "AFF" and metrics["scored_images"] == 8
     assert "verdict" in metrics["difference"]
     summary = (run / "summary.md").read_text()

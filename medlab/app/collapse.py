@@ -64,33 +64,84 @@ def not_learnt_sentence(check, model="the model"):
     )
 
 
-def suggested_command(script, typed, preset_keys, preset="recommended"):
-    """The command to try instead: the flags the user typed, less those the preset sets, plus it.
-
-    `typed` maps parameter names to the values given on the command line (booleans become
-    --name / --no-name); `preset_keys` are the parameters the preset sets, whose typed values
-    would otherwise override it.
-    """
+def command_line(script, typed):
+    """`python script` with the flags `typed` maps to values (booleans become --name/--no-name)."""
     words = ["python", script]
     for name, value in typed.items():
-        if name in preset_keys or name == "preset":
-            continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             words.append(flag if value else "--no-" + flag[2:])
         else:
             words += [flag, shlex.quote(str(value))]
-    return " ".join(words + ["--preset", preset])
+    return " ".join(words)
 
 
-def try_instead(script, typed, preset_keys, used_preset, preset="recommended"):
-    """What to do next: the command with `preset`, or more data if that preset already ran as is."""
-    if used_preset == preset and not any(name in preset_keys for name in typed):
-        return (
+def suggested_command(script, typed, preset_keys, preset="recommended"):
+    """The command with `--preset preset`: the flags the user typed, less those the preset sets
+    (typed values override a preset, so they would undo it)."""
+    kept = {k: v for k, v in typed.items() if k not in preset_keys and k != "preset"}
+    return f"{command_line(script, kept)} --preset {preset}"
+
+
+def likely_causes(effective, preset_values):
+    """Why a run may not have learnt, judged against the preset that learnt on real data: too few
+    epochs, or a learning rate a hundred times off.
+
+    Returns (sentences, {parameter: the preset's value}) for the causes found.
+    """
+    sentences, fixes = [], {}
+    for key, wanted in preset_values.items():
+        if not isinstance(wanted, (int, float)) or isinstance(wanted, bool) or key not in effective:
+            continue
+        used = effective[key] or effective.get("epochs")  # scratch_epochs 0: as --epochs
+        flag = "--" + key.replace("_", "-")
+        if key.endswith("epochs") and wanted and used < wanted:
+            sentences.append(
+                f"{used} epoch(s) are too few to learn this ({flag} {wanted} in the preset)"
+            )
+            fixes[key] = wanted
+        elif key.endswith("lr") and used and not wanted / 30 <= used <= 30 * wanted:
+            side = "low" if used < wanted else "high"
+            sentences.append(
+                f"a learning rate of {used:g} is too {side} ({flag} {wanted:g} in the preset)"
+            )
+            fixes[key] = wanted
+    return sentences, fixes
+
+
+def try_instead(script, typed, preset_values, used_preset, effective=None, preset="recommended"):
+    """What to do next after a run that has not learnt, as one paragraph: the likely cause and
+    the user's own command with it fixed (every other flag kept), then the command with `preset`
+    (which sets the values that `preset_values` lists), or more data if that preset already ran.
+
+    Args:
+        typed: the parameters typed on the command line, {name: value}.
+        preset_values: the parameters `preset` sets, {name: value}.
+        effective: the parameters the run used, to find the likely cause (none when omitted).
+    """
+    sentences, fixes = likely_causes(effective or {}, preset_values)
+    advice = []
+    if sentences:
+        fixed = {**typed, **fixes}
+        advice.append(
+            f"Likely cause: {'; '.join(sentences)}. "
+            f"Try your command with that changed: `{command_line(script, fixed)}`."
+        )
+    if used_preset == preset and not any(name in preset_values for name in typed):
+        advice.append(
             f"The {preset} preset has not learnt this set either: check the labels, add images "
             "or train longer (--epochs)."
         )
-    return f"Try instead: `{suggested_command(script, typed, preset_keys, preset)}`."
+        return " ".join(advice)
+    overridden = [name for name in typed if name in preset_values]
+    note = ""
+    if overridden:
+        flags = ", ".join("--" + name.replace("_", "-") for name in overridden)
+        note = f" (it sets {flags} itself, so your values for them are left out)"
+    command = suggested_command(script, typed, preset_values, preset)
+    start = f"Or the {preset} preset: " if sentences else "Try instead: "
+    advice.append(f"{start}`{command}`{note}.")
+    return " ".join(advice)
 
 
 def bold(text):

@@ -1,18 +1,45 @@
-"""TensorBoard logs for every run of every task, so `tensorboard --logdir results` compares them.
+"""TensorBoard logs for every run of every task, so that `tensorboard --logdir results` opens on
+the answer.
 
-Each trained model gets a log folder inside its run folder with the per-epoch scalars (Keras'
-`TensorBoard` callback: `train/` and `validation/`) and, once the run is scored, its parameters and
-final metrics for the HParams dashboard. Only plain values (numbers, strings, booleans) are logged
-as hyperparameters; lists and None are written as text so that every run shows every column.
+Layout, for a run folder `<root>/<stamp>-4a` of the task `segmentation` (`root` is `--out`):
+
+    <root>/tensorboard_runs.json         what every run of the task logged (to rebuild the table)
+    <stamp>-4a/tensorboard/train/        Keras' per-epoch scalars of the training images
+    <stamp>-4a/tensorboard/validation/   ... of the validation images, the run's HParams session
+                                         with its `final/*` scores, and its images; in the task's
+                                         latest run also the task's HParams experiment
+
+So Scalars shows each training once, as Keras users know it (a `train` and a `validation` curve),
+Images the figures, and HParams one row per trained model (trial `segmentation/<stamp>-4a`). The
+experiment says which columns the HParams table shows by default (it ticks the first five hparams
+marked as differing, in alphabetical order, and the first five metrics): the task, the model or
+experiment, when the run was made, the settings that differ between a task's runs, then the
+final validation scores. TensorBoard shows one experiment per `--logdir`, so when several tasks
+share a tree (`results/{segmentation,cam,transfer}`) each task's experiment covers all of them.
 """
 
+import json
+import re
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hparams_api
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+
+from medlab.atomic import write_text_atomic
 
 LOG_FOLDER = "tensorboard"
+SESSION_FOLDER = "validation"  # Keras' validation run: the final scores belong with its curves
+RECORD = "tensorboard_runs.json"
+EXPERIMENT_SUFFIX = ".hparams-experiment"
+SHOWN_HPARAMS = 5  # the HParams table ticks this many by default
+HEADLINE_METRICS = ("val_dice", "val_auc", "val_accuracy", "val_balanced_accuracy", "val_hd95")
+NOT_SETTINGS = {"task", "run", "model", "seed", "out", "data_dir", "cache_dir", "dataset"}
+FILLERS = ("epochs", "lr")  # shown when fewer settings differ: the table always ticks five
 
 
 def log_dir_for(run_dir, model_name=None):
@@ -32,18 +59,204 @@ def hparam_value(value):
     return str(value)
 
 
-def write_hparams(log_dir, parameters, final_metrics, trial_name):
-    """Record a run's parameters and final metrics (numbers only) for the HParams dashboard."""
-    metrics = {
-        k: float(v)
-        for k, v in final_metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+def final_scores(metrics):
+    """The validation scores worth a column: `val_*` numbers, not their spreads or intervals."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if key.startswith("val_")
+        and not key.endswith(("_std", "_mean", "_ci"))
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value
     }
-    writer = tf.summary.create_file_writer(str(log_dir))
+
+
+def write_hparams(task, root, run_dir, label, parameters, final_metrics, model=None):
+    """Record a trained model for the HParams table: its session (parameters and `final/*`
+    scores) beside its validation curves, and the task's experiment rebuilt with it.
+
+    Args:
+        task: `segmentation`, `cam` or `transfer`: the first part of the run's name.
+        root: the task's output folder (`--out`), which holds the run folders.
+        run_dir: the run's folder (or a fold's) inside `root`.
+        label: the experiment or model, e.g. `4a`, `bone`, `head`.
+        model: the subfolder of a run that trains several models (`head`, `scratch`).
+    """
+    root, run_dir = Path(root), Path(run_dir)
+    name = "/".join([task, *run_dir.relative_to(root).parts, *([model] if model else [])])
+    # Short values: the table cuts each cell at about 15 characters.
+    hparams = {"task": task, "model": label, "run": short_stamp(run_dir.relative_to(root))}
+    hparams.update({k: hparam_value(v) for k, v in parameters.items() if k not in hparams})
+    hparams.pop("experiment", None)  # the model column
+    scores = final_scores(final_metrics)
+    session_dir = log_dir_for(run_dir, model) / SESSION_FOLDER
+    writer = tf.summary.create_file_writer(str(session_dir))
     with writer.as_default():
-        hparams_api.hparams(
-            {k: hparam_value(v) for k, v in parameters.items()}, trial_id=trial_name
-        )
-        for name, value in metrics.items():
-            tf.summary.scalar(f"final/{name}", value, step=0)
+        hparams_summary.hparams(hparams, trial_id=name)
+        for metric, value in scores.items():
+            tf.summary.scalar(f"final/{metric}", value, step=0)
     writer.close()
+    record = read_record(root) or {"task": task, "runs": {}}
+    record["runs"][name] = {"hparams": hparams, "metrics": sorted(scores)}
+    old_home = record.get("experiment_dir")
+    record["experiment_dir"] = session_dir.relative_to(root).as_posix()
+    write_text_atomic(root / RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    if old_home:
+        remove_experiment(root / old_home)
+    write_experiments(root)
+
+
+def short_stamp(relative_run):
+    """`20261202-114959-4a/fold2` -> `12-02 11:49:59/fold2`: when the run was made, short."""
+    first, *rest = relative_run.parts
+    match = re.match(r"\d{4}(\d\d)(\d\d)-(\d\d)(\d\d)(\d\d)", first)
+    when = "{}-{} {}:{}:{}".format(*match.groups()) if match else first
+    return "/".join([when, *rest])
+
+
+def read_record(root):
+    path = Path(root) / RECORD
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_experiments(root):
+    """The same experiment, over every task that shares `root`'s parent, into each task's latest
+    session (so it adds no run of its own to TensorBoard's lists)."""
+    roots = [root, *(p.parent for p in Path(root).parent.glob(f"*/{RECORD}") if p.parent != root)]
+    records = {task_root: read_record(task_root) for task_root in roots}
+    records = {task_root: r for task_root, r in records.items() if r and r.get("experiment_dir")}
+    experiment = experiment_config(list(records.values()))
+    for task_root, record in records.items():
+        write_experiment(task_root / record["experiment_dir"], experiment)
+
+
+def experiment_config(records):
+    """The HParams experiment of some tasks' runs: which hparams and metrics, in which order."""
+    runs = [run for record in records for run in record["runs"].values()]
+    shown = ["task", "model", "run", *differing_settings(records), *FILLERS]
+    shown = [key for key in dict.fromkeys(shown) if any(key in run["hparams"] for run in runs)]
+    shown = shown[:SHOWN_HPARAMS]
+    names = list(dict.fromkeys(key for run in runs for key in run["hparams"]))
+    values = {key: [run["hparams"][key] for run in runs if key in run["hparams"]] for key in names}
+    hparam_infos = [hparam_info(key, values[key], key in shown) for key in names]
+    metrics = {metric for run in runs for metric in run["metrics"]}
+    ordered = [m for m in HEADLINE_METRICS if m in metrics] + sorted(metrics - {*HEADLINE_METRICS})
+    metric_infos = [
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=f"final/{m}"), display_name=f"final/{m}")
+        for m in ordered
+    ]
+    return api_pb2.Experiment(hparam_infos=hparam_infos, metric_infos=metric_infos)
+
+
+def differing_settings(records):
+    """Settings whose value differs between the runs of one task, in the order they were given."""
+    keys = []
+    for record in records:
+        runs = [run["hparams"] for run in record["runs"].values()]
+        for key in dict.fromkeys(k for run in runs for k in run):
+            values = {json.dumps(run.get(key)) for run in runs}
+            if key not in NOT_SETTINGS and len(values) > 1 and key not in keys:
+                keys.append(key)
+    return keys
+
+
+def hparam_info(name, values, shown):
+    """One column: its type from its values (text when they are mixed), ticked when `shown`
+    (TensorBoard ticks the hparams marked `differs` first)."""
+    kinds = {type(v) for v in values}
+    if kinds <= {bool}:
+        kind = api_pb2.DATA_TYPE_BOOL
+    elif kinds <= {int, float}:
+        kind = api_pb2.DATA_TYPE_FLOAT64
+    else:
+        kind = api_pb2.DATA_TYPE_STRING
+    info = api_pb2.HParamInfo(name=name, display_name=name, type=kind, differs=shown)
+    if kind == api_pb2.DATA_TYPE_STRING:
+        info.domain_discrete.extend(sorted({str(v) for v in values}))
+    return info
+
+
+def write_experiment(folder, experiment):
+    """Write `folder`'s experiment file, replacing its earlier one (a running TensorBoard keeps
+    the columns it read first, so it shows new ones once restarted)."""
+    before = set(Path(folder).glob(f"*tfevents*{EXPERIMENT_SUFFIX}"))
+    content = plugin_data_pb2.HParamsPluginData(experiment=experiment)
+    summary = summary_pb2.Summary()
+    summary.value.add(
+        tag=hparams_metadata.EXPERIMENT_TAG,
+        metadata=hparams_metadata.create_summary_metadata(content),
+        tensor=hparams_metadata.NULL_TENSOR,
+    )
+    writer = tf.summary.create_file_writer(str(folder), filename_suffix=EXPERIMENT_SUFFIX)
+    with writer.as_default():
+        tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=0)
+    writer.close()
+    for old in before:
+        old.unlink(missing_ok=True)
+
+
+def remove_experiment(folder):
+    for old in Path(folder).glob(f"*tfevents*{EXPERIMENT_SUFFIX}"):
+        old.unlink(missing_ok=True)
+
+
+def write_png(log_dir, tag, png_path, step=0):
+    """A figure that a run saved as PNG (overlays, the Grad-CAM grid), for the Images tab."""
+    image = tf.io.decode_png(tf.io.read_file(str(png_path)), channels=3)
+    writer = tf.summary.create_file_writer(str(Path(log_dir) / SESSION_FOLDER))
+    with writer.as_default():
+        tf.summary.image(tag, image[None], step=step)
+    writer.close()
+
+
+class OverlayLogger(keras.callbacks.Callback):
+    """Validation images with the true (green) and predicted (red) outline, every `every`
+    epochs and after the last, in the Images tab: the segmentation learning as it happens."""
+
+    def __init__(self, log_dir, images, masks, epochs, every=None):
+        super().__init__()
+        self.log_dir = Path(log_dir) / SESSION_FOLDER
+        self.images, self.masks, self.epochs = np.asarray(images), np.asarray(masks), epochs
+        self.every = every or max(1, epochs // 5)
+        self.writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every and epoch + 1 != self.epochs:
+            return
+        predictions = self.model.predict(self.images, verbose=0) > 0.5
+        pictures = [
+            outlined(image, mask > 0.5, prediction)
+            for image, mask, prediction in zip(self.images, self.masks, predictions)
+        ]
+        self.writer = self.writer or tf.summary.create_file_writer(str(self.log_dir))
+        with self.writer.as_default():
+            tf.summary.image(
+                "overlays: truth (green) vs prediction (red)",
+                np.stack(pictures),
+                step=epoch + 1,
+                max_outputs=len(pictures),
+            )
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer:
+            self.writer.close()
+
+
+def outlined(image, truth, prediction):
+    """An RGB picture of a grey [0, 1] image with the outlines of two masks, green and red."""
+    rgb = np.repeat(np.clip(image[..., :1], 0, 1), 3, axis=-1).astype(np.float32)
+    for mask, colour in ((truth, (0.0, 1.0, 0.0)), (prediction, (1.0, 0.0, 0.0))):
+        rgb[edge(mask[..., 0])] = colour
+    return rgb
+
+
+def edge(mask):
+    """The pixels of a boolean mask that touch a pixel outside it (4-neighbourhood)."""
+    padded = np.pad(mask, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner

@@ -28,6 +28,7 @@ from medlab.classification.train import (
     image_dataset,
 )
 from medlab.classification.vgg import build_vgg16_style
+from medlab.plots import wrapped
 from medlab.schedules import learning_rate
 
 matplotlib.use("Agg")  # files only: the scripts run on machines without a display
@@ -230,15 +231,19 @@ def plot_cam_grid(
             color="green" if ok else "red",
         )
     title = "Grad-CAM on validation images (green: correct, red: wrong)"
-    fig.suptitle(not_learnt_title(title, warning), fontsize=11, color="red" if warning else "black")
+    fig.suptitle(
+        not_learnt_title(fig, title, warning, 11), fontsize=11, color="red" if warning else "black"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def not_learnt_title(title, warning):
-    """The figure title, with the not-learnt sentence on its own line: such maps explain nothing."""
-    return f"{title}\n{warning}" if warning else title
+def not_learnt_title(fig, title, warning, fontsize):
+    """The figure title, with the not-learnt sentence on its own lines (such maps explain
+    nothing), wrapped to the figure's width so that no word is cut off."""
+    text = f"{title}\n{warning}" if warning else title
+    return wrapped(text, 0.92 * fig.get_figwidth(), fontsize)
 
 
 def plot_class_means(path, images, cams, labels, correct, class_names, warning=""):
@@ -255,7 +260,8 @@ def plot_class_means(path, images, cams, labels, correct, class_names, warning="
         ax.imshow(np.clip(overlay(images[keep].mean(axis=0), mean_cam), 0, 1))
         ax.set_title(f"{class_names[label]}: mean of {int(keep.sum())} maps", fontsize=10)
     if warning:
-        fig.suptitle(not_learnt_title("Mean Grad-CAM per class", warning), fontsize=10, color="red")
+        title = not_learnt_title(fig, "Mean Grad-CAM per class", warning, 10)
+        fig.suptitle(title, fontsize=10, color="red")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

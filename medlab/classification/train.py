@@ -115,10 +115,18 @@ def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None, c
     return time.perf_counter() - start
 
 
+TENSORBOARD_NAMES = {"transfer": "head"}  # the model that trains on the cached features
+
+
 def tensorboard_model_dir(csv_path):
-    """`history_transfer.csv` logs to TensorBoard in `tensorboard/transfer` beside it."""
+    """`history_transfer.csv` logs to TensorBoard in `tensorboard/head` beside it (and
+    `history_scratch-fold2-seed0.csv` in `tensorboard/scratch-fold2-seed0`)."""
     csv_path = Path(csv_path)
-    return log_dir_for(csv_path.parent, csv_path.stem.removeprefix("history_"))
+    model = csv_path.stem.removeprefix("history_")
+    for old, new in TENSORBOARD_NAMES.items():
+        if model.startswith(old):
+            model = new + model.removeprefix(old)
+    return log_dir_for(csv_path.parent, model)
 
 
 def class_one_scores(model, inputs, batch_size=32):

@@ -261,6 +261,28 @@ def plot_roc(truth, scores, metrics, path, positive_name):
     plt.close(fig)
 
 
+def relative_luminance(rgb):
+    """WCAG 2's relative luminance of an sRGB colour with channels in [0, 1]."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast_ratio(first, second):
+    """WCAG 2's contrast ratio of two colours, from 1 (none) to 21 (black on white)."""
+    light, dark = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def readable_on(background):
+    """Black or white, whichever contrasts more with `background` (at least 4.6:1 either way)."""
+    black, white = (0, 0, 0), (1, 1, 1)
+    return (
+        "black"
+        if contrast_ratio(black, background) >= contrast_ratio(white, background)
+        else "white"
+    )
+
+
 def plot_confusion(truth, scores, class_names, positive, path, threshold):
     """One confusion matrix per model, rows and columns in the class folders' label order."""
     fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 3.8))
@@ -271,15 +293,16 @@ def plot_confusion(truth, scores, class_names, positive, path, threshold):
         matrix = np.zeros((2, 2), int)
         for t, q in zip(to_label(np.asarray(truth)), to_label(predicted)):
             matrix[t, q] += 1
-        ax.imshow(matrix, cmap="Blues")
+        cells = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(1, matrix.max()))
         for (r, c), count in np.ndenumerate(matrix):
+            background = cells.cmap(cells.norm(count))
             ax.text(
                 c,
                 r,
                 str(count),
                 ha="center",
                 va="center",
-                color="white" if count > matrix.max() / 2 else "black",
+                color=readable_on(background),
                 fontsize=12,
             )
         ax.set_xticks([0, 1], class_names)

@@ -1,10 +1,15 @@
 """`main_segmentation.py predict` and `evaluate`: a saved U-Net segments new images, or is scored
 on a folder of pairs. Every input is checked before an output folder is made."""
 
+import csv
+import json
 from pathlib import Path
+
+import numpy as np
 
 from medlab import quiet_tensorflow
 from medlab.app.cli import Parser
+from medlab.app.collapse import print_bold
 from medlab.app.runs import (
     UserError,
     load_keras_model,
@@ -101,18 +106,71 @@ def evaluate_command(argv, parameters):
     )
     batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", max(1, args.batch_size))
     scores, shown = unet.evaluate_batches(model, batches)
+    seen = np.isin(every["names"], sorted(training_images(args.model, args.data_dir)))
     metrics = {
         **unet.score_summary(scores, prefix=""),
         "images": len(every["names"]),
         "model": str(args.model),
+        "training_images": int(seen.sum()),  # the model's own: its scores on them are optimistic
+        "unseen": unseen_scores(scores, ~seen) if seen.any() else None,
     }
     write_json(out_dir / "metrics.json", metrics)
     write_per_image(out_dir / "per_image.csv", every["names"], scores)
     unet.plot_overlays(*shown, scores["dice"], out_dir / "overlays.png", every["names"])
     mark_complete(out_dir)
-    print(
-        f"{args.model} on {len(every['names'])} pairs of {args.data_dir}: "
+    if seen.any():
+        print_bold(
+            f"warning: {seen.sum()} of the {seen.size} pairs in {args.data_dir} are {args.model}'s "
+            "own training images, so the scores over all of them are optimistic; the scores on "
+            "the unseen images alone follow."
+        )
+    print(f"{args.model} on {len(every['names'])} pairs of {args.data_dir}: {score_line(metrics)}")
+    if seen.any():
+        unseen = metrics["unseen"]
+        line = score_line(unseen) if unseen["images"] else "none: every pair was used in training"
+        print(f"on the {unseen['images']} pairs it did not train on: {line}")
+    print(f"scores and overlays: {out_dir}")
+
+
+def score_line(metrics):
+    return (
         f"Dice {metrics['dice']:.3f} +- {metrics['dice_std']:.3f}, IoU {metrics['iou']:.3f}, "
         f"HD95 {metrics['hd95']:.1f} px, precision {metrics['precision']:.3f}, "
-        f"recall {metrics['recall']:.3f}\nscores and overlays: {out_dir}"
+        f"recall {metrics['recall']:.3f}"
     )
+
+
+def unseen_scores(scores, keep):
+    """The summary of the per-image `scores` of the images `keep` marks, and their count."""
+    if not keep.any():
+        return {"images": 0}
+    return {
+        **unet.score_summary({k: v[keep] for k, v in scores.items()}, prefix=""),
+        "images": int(keep.sum()),
+    }
+
+
+def training_images(model_path, data_dir):
+    """The file names of the pairs `model_path` was trained on, when `data_dir` is the folder it
+    was trained from: every pair there but its validation images (the run folder's config.json
+    names the folder, its per_image.csv the validation images). Empty when unknown."""
+    run = Path(model_path).parent
+    try:
+        trained_on = json.loads((run / "config.json").read_text())["parameters"]["data_dir"]
+        with open(run / "per_image.csv", newline="") as handle:
+            validation = {row["image"] for row in csv.DictReader(handle)}
+    except (OSError, ValueError, KeyError):
+        return set()
+    if not same_folder(trained_on, data_dir):
+        return set()
+    image_paths, _ = unet.find_pairs(data_dir)
+    return {path.name for path in image_paths} - validation
+
+
+def same_folder(recorded, given):
+    """Whether `given` is the folder a run recorded, also when the run recorded it relative to
+    another working folder (`data/X_ray` matches `/home/me/lab/data/X_ray`)."""
+    recorded, given = Path(recorded), Path(given).resolve()
+    if recorded.is_absolute():
+        return recorded.resolve() == given
+    return recorded.resolve() == given or given.parts[-len(recorded.parts) :] == recorded.parts

@@ -32,6 +32,8 @@ unet = lazy_import("unet")
 plots = lazy_import("medlab.plots")
 tensorboard_logs = lazy_import("medlab.app.tensorboard_logs")
 
+OVERLAY_IMAGES = 4  # validation images outlined in TensorBoard every few epochs
+
 
 @dataclasses.dataclass
 class Experiment:
@@ -118,9 +120,22 @@ class SegmentationRun:
         return self.scaling.global_batch(experiment.parameters["batch_size"])
 
     def callbacks(self, experiment):
-        """Keras callbacks of the application: TensorBoard's per-epoch scalars."""
+        """Keras callbacks of the application: TensorBoard's per-epoch scalars, and outlines of a
+        few validation images every few epochs (its Images tab)."""
         log_dir = tensorboard_logs.log_dir_for(experiment.folder)
-        return [tensorboard_logs.epoch_logger(log_dir)]
+        images, masks = self.validation_sample(experiment.split[1][:OVERLAY_IMAGES])
+        return [
+            tensorboard_logs.epoch_logger(log_dir),
+            tensorboard_logs.OverlayLogger(log_dir, images, masks, experiment.parameters["epochs"]),
+        ]
+
+    def validation_sample(self, indices):
+        """Decoded images and masks of some pairs, whichever way `--cache` keeps them."""
+        images, masks = (self.pairs["pairs"][part][indices] for part in (0, 1))
+        if images.dtype != object:
+            return images, masks
+        size = self.pairs["size"]
+        return unet.load_images(list(images), size), unet.load_masks(list(masks), size)
 
     def save(self, experiment, model, val_data, seconds, scores, shown):
         """What a trained experiment leaves in its folder: model.keras, per_image.csv, curves,
@@ -148,11 +163,12 @@ class SegmentationRun:
             titles={"loss": f"loss ({p['loss']})", "dice_coefficient": "soft Dice"},
         )
         unet.plot_overlays(*shown, scores["dice"], folder / "overlays.png", val_names)
+        log_dir = tensorboard_logs.log_dir_for(folder)
+        tensorboard_logs.write_png(
+            log_dir, "overlays of the final model", folder / "overlays.png", metrics["epochs"]
+        )
         tensorboard_logs.write_hparams(
-            tensorboard_logs.log_dir_for(folder),
-            {"experiment": name, **p},
-            metrics,
-            f"{folder.parent.name}/{folder.name}",
+            "segmentation", self.summary_dir.parent, folder, name, p, metrics
         )
         finish_experiment(folder, metrics)
         print_scores(name, metrics, seconds, p["postprocess"])

@@ -53,6 +53,21 @@ def test_suggested_command_drops_the_flags_the_preset_sets():
     )
 
 
+def test_advice_names_the_likely_cause_and_keeps_the_users_flags():
+    preset = {"epochs": 40, "lr": 1e-3, "pooling": "avg"}
+    typed = {"dataset": "bone", "epochs": 2}
+    advice = try_instead("cam_vgg16.py", typed, preset, None, {"epochs": 2, "lr": 1e-3})
+    assert advice.startswith("Likely cause: 2 epoch(s) are too few to learn this")
+    assert "`python cam_vgg16.py --dataset bone --epochs 40`" in advice  # the user's command
+    assert "Or the recommended preset: `python cam_vgg16.py --dataset bone --preset recommended`"
+    assert advice.index("Likely cause") < advice.index("--preset")
+    # A learning rate far from the preset's is named too; one within 30x of it is not.
+    low = try_instead("x.py", {}, preset, None, {"epochs": 80, "lr": 1e-5})
+    assert "learning rate of 1e-05 is too low" in low and "epoch" not in low.split(".")[0]
+    fine = try_instead("x.py", {}, preset, None, {"epochs": 80, "lr": 3e-4})
+    assert fine == "Try instead: `python x.py --preset recommended`."
+
+
 def test_balanced_class_weights_give_each_class_the_same_total_weight():
     labels = np.array([0] * 3 + [1] * 9)
     weights = class_weights(labels, "balanced")
@@ -165,11 +180,18 @@ def test_a_model_that_predicts_one_class_is_reported(tmp_path, monkeypatch, caps
     sentence = "The model predicts AFF for 8 of 8 validation images: it has not learnt the task"
     summary = (run_dir / "summary.md").read_text()
     assert f"**{sentence}**" in summary and "--preset recommended" in summary
-    # The preset sets epochs, batch size and lr: the typed values of those are left out.
+    # First the likely causes, with the user's own command fixed (every other flag kept), then
+    # the preset, which sets epochs, batch size and lr itself: the typed values of those go.
+    out = tmp_path / "out"
+    fixed = " ".join(TINY).replace("--epochs 1", "--epochs 40 --lr 0.001")  # in --help's order
     kept = " ".join(TINY).replace(" --epochs 1", "").replace(" --batch-size 8", "")
     assert metrics["try_instead"] == (
-        f"Try instead: `python cam_vgg16.py --data-dir {data} {kept} "
-        f"--out {tmp_path / 'out'} --preset recommended`."
+        "Likely cause: 1 epoch(s) are too few to learn this (--epochs 40 in the preset); a "
+        "learning rate of 1e-09 is too low (--lr 0.001 in the preset). Try your command with "
+        f"that changed: `python cam_vgg16.py --data-dir {data} {fixed} --out {out}`. "
+        f"Or the recommended preset: `python cam_vgg16.py --data-dir {data} {kept} --out {out} "
+        "--preset recommended` (it sets --epochs, --lr, --batch-size itself, so your values for "
+        "them are left out)."
     )
     assert sentence in capsys.readouterr().out
 
