@@ -108,7 +108,9 @@ def test_explain_writes_overlays_at_the_original_size(tiny_run, tiny_set, tmp_pa
     image = sorted((tiny_set / "validation" / "AFF").glob("*.png"))[0]
     cam_vgg16.main(["explain", str(run_dir / "model.keras"), str(image), "--out", str(tmp_path)])
     overlay = cv2.imread(str(tmp_path / f"{image.stem}_cam.png"))
-    assert overlay is not None and overlay.shape == (64, 64, 3)  # the image's size, not the model's
+    # The image's size, not the model's (a 64 px image is enlarged to 360 px so that its title
+    # fits), under a 50 px band that names the predicted class and its probability.
+    assert overlay is not None and overlay.shape == (360 + 50, 360, 3)
     out = capsys.readouterr().out
     assert (
         "predicted AFF" in out or "predicted NFF" in out

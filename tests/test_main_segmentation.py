@@ -77,7 +77,8 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
         assert config["parameters"]["size"] == 32 and "tensorflow" in config["versions"]
     experiment = experiment_in(tmp_path / "out")  # the HParams table opens on the answer
     assert [m.name.tag for m in experiment.metric_infos][0] == "final/val_dice"
-    assert {"model", "run", "loss"} <= {h.name for h in experiment.hparam_infos if h.differs}
+    shown = {h.name for h in experiment.hparam_infos if h.differs} - {"task", "model", "run"}
+    assert len(shown) == 2 and shown <= {"loss", "dropout", "base", "batch_norm", "augment"}
     config = json.loads((tmp_path / "out" / f"{stamp}-4e-dice" / "config.json").read_text())[
         "parameters"
     ]

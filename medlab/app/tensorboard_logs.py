@@ -3,11 +3,11 @@ the answer.
 
 Layout, for a run folder `<root>/<stamp>-4a` of the task `segmentation` (`root` is `--out`):
 
-    <root>/tensorboard_runs.json         what every run of the task logged (to rebuild the table)
     <stamp>-4a/tensorboard/train/        Keras' per-epoch scalars of the training images
     <stamp>-4a/tensorboard/validation/   ... of the validation images, the run's HParams session
-                                         with its `final/*` scores, and its images; in the task's
-                                         latest run also the task's HParams experiment
+                                         with its `final/*` scores (and `hparams.json`, its row),
+                                         its images; in the task's latest run also the task's
+                                         HParams experiment
 
 So Scalars shows each training once, as Keras users know it (a `train` and a `validation` curve),
 Images the figures, and HParams one row per trained model (trial `segmentation/<stamp>-4a`). The
@@ -34,7 +34,13 @@ from medlab.atomic import write_text_atomic
 
 LOG_FOLDER = "tensorboard"
 SESSION_FOLDER = "validation"  # Keras' validation run: the final scores belong with its curves
-RECORD = "tensorboard_runs.json"
+RECORD = "hparams.json"  # a session's row, to rebuild the task's experiment from
+# Where the sessions of a task's output folder are: a run, a model of a run, a fold of a run.
+RECORD_PATTERNS = [
+    f"*/{LOG_FOLDER}/validation/{RECORD}",
+    f"*/{LOG_FOLDER}/*/validation/{RECORD}",
+    f"*/*/{LOG_FOLDER}/validation/{RECORD}",
+]
 EXPERIMENT_SUFFIX = ".hparams-experiment"
 SHOWN_HPARAMS = 5  # the HParams table ticks this many by default
 HEADLINE_METRICS = ("val_dice", "val_auc", "val_accuracy", "val_balanced_accuracy", "val_hd95")
@@ -97,14 +103,9 @@ def write_hparams(task, root, run_dir, label, parameters, final_metrics, model=N
         for metric, value in scores.items():
             tf.summary.scalar(f"final/{metric}", value, step=0)
     writer.close()
-    record = read_record(root) or {"task": task, "runs": {}}
-    record["runs"][name] = {"hparams": hparams, "metrics": sorted(scores)}
-    old_home = record.get("experiment_dir")
-    record["experiment_dir"] = session_dir.relative_to(root).as_posix()
-    write_text_atomic(root / RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    if old_home:
-        remove_experiment(root / old_home)
-    write_experiments(root)
+    record = {"task": task, "name": name, "hparams": hparams, "metrics": sorted(scores)}
+    write_text_atomic(session_dir / RECORD, json.dumps(record, indent=1) + "\n")
+    write_experiments(root, session_dir)
 
 
 def short_stamp(relative_run):
@@ -115,29 +116,39 @@ def short_stamp(relative_run):
     return "/".join([when, *rest])
 
 
-def read_record(root):
-    path = Path(root) / RECORD
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def sessions_of(task_root):
+    """{session folder: its record} of the runs in a task's output folder, oldest first."""
+    found = {}
+    for pattern in RECORD_PATTERNS:
+        for path in Path(task_root).glob(pattern):
+            try:
+                found[path.parent] = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # a damaged record leaves its run out of the table, nothing else
+    return dict(sorted(found.items()))
 
 
-def write_experiments(root):
-    """The same experiment, over every task that shares `root`'s parent, into each task's latest
-    session (so it adds no run of its own to TensorBoard's lists)."""
-    roots = [root, *(p.parent for p in Path(root).parent.glob(f"*/{RECORD}") if p.parent != root)]
-    records = {task_root: read_record(task_root) for task_root in roots}
-    records = {task_root: r for task_root, r in records.items() if r and r.get("experiment_dir")}
-    experiment = experiment_config(list(records.values()))
-    for task_root, record in records.items():
-        write_experiment(task_root / record["experiment_dir"], experiment)
+def write_experiments(root, home):
+    """The same experiment, over the runs of every task that shares `root`'s parent, once per
+    task: in `home` (the new run's session) for `root`, where it already is for the others."""
+    tasks = {Path(root): sessions_of(root)}
+    for sibling in Path(root).parent.iterdir():
+        if sibling.is_dir() and sibling not in tasks:
+            tasks[sibling] = sessions_of(sibling)
+    tasks = {task_root: sessions for task_root, sessions in tasks.items() if sessions}
+    experiment = experiment_config([r for sessions in tasks.values() for r in sessions.values()])
+    for task_root, sessions in tasks.items():
+        holding = [s for s in sessions if any(s.glob(f"*tfevents*{EXPERIMENT_SUFFIX}"))]
+        target = home if task_root == Path(root) else (holding or list(sessions))[-1]
+        write_experiment(target, experiment)
+        for folder in holding:
+            if folder != target:
+                remove_experiment(folder)
 
 
-def experiment_config(records):
-    """The HParams experiment of some tasks' runs: which hparams and metrics, in which order."""
-    runs = [run for record in records for run in record["runs"].values()]
-    shown = ["task", "model", "run", *differing_settings(records), *FILLERS]
+def experiment_config(runs):
+    """The HParams experiment of some runs' records: which hparams and metrics, in which order."""
+    shown = ["task", "model", "run", *differing_settings(runs), *FILLERS]
     shown = [key for key in dict.fromkeys(shown) if any(key in run["hparams"] for run in runs)]
     shown = shown[:SHOWN_HPARAMS]
     names = list(dict.fromkeys(key for run in runs for key in run["hparams"]))
@@ -152,13 +163,13 @@ def experiment_config(records):
     return api_pb2.Experiment(hparam_infos=hparam_infos, metric_infos=metric_infos)
 
 
-def differing_settings(records):
+def differing_settings(runs):
     """Settings whose value differs between the runs of one task, in the order they were given."""
     keys = []
-    for record in records:
-        runs = [run["hparams"] for run in record["runs"].values()]
-        for key in dict.fromkeys(k for run in runs for k in run):
-            values = {json.dumps(run.get(key)) for run in runs}
+    for task in dict.fromkeys(run["task"] for run in runs):
+        same_task = [run["hparams"] for run in runs if run["task"] == task]
+        for key in dict.fromkeys(k for hparams in same_task for k in hparams):
+            values = {json.dumps(hparams.get(key)) for hparams in same_task}
             if key not in NOT_SETTINGS and len(values) > 1 and key not in keys:
                 keys.append(key)
     return keys

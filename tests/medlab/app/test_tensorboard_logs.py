@@ -47,9 +47,9 @@ def test_sessions_and_one_experiment_per_task_with_the_answer_shown_first(tmp_pa
     assert metadata.SESSION_START_INFO_TAG in session
     # numbers only, and no spreads: booleans, text and standard deviations are not columns
     assert [tag for tag in session if tag.startswith("final/")] == ["final/val_dice"]
-    record = json.loads((seg / "tensorboard_runs.json").read_text())
-    assert set(record["runs"]) == {"segmentation/s-4a", "segmentation/s-4b"}
-    assert record["runs"]["segmentation/s-4b"]["hparams"]["model"] == "4b"
+    record = json.loads((seg / "s-4b" / "tensorboard" / "validation" / "hparams.json").read_text())
+    assert record["name"] == "segmentation/s-4b" and record["hparams"]["model"] == "4b"
+    assert sorted(p.name for p in seg.iterdir()) == ["s-4a", "s-4b"]  # nothing beside the runs
 
     # One experiment per task, in its latest session (no run of its own), over both tasks
     # (TensorBoard shows one per logdir); the earlier run's copy is gone.
