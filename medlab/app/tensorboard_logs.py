@@ -187,7 +187,10 @@ def hparam_info(name, values, shown):
         kind = api_pb2.DATA_TYPE_STRING
     info = api_pb2.HParamInfo(name=name, display_name=name, type=kind, differs=shown)
     if kind == api_pb2.DATA_TYPE_STRING:
-        info.domain_discrete.extend(sorted({str(v) for v in values}))
+        # Every value as it was logged (a column can mix text and numbers across tasks): the
+        # table filters rows by this list, and would hide a row whose value it lacks.
+        distinct = {json.dumps(v): v for v in values}
+        info.domain_discrete.extend(distinct[k] for k in sorted(distinct))
     return info
 
 

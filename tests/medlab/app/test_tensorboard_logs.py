@@ -41,7 +41,9 @@ def test_sessions_and_one_experiment_per_task_with_the_answer_shown_first(tmp_pa
         parameters = {"experiment": name, "loss": loss, "lr": 1e-3, "seed": 1, "flip": True}
         metrics = {"val_dice": dice, "val_dice_std": 0.1, "collapsed": False, "epochs": 2}
         write_hparams("segmentation", seg, seg / f"s-{name}", name, parameters, metrics)
-    write_hparams("cam", cam, cam / "s-bone", "Bone", {"lr": 1e-5}, {"val_auc": 0.8, "note": "x"})
+    write_hparams(
+        "cam", cam, cam / "s-bone", "Bone", {"lr": 1e-5, "flip": "x"}, {"val_auc": 0.8, "n": "x"}
+    )
 
     session = tensorboard_events(seg / "s-4a" / "tensorboard" / "validation")
     assert metadata.SESSION_START_INFO_TAG in session
@@ -60,8 +62,16 @@ def test_sessions_and_one_experiment_per_task_with_the_answer_shown_first(tmp_pa
     # lr and flip do not differ within a task; lr fills the fifth column the table always ticks
     assert hparams == ["loss", "lr", "model", "run", "task"]
     assert metrics == ["final/val_dice", "final/val_auc"]
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert infos["lr"].type == api_pb2.DATA_TYPE_FLOAT64
+    # A column that mixes types is text, and its values keep their own types (the table hides
+    # rows whose value its list of values lacks).
+    assert infos["flip"].type == api_pb2.DATA_TYPE_STRING
+    assert [v.WhichOneof("kind") for v in infos["flip"].domain_discrete.values] == [
+        "string_value",
+        "bool_value",
+    ]
     types = {h.name: h.type for h in experiment.hparam_infos}
-    assert types["lr"] == api_pb2.DATA_TYPE_FLOAT64 and types["flip"] == api_pb2.DATA_TYPE_BOOL
     assert "experiment" not in types  # it is the model column
 
 
