@@ -351,7 +351,7 @@ def test_the_synthetic_banner_shows_the_presets_settings(tmp_path, monkeypatch, 
     ],
 )
 def test_augmentation_strengths_out_of_range_are_refused(flags, message):
-    from medlab.app.runs import UserError
+    from medlab.errors import UserError
 
     with pytest.raises(UserError, match=message):
         resolve(flags, synthetic=False)
