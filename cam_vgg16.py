@@ -162,7 +162,7 @@ MARKER_ACCURACY_GAP, MARKER_P_VALUE = 0.25, 0.01
 
 PRESET_HELP = (
     "lab: the handout's network and settings exactly; recommended: what learnt best on real data "
-    "(README, Task 3); flags still override"
+    "(README, Task 3)"
 )
 # What to lower when a run runs out of memory.
 LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"

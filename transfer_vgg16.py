@@ -135,7 +135,7 @@ THRESHOLD = 0.5
 
 PRESET_HELP = (
     "settings of the from-scratch model and the class weights: lab (the handout's Lab 2 model "
-    "exactly) or recommended (README); flags still override"
+    "exactly) or recommended (README)"
 )
 
 

@@ -83,7 +83,11 @@ def add_parameter_flags(parser, declared, demo=None):
 
 def add_preset_flag(parser, presets, help_text):
     parser.add_argument(
-        "--preset", choices=list(presets), default=None, help=f"{help_text} (default: none)"
+        "--preset",
+        choices=list(presets),
+        default=None,
+        help=f"{help_text}; a preset wins over your edits in PARAMETERS, a flag over the preset "
+        "(default: none)",
     )
     return parser
 

@@ -32,7 +32,7 @@ DECLARED = {
         "validation share of a flat Set/{A,B}/ folder (stratified, seeded split)",
         "data",
         0.01,
-        1.0,
+        1,
         high_open=True,
     ),
     "folds": Param(
@@ -62,7 +62,7 @@ DECLARED = {
     "dense_units": Param(
         128, "head: Flatten -> Dense(UNITS, relu) -> Dropout -> Dense(1, sigmoid)", "model", 1
     ),
-    "dropout": Param(0.5, "dropout rate of the head", "model", 0.0, 1.0, high_open=True),
+    "dropout": Param(0.5, "dropout rate of the head", "model", 0, 1, high_open=True),
     "scratch_size": Param(
         128,
         "input size of the from-scratch VGG16-style model (Lab 2 task 7a), a multiple of 32",
@@ -94,8 +94,8 @@ DECLARED = {
         0.4,
         "from-scratch model: dropout after each of its 3 Dense(64) layers",
         "model",
-        0.0,
-        1.0,
+        0,
+        1,
         high_open=True,
     ),
     "epochs": Param(

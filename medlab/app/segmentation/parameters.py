@@ -50,8 +50,8 @@ DECLARED = {
         0.0,
         "dropout rate after every pooling and skip concatenation (0 = none)",
         "model",
-        0.0,
-        1.0,
+        0,
+        1,
         high_open=True,
     ),
     "batch_norm": Param(

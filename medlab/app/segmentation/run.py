@@ -193,6 +193,12 @@ class SegmentationRun:
         for name, resolved in self.plan.items():
             entries = [e for e in self.experiments if e.experiment == name]
             folder = self.summary_dir.parent / f"{self.stamp}-{name}"
+            unsaved = [e.name for e in entries if e.result is None]
+            if unsaved and not (folder / "metrics.json").is_file():
+                raise RuntimeError(
+                    f"{', '.join(unsaved)}: neither complete nor saved; the pipeline's loop must "
+                    "call run.save(experiment, ...) for every experiment it trains"
+                )
             if not entries[0].fold:
                 result = entries[0].result
             elif (folder / "metrics.json").is_file():

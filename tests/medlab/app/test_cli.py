@@ -114,6 +114,8 @@ def test_the_shipped_blocks_hold_the_lab_defaults_of_every_declared_parameter():
             declared
         ), script.__name__
         assert edits(script.PARAMETERS, declared, script.__name__) == {}, script.__name__
+        for name, value in script.PARAMETERS.items():
+            assert type(value) is type(declared[name].default), (script.__name__, name)
 
 
 def option_helps(parser):
@@ -182,3 +184,28 @@ def test_an_abbreviated_flag_is_refused_with_the_flag_it_resembles():
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: unrecognized arguments: --epoch 3")
     assert "did you mean --epochs?" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "script, demo",
+    [(cam_vgg16, cam_vgg16.DEMO_SETTINGS), (transfer_vgg16, transfer_vgg16.SYNTHETIC_DEMO)],
+)
+def test_an_edited_epochs_beats_the_demo_of_both_classifiers(script, demo, monkeypatch, capsys):
+    assert script.resolve_parameters({}, demo, None).cell("epochs") == f"{demo['epochs']} (demo)"
+    monkeypatch.setitem(script.PARAMETERS, "epochs", 2)
+    resolved = script.resolve_parameters({}, demo, None)
+    assert resolved.values["epochs"] == 2 and resolved.cell("epochs") == "2 (edited)"
+    assert "2 (edited)" in capsys.readouterr().out  # the table every run prints
+    flagged = script.resolve_parameters({"epochs": 3}, demo, "recommended")
+    assert flagged.cell("epochs") == "3 (flag; edited 2 overridden)"
+
+
+def test_the_declared_choices_are_the_ones_the_library_implements():
+    """Named in the declarations so that --help answers without TensorFlow; they must agree."""
+    import unet
+    from medlab.app.cam_parameters import POOLINGS
+    from medlab.app.segmentation.parameters import DECLARED as SEGMENTATION
+    from medlab.classification import vgg
+
+    assert SEGMENTATION["loss"].choices == tuple(unet.LOSSES)
+    assert set(POOLINGS) == {"flatten", *vgg.POOLING}
