@@ -216,11 +216,3 @@ def print_parameters(columns, names):
     rows, headers = parameter_rows(columns, names)
     print(f"parameters (source: {', '.join(SOURCES)}):")
     print(text_table(rows, headers))
-
-
-def check_range(name, value, low=None, high=None, high_open=False, hint=""):
-    """A one-line `UserError` for a value outside [low, high] (or [low, high)), NaN or infinite:
-    for values that are not declared parameters (a subcommand's own flags)."""
-    from medlab.parameters import Param
-
-    Param(value, "-", "data", low=low, high=high, high_open=high_open, hint=hint).check(name, value)
