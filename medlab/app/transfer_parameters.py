@@ -75,8 +75,8 @@ DECLARED = {
     "scratch_base": Param(8, "filters of the from-scratch model's first block", "model", 1),
     "scratch_centre": Param(
         True,
-        "from-scratch model: pixels [0, 1] -> [-2, 2] inside the model (--no-scratch-centre: the "
-        "lab's [0, 1])",
+        "from-scratch model: pixels [0, 1] -> [-2, 2] inside the model; without batch norm the "
+        "plain VGG otherwise stalls at loss 0.693 (--no-scratch-centre: the lab's [0, 1])",
         "model",
     ),
     "scratch_batch_norm": Param(
