@@ -1,5 +1,5 @@
-"""The parameters of `cam_vgg16.py` (Task 3), each declared once: the lab's default (LAB_SPEC Task
-3), a help sentence, the help page's group, choices and range (`medlab.parameters.Param`).
+"""The parameters of `cam_vgg16.py` (Task 3), each declared once: the lab's default (docs/lab.md,
+Task 3), a help sentence, the help page's group, choices and range (`medlab.parameters.Param`).
 
 The script's `PARAMETERS` block holds the values a user edits; a value there that differs from the
 default declared here is an edit (and then beats the synthetic demo's settings).

@@ -9,8 +9,8 @@ import pytest
 
 import unet
 from medlab import plots
+from medlab.app.comparisons import comparison_figure
 from medlab.classification import cam, transfer
-from medlab.comparisons import comparison_figure
 
 WARNING = (
     "The model predicts Nevi for 371 of 371 validation images: it has not learnt the task. "
