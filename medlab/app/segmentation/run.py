@@ -3,12 +3,17 @@
 
 The pipeline asks `SegmentationRun.pending()` for the experiments still to train and hands each
 trained model back to `save()`; experiments an earlier invocation completed are read back here.
+
+In a multi-process run only process 0 writes the run's folders. The others train in a scratch
+folder of their own (a copy of the folder being resumed, if any), so that every process takes the
+same steps while training, checkpoints included: JAX gathers a value from every process then.
 """
 
 import csv
 import dataclasses
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +58,7 @@ class SegmentationRun:
         self.scaling, self.resume = scaling, resume
         self.first = next(iter(plan.values()))
         self.runs = {}  # name: (metrics, scores, folder, parameters)
+        self.scratch = None if scaling.writes else Path(tempfile.mkdtemp(prefix="medlab-"))
 
     def pending(self, pairs):
         """The experiments (or folds) still to train, in order, once the summary folder is made
@@ -64,12 +70,16 @@ class SegmentationRun:
                 result = yield from self.folds(name, p, folder)
             else:
                 result = yield from self.single(name, p, self.splits[0], folder, self.cache_dir)
-            self.runs[name] = (*result, folder, p)
+            if result is not None:  # None: trained by a process that leaves the results to 0
+                self.runs[name] = (*result, folder, p)
 
     def open_folders(self, pairs):
         self.pairs = pairs
         self.splits = data_splits(len(pairs["names"]), self.first)
-        self.summary_dir = summary_folder(self.first["out"], self.resume)
+        if self.scratch:
+            self.summary_dir = scratch_copy(self.first["out"], self.resume, self.scratch)
+        else:
+            self.summary_dir = summary_folder(self.first["out"], self.resume)
         self.stamp = self.summary_dir.name.removesuffix("-summary")
         write_json(self.summary_dir / "runs.json", self.plan)
         disk = pairs["cache"] == "disk"
@@ -111,7 +121,7 @@ class SegmentationRun:
             cache = fresh_folder(self.cache_dir / f"fold{k}") if self.cache_dir else None
             fold = yield from self.single(f"{name}-fold{k}", p, split, folder / f"fold{k}", cache)
             results.append(fold)
-        return finish_folds(name, folder, results)
+        return finish_folds(name, folder, results) if not self.scratch else None
 
     def batch_size(self, experiment):
         """The global batch: the per-replica batch times the replicas of the strategy."""
@@ -131,6 +141,8 @@ class SegmentationRun:
                 postprocess, the raw masks) as well.
             seconds, scores, shown: from `unet.train` and `unet.evaluate_batches`.
         """
+        if self.scratch:
+            return  # process 0 of the run saves and reports; experiment.result stays None
         name, p, folder = experiment.name, experiment.parameters, experiment.folder
         val_names = [self.pairs["names"][i] for i in experiment.split[1]]
         save_model_atomic(model, folder / "model.keras")
@@ -185,6 +197,13 @@ class SegmentationRun:
 
     def finish(self):
         """The summary of every experiment and their comparisons; the run is then complete."""
+        if self.scratch:
+            shutil.rmtree(self.scratch)
+            print(
+                f"\nprocess {self.scaling.process_index} of {self.scaling.processes}: training "
+                "done; process 0 writes the results and the summary"
+            )
+            return
         seed = self.first["seed"]
         write_summary(self.summary_dir, self.runs, self.setting_keys, self.comparisons, seed)
         if self.cache_dir is not None:
@@ -219,6 +238,15 @@ def summary_folder(out, resume):
             )
         return folder
     return new_run_dir(out, "summary")
+
+
+def scratch_copy(out, resume, scratch):
+    """The summary folder of a process that leaves the run's folders to process 0: a new one in
+    `scratch`, or a copy there of the folder being resumed (process 0 may change it meanwhile)."""
+    if not resume:
+        return new_run_dir(scratch, "summary")
+    source = summary_folder(out, resume)
+    return Path(shutil.copytree(source, scratch / source.name))
 
 
 def data_splits(count, p):
