@@ -68,6 +68,11 @@ class Scaling:
         return per_replica * self.replicas
 
     @property
+    def backend(self):
+        """Keras' backend: tensorflow or jax."""
+        return "jax" if on_jax() else "tensorflow"
+
+    @property
     def processes(self):
         """Processes that train together (several only for multiworker on JAX)."""
         return getattr(self.strategy, "processes", 1)

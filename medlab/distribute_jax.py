@@ -46,14 +46,18 @@ class SlicedDataParallel(keras.distribution.DataParallel):
 
     def distribute_dataset(self, dataset):
         replicas, processes, index = self.num_model_replicas, self.num_processes, process_index()
+        return dataset.map(
+            lambda *batch: process_slice(batch, replicas, processes, index)
+        ).prefetch(tf.data.AUTOTUNE)
 
-        def own_slice(*batch):
-            rows = tf.shape(batch[0])[0]
-            share = -(-rows // replicas) * replicas // processes  # rows per process, rounded up
-            order = tf.range(index * share, (index + 1) * share) % rows
-            return tuple(tf.gather(part, order) for part in batch)
 
-        return dataset.map(own_slice).prefetch(tf.data.AUTOTUNE)
+def process_slice(batch, replicas, processes, index):
+    """Process `index`'s rows of every tensor of `batch` (a global batch): one `processes`-th of
+    the rows, rounded up to whole rows per replica by repeating the batch's first rows."""
+    rows = tf.shape(batch[0])[0]
+    share = -(-rows // replicas) * replicas // processes
+    order = tf.range(index * share, (index + 1) * share) % rows
+    return tuple(tf.gather(part, order) for part in batch)
 
 
 class JaxStrategy:

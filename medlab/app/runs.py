@@ -23,6 +23,7 @@ from medlab.atomic import write_text_atomic
 PACKAGES = (
     "tensorflow",
     "keras",
+    "jax",  # recorded when installed (KERAS_BACKEND=jax)
     "numpy",
     "matplotlib",
     "scikit-image",

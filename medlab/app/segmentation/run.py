@@ -95,7 +95,8 @@ class SegmentationRun:
         if finished:
             return finished
         experiment = Experiment(name, p, split, folder, cache_dir)
-        print(f"\n=== experiment {name} -> {folder}")
+        where = f"{folder.name}, written by process 0" if self.scratch else folder
+        print(f"\n=== experiment {name} -> {where}")
         save_config(
             folder,
             {
@@ -104,6 +105,8 @@ class SegmentationRun:
                 "data_dir": self.pairs["data_dir"],
                 "cache_used": self.pairs["cache"],
                 "replicas": self.scaling.replicas,
+                "backend": self.scaling.backend,
+                "processes": self.scaling.processes,
             },
         )
         set_seed(p["seed"])
