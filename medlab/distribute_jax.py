@@ -17,8 +17,10 @@ global batch. After `fit` every variable gets a copy in each process (`to_this_p
 evaluating and saving need no other process.
 """
 
+import atexit
 import contextlib
 import os
+import sys
 
 import jax
 import keras
@@ -89,6 +91,9 @@ class JaxStrategy:
             except jax.errors.JaxRuntimeError as error:
                 if jax.process_count() == 1:
                     raise
+                # Runs before JAX's own exit handshake, which would wait for the lost process
+                # and then abort with a page of native logs.
+                atexit.register(exit_now, 2)
                 raise UserError(lost_process_message(error)) from None
 
     def describe(self):
@@ -166,12 +171,14 @@ def first_line(error):
     return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
 
 
+def exit_now(code):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def process_index():
     return jax.process_index()
-
-
-def process_count():
-    return jax.process_count()
 
 
 def to_this_process(model):

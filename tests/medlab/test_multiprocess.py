@@ -2,6 +2,7 @@
 collectives over 127.0.0.1), started as a user starts them on two machines: the same command with
 KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID."""
 
+import contextlib
 import json
 import os
 import socket
@@ -58,6 +59,18 @@ def start_pair(*args, crash_process_1=None):
     return processes
 
 
+@contextlib.contextmanager
+def stopped_at_the_end(processes):
+    """`processes`, each killed when the test ends before it does (a failed test leaves none)."""
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
 def finish(process, timeout=600):
     stdout, stderr = process.communicate(timeout=timeout)
     return process.returncode, stdout, stderr
@@ -72,7 +85,8 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(tmp_pat
     data = ["--data-dir", tmp_path / "X_ray", *TINY, "--epochs", "2"]
     pair = start_pair(*data, "--batch-size", "2", "--out", tmp_path / "two")
     single = start(*data, "--batch-size", "4", "--strategy", "default", "--out", tmp_path / "one")
-    (code0, out0, err0), (code1, out1, err1), (code, out, err) = map(finish, [*pair, single])
+    with stopped_at_the_end([*pair, single]) as processes:
+        (code0, out0, err0), (code1, out1, err1), (code, out, err) = map(finish, processes)
     assert code0 == 0 and code1 == 0 and code == 0, (err0 + err1 + err)[-3000:]
     assert "DataParallel over 2 device(s) of 2 process(es), this is process 0" in out0
     assert "global batch 4 = 2 per replica x 2" in out1
@@ -102,21 +116,23 @@ def test_a_killed_process_ends_its_peer_with_one_error_line_and_the_pair_resumes
     out = tmp_path / "out"
     args = ["--data-dir", tmp_path / "X_ray", *TINY, "--epochs", "2", "--batch-size", "2"]
     # Process 1 is killed during epoch 2, after process 0 committed epoch 1.
-    survivor, killed = start_pair(*args, "--out", out, crash_process_1="batch:3")
-    killed.communicate(timeout=600)
-    assert killed.returncode == -9
-    died = time.monotonic()
-    code, stdout, stderr = finish(survivor, timeout=LOST_PEER_TIMEOUT)  # no hang
-    print(f"process 0 ended {time.monotonic() - died:.0f} s after process 1 was killed")
+    with stopped_at_the_end(start_pair(*args, "--out", out, crash_process_1="batch:3")) as pair:
+        survivor, killed = pair
+        killed.communicate(timeout=600)
+        assert killed.returncode == -9
+        died = time.monotonic()
+        code, stdout, stderr = finish(survivor, timeout=LOST_PEER_TIMEOUT)  # no hang
+        print(f"process 0 ended {time.monotonic() - died:.0f} s after process 1 was killed")
     errors = [line for line in (stdout + stderr).splitlines() if line.startswith("error:")]
-    assert code == 2 and len(errors) == 1, stderr[-3000:]
+    assert code == 2 and len(errors) == 1, (stdout + stderr)[-3000:]
     assert "Traceback" not in stderr and "--resume" in errors[0]
     (summary,), (run,) = out.glob("*-summary"), out.glob("*-4a")
     state = read_state(run / "backup")  # raises on a damaged checkpoint
     assert state["epoch"] == 1 and not (run / "metrics.json").exists()
     unet.load_unet(run / "best.keras")
 
-    resumed = [finish(p) for p in start_pair("--resume", summary)]
+    with stopped_at_the_end(start_pair("--resume", summary)) as pair:
+        resumed = [finish(process) for process in pair]
     assert all(code == 0 for code, _, _ in resumed), "".join(err for _, _, err in resumed)[-3000:]
     assert all("resuming" in stdout for _, stdout, _ in resumed)
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
