@@ -71,7 +71,7 @@ def stopped_at_the_end(processes):
                 process.communicate()
 
 
-def finish(process, timeout=600):
+def finish(process, timeout=1500):
     stdout, stderr = process.communicate(timeout=timeout)
     return process.returncode, stdout, stderr
 
@@ -118,7 +118,7 @@ def test_a_killed_process_ends_its_peer_with_one_error_line_and_the_pair_resumes
     # Process 1 is killed during epoch 2, after process 0 committed epoch 1.
     with stopped_at_the_end(start_pair(*args, "--out", out, crash_process_1="batch:3")) as pair:
         survivor, killed = pair
-        killed.communicate(timeout=600)
+        killed.communicate(timeout=1500)
         assert killed.returncode == -9
         died = time.monotonic()
         code, stdout, stderr = finish(survivor, timeout=LOST_PEER_TIMEOUT)  # no hang
