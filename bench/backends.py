@@ -46,8 +46,8 @@ def synthetic_pairs(count, size):
     images, masks = [], []
     for i in range(count):
         image, mask = chest_xray(np.random.default_rng([1, i]), 256)
-        images.append(resize(image.astype(np.float32), (size, size))[..., None])
-        masks.append((resize(mask.astype(np.float32), (size, size)) >= 0.5)[..., None])
+        images.append(resize(image.astype(np.float32), (size, size)).reshape(size, size, 1))
+        masks.append((resize(mask.astype(np.float32), (size, size)) >= 0.5).reshape(size, size, 1))
     return np.stack(images), np.stack(masks).astype(np.float32)
 
 
