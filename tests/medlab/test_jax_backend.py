@@ -31,7 +31,7 @@ def test_a_unet_saved_under_either_backend_predicts_the_same_under_the_other(tmp
         env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT)),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "backend jax" in result.stdout
