@@ -88,8 +88,8 @@ class JaxStrategy:
         with self.distribution.scope() if self.distribution else contextlib.nullcontext():
             try:
                 yield
-            except jax.errors.JaxRuntimeError as error:
-                if jax.process_count() == 1:
+            except Exception as error:  # a lost process surfaces as a runtime error of any kind
+                if jax.process_count() == 1 or isinstance(error, UserError):
                     raise
                 # Runs before JAX's own exit handshake, which would wait for the lost process
                 # and then abort with a page of native logs.
@@ -168,7 +168,8 @@ def lost_process_message(error):
 
 
 def first_line(error):
-    return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
 
 
 def exit_now(code):

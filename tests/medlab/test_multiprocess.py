@@ -108,7 +108,7 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(tmp_pat
     )
     print(f"largest weight difference, two processes vs one: {difference:.2e}")
     assert difference < 1e-5
-    assert json.loads((two / "config.json").read_text())["processes"] == 2
+    assert json.loads((two / "config.json").read_text())["parameters"]["processes"] == 2
 
 
 def test_a_killed_process_ends_its_peer_with_one_error_line_and_the_pair_resumes(tmp_path):
