@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 
 ADDRESS, PROCESSES, PROCESS_ID = (
     "KERAS_DISTRIBUTION_JOB_ADDRESSES",

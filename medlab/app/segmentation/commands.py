@@ -13,12 +13,8 @@ from medlab.app.runs import (
     save_config,
     write_json,
 )
-from medlab.app.segmentation.setup import HELP
-from medlab.app.segmentation.summary import write_per_image
+from medlab.app.segmentation.parameters import DECLARED
 from medlab.images import decode, save_image, to_channels, to_unit_range
-from medlab.lazy import lazy_import
-
-unet = lazy_import("unet")
 
 
 def predict_command(argv, parameters):
@@ -30,13 +26,17 @@ def predict_command(argv, parameters):
     parser.add_argument("model", help="a model.keras written by an experiment")
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     parser.add_argument(
-        "--out", default=parameters["out"], help="folder for the new predict-* folder"
+        "--out",
+        default=parameters["out"],
+        help="folder for the new predict-* folder (default: %(default)s)",
     )
-    parser.add_argument("--postprocess", action="store_true", help=HELP["postprocess"])
+    parser.add_argument("--postprocess", action="store_true", help=DECLARED["postprocess"].help)
     args = parser.parse_args(argv)
     for path in args.images:  # all checked before any folder is made (decoded again below)
         decode(path)
     quiet_tensorflow()
+    import unet  # TensorFlow starts here, once the command line and the images are checked
+
     model = load_segmentation_model(args.model)
     out_dir = new_run_dir(args.out, "predict")
     for path in map(Path, args.images):
@@ -51,9 +51,8 @@ def predict_command(argv, parameters):
 
 def load_segmentation_model(path, compile=True):
     """A U-Net saved by an experiment, or a one-line `UserError` naming the file."""
-    # Keras finds the U-Net's losses and metrics only once unet.py has run and registered them;
-    # it is imported lazily, so run it now.
-    unet.LOSSES  # noqa: B018
+    import unet  # noqa: F401  registers the losses and metrics Keras needs to load the model
+
     model = load_keras_model(path, "main_segmentation.py", compile=compile)
     check_segmentation_model(model, path)
     return model
@@ -84,13 +83,18 @@ def evaluate_command(argv, parameters):
         "--batch-size",
         type=int,
         default=parameters["batch_size"],
-        help="images per prediction step",
+        help="images per prediction step (default: %(default)s)",
     )
     parser.add_argument(
-        "--out", default=parameters["out"], help="folder for the new evaluate-* folder"
+        "--out",
+        default=parameters["out"],
+        help="folder for the new evaluate-* folder (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     quiet_tensorflow()
+    import unet  # TensorFlow starts here, once the command line is checked
+    from medlab.app.segmentation.summary import write_per_image
+
     model = load_segmentation_model(args.model, compile=False)
     every = unet.load_every_pair(
         args.data_dir, model.input_shape[1], "auto", parameters["memory_budget_gb"]
