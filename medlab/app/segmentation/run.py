@@ -254,11 +254,15 @@ def print_scores(name, metrics, seconds, postprocess):
 
 def scratch_copy(out, resume, scratch):
     """The summary folder of a process that leaves the run's folders to process 0: a new one in
-    `scratch`, or a copy there of the folder being resumed (process 0 may change it meanwhile)."""
+    `scratch`, or a copy there of the run being resumed, the summary and every experiment's folder
+    next to it (process 0 may change them meanwhile)."""
     if not resume:
         return new_run_dir(scratch, "summary")
     source = summary_folder(out, resume)
-    return Path(shutil.copytree(source, scratch / source.name))
+    stamp = source.name.removesuffix("-summary")
+    for folder in source.parent.glob(f"{stamp}-*"):
+        shutil.copytree(folder, scratch / folder.name)
+    return scratch / source.name
 
 
 def data_splits(count, p):
