@@ -133,7 +133,8 @@ def train_experiments(argv):
             p, data, run.batch_size(experiment), experiment.cache_dir
         )
         steps = p["epochs"] * int(train_data.cardinality())
-        with run.scaling.scope():  # the model's variables on every replica of the strategy
+        # The model's variables on every replica of the strategy, and its data spread over them
+        with run.scaling.scope():
             model = unet.build_unet(
                 (p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"], p["batch_norm"]
             )
@@ -143,9 +144,14 @@ def train_experiments(argv):
                 unet.learning_rate(p["lr"], p["lr_schedule"], steps),
                 jit_compile=run.scaling.jit,
             )
-        seconds = unet.train(
-            model, train_data, val_data, p["epochs"], experiment.folder, run.callbacks(experiment)
-        )
+            seconds = unet.train(
+                model,
+                train_data,
+                val_data,
+                p["epochs"],
+                experiment.folder,
+                run.callbacks(experiment),
+            )
         scores, shown = unet.evaluate_batches(model, val_data, postprocess=p["postprocess"])
         run.save(experiment, model, val_data, seconds, scores, shown)
     run.finish()  # folds pooled, summary.md with every experiment and the comparisons

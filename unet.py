@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras import layers
 from scipy import ndimage
 
+from medlab import distribute
 from medlab.augment import augment_pair, augmented_batches
 from medlab.checkpoints import EpochCheckpoint
 from medlab.checks import check_pairs
@@ -531,6 +532,7 @@ def train(model, train_data, val_data, epochs, run_dir, callbacks=(), verbose=No
             )
         except tf.errors.OpError as error:
             raise user_error_from_pipeline(error) from None
+    distribute.to_this_process(model)  # evaluation and saving then need no other process
     return checkpoint.seconds()
 
 

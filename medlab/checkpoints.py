@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 
+from medlab import distribute
 from medlab.atomic import copy_atomic, replacing, write_json
 from medlab.errors import UserError
 from medlab.faults import crash_point
@@ -41,7 +42,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state = read_state(self.folder)
         if state is None:
             return 0
-        with model.distribute_strategy.scope():
+        with distribute.model_scope(model):
             # Built first, or Keras skips the saved Adam moments and the resumed run starts cold.
             model.optimizer.build(model.trainable_variables)
             model.load_weights(self.folder / state["weights"])

@@ -1,4 +1,5 @@
-"""Training beyond one CPU with TensorFlow's own tf.distribute strategies, mixed precision and XLA.
+"""Training beyond one device: data-parallel strategies, mixed precision and XLA, on TensorFlow
+(tf.distribute) or on JAX (Keras' distribution API, `medlab.distribute_jax`).
 
 A script calls `configure_scaling` once, before it builds any model or dataset, then builds and
 compiles its models inside `scaling.scope()` and batches its data with `scaling.global_batch(n)`,
@@ -14,10 +15,15 @@ CPU or on eight GPUs:
 Scripts declare `SCALING` with their other parameters (`medlab.parameters`), so each gets its
 flag, help and check from one place, and a typo fails before any data is read.
 
+The backend is Keras' (`KERAS_BACKEND`, TensorFlow by default). On JAX the same calls give a
+`keras.distribution.DataParallel`, also over several processes (`--strategy multiworker`), of
+which only process 0 writes the run's folders (`Scaling.writes`).
+
 TensorFlow and Keras are imported inside the functions that use them: the scripts import this
 module for its flags and checks, which must answer without starting TensorFlow.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -41,8 +47,9 @@ SCALING = {
     "strategy": Param(
         "auto",
         "auto (mirrored when several GPUs are visible, else default), default (one device), "
-        "mirrored (all local GPUs, or all logical CPUs) or multiworker (machines listed in "
-        "TF_CONFIG); BATCH_SIZE is per replica",
+        "mirrored (all local GPUs, or all logical CPUs) or multiworker (several processes or "
+        "machines, on the JAX backend: KERAS_BACKEND=jax and KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+        "_NUM_PROCESSES, _PROCESS_ID); BATCH_SIZE is per replica",
         "scaling",
         choices=STRATEGIES,
     ),
@@ -73,15 +80,63 @@ class Scaling:
     def global_batch(self, per_replica):
         return per_replica * self.replicas
 
+    @property
+    def backend(self):
+        """Keras' backend: tensorflow or jax."""
+        return "jax" if on_jax() else "tensorflow"
+
+    @property
+    def processes(self):
+        """Processes that train together (several only for multiworker on JAX)."""
+        return getattr(self.strategy, "processes", 1)
+
+    @property
+    def process_index(self):
+        return getattr(self.strategy, "process_index", 0)
+
+    @property
+    def writes(self):
+        """Whether this process writes the run's folders (process 0 of several, or the only one)."""
+        return self.process_index == 0
+
     def scope(self):
+        """Build, compile and train the models inside this scope."""
         return self.strategy.scope()
 
 
 def single_device():
     """One device (default strategy), no XLA: training as before this module (tests, helpers)."""
+    if on_jax():
+        from medlab.distribute_jax import JaxStrategy
+
+        return Scaling(JaxStrategy())
     import tensorflow as tf
 
     return Scaling(tf.distribute.get_strategy())
+
+
+def on_jax():
+    """Whether Keras runs on JAX (KERAS_BACKEND=jax) rather than on TensorFlow."""
+    import keras
+
+    return keras.backend.backend() == "jax"
+
+
+def to_this_process(model):
+    """After training over several processes, make `model` an ordinary model of this process
+    (see `medlab.distribute_jax.to_this_process`); otherwise nothing to do."""
+    if on_jax():
+        from medlab.distribute_jax import to_this_process as localise
+
+        localise(model)
+
+
+def model_scope(model):
+    """The scope in which `model`'s variables are assigned: its tf.distribute strategy's on
+    TensorFlow; on JAX every variable keeps the placement it was created with."""
+    if on_jax():
+        return contextlib.nullcontext()
+    return model.distribute_strategy.scope()
 
 
 def check_scaling(p):
@@ -102,10 +157,17 @@ def configure_scaling(strategy="auto", mixed_precision="off", jit=False, batch_s
 
 
 def make_strategy(name, batch_size=None):
-    """A tf.distribute strategy by name (see `SCALING`), announced with its replicas."""
+    """A strategy by name (see `SCALING`), announced with its replicas: tf.distribute's on
+    TensorFlow, Keras' distribution API on JAX (`medlab.distribute_jax`)."""
+    check_scaling({"strategy": name, "mixed_precision": "off"})
+    if on_jax():
+        from medlab.distribute_jax import jax_strategy
+
+        strategy = jax_strategy(name)
+        describe_strategy(name, strategy, batch_size)
+        return strategy
     import tensorflow as tf
 
-    check_scaling({"strategy": name, "mixed_precision": "off"})
     if name == "multiworker":
         check_tf_config(os.environ.get("TF_CONFIG"))
         check_keras_trains_on_several_workers(os.environ["TF_CONFIG"])
@@ -120,6 +182,10 @@ def make_strategy(name, batch_size=None):
 
 
 def gpu_count():
+    if on_jax():
+        import jax
+
+        return sum(device.platform == "gpu" for device in jax.local_devices())
     import tensorflow as tf
 
     return len(tf.config.list_physical_devices("GPU"))
@@ -137,7 +203,8 @@ def local_devices():
 
 def describe_strategy(name, strategy, batch_size=None):
     replicas = strategy.num_replicas_in_sync
-    line = f"strategy {name}: {type(strategy).__name__}, {replicas} replica(s)"
+    kind = strategy.describe() if hasattr(strategy, "describe") else type(strategy).__name__
+    line = f"strategy {name}: {kind}, {replicas} replica(s)"
     if batch_size is not None:
         line += f"; global batch {batch_size * replicas} = {batch_size} per replica x {replicas}"
     print(line)
@@ -147,7 +214,8 @@ def check_tf_config(text):
     """Raise a one-line `UserError` unless `text` is a usable multi-worker TF_CONFIG."""
     example = (
         'e.g. TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-        '"task": {"type": "worker", "index": 0}}\' (see docs/scaling.md)'
+        '"task": {"type": "worker", "index": 0}}\' (see docs/scaling.md; several machines train on '
+        "the JAX backend there)"
     )
     if not text:
         raise UserError(
@@ -192,8 +260,9 @@ def check_keras_trains_on_several_workers(tf_config, keras_version=None):
     if workers > 1 and version <= KERAS_MULTIWORKER_BROKEN_THROUGH:
         raise UserError(
             f"--strategy multiworker over {workers} workers fails in Keras "
-            f"{'.'.join(map(str, version))} fit() (keras-team/keras#20585); use --strategy "
-            "mirrored on one machine with several GPUs"
+            f"{'.'.join(map(str, version))} fit() (keras-team/keras#20585); train on the JAX "
+            "backend instead (KERAS_BACKEND=jax, see docs/scaling.md), or use --strategy mirrored "
+            "on one machine with several GPUs"
         )
 
 

@@ -23,6 +23,7 @@ from medlab.errors import UserError, first_line
 PACKAGES = (
     "tensorflow",
     "keras",
+    "jax",  # recorded when installed (KERAS_BACKEND=jax)
     "numpy",
     "matplotlib",
     "scikit-image",

@@ -7,6 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import ROOT
 
 import unet
@@ -80,7 +81,7 @@ TWO_MACHINES = json.dumps(
 
 def test_a_two_machine_tf_config_is_valid_but_refused_while_keras_cannot_train_on_it():
     distribute.check_tf_config(TWO_MACHINES)
-    with pytest.raises(UserError, match="fails in Keras 3.15 fit.*keras-team/keras#20585"):
+    with pytest.raises(UserError, match="fails in Keras 3.15 fit.*#20585.*KERAS_BACKEND=jax"):
         distribute.check_keras_trains_on_several_workers(TWO_MACHINES, "3.15.0")
     distribute.check_keras_trains_on_several_workers(
         TWO_MACHINES, "3.16.0"
@@ -140,3 +141,44 @@ def test_transfer_and_cam_take_the_same_flags_and_refuse_unknown_values():
         transfer_vgg16.check_parameters({**transfer_vgg16.PARAMETERS, "strategy": "tpu"})
     with pytest.raises(UserError, match="--mixed-precision fp8 is unknown"):
         cam_vgg16.check_parameters({**cam_vgg16.PARAMETERS, "mixed_precision": "fp8"})
+
+
+def test_each_process_takes_its_own_slice_of_every_global_batch():
+    from medlab.distribute_jax import process_slice
+
+    def rows(batch_rows, replicas, processes):
+        batch = (tf.range(batch_rows), tf.range(batch_rows) * 10)
+        slices = [process_slice(batch, replicas, processes, i) for i in range(processes)]
+        for images, masks in slices:
+            np.testing.assert_array_equal(masks, images * 10)  # images and masks stay paired
+        return [images.numpy().tolist() for images, _ in slices]
+
+    assert rows(8, 2, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert rows(8, 4, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # two devices per process
+    assert rows(6, 1, 1) == [[0, 1, 2, 3, 4, 5]]
+    # A last partial batch is topped up to whole rows per replica with its first pairs.
+    assert rows(3, 2, 2) == [[0, 1], [2, 0]]
+    assert rows(1, 2, 2) == [[0], [0]]
+
+
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}, "needs KERAS_DISTRIBUTION_JOB_ADDRESSES, "),
+        (
+            {
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES": "host1:1234",
+                "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+                "KERAS_DISTRIBUTION_PROCESS_ID": "2",
+            },
+            "the id must be a whole number from 0 to",
+        ),
+    ],
+)
+def test_an_incomplete_cluster_description_is_a_one_line_error(variables, message):
+    from medlab.distribute_jax import check_process_variables
+
+    with pytest.raises(UserError, match=message) as error:
+        check_process_variables(variables)
+    assert "\n" not in str(error.value)
+    check_process_variables({})  # nothing set: a cluster environment may say who takes part

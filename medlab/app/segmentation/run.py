@@ -4,12 +4,17 @@
 The pipeline gets the experiments to train from `SegmentationRun.open_folders()` as a plain list,
 asks `is_complete` (an earlier invocation finished it) and `make_folder` for each, hands each
 trained model to `save()`, and ends with `finish()`, which pools folds and writes the summary.
+
+In a multi-process run only process 0 writes the run's folders. The others train in a scratch
+folder of their own (a copy of the folder being resumed, if any), so that every process takes the
+same steps while training, checkpoints included: JAX gathers a value from every process then.
 """
 
 import csv
 import dataclasses
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +24,7 @@ from medlab import plots
 from medlab.app import tensorboard_logs
 from medlab.app.cli import parameter_rows
 from medlab.app.collapse import print_bold
-from medlab.app.runs import mark_complete, mark_incomplete, save_config, write_json
+from medlab.app.runs import mark_complete, mark_incomplete, new_run_dir, save_config, write_json
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.app.segmentation.setup import save_plan, summary_folder
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
@@ -51,13 +56,17 @@ class SegmentationRun:
         self.scaling, self.resume = scaling, resume
         self.first = next(iter(plan.values())).values
         self.experiments = []
+        self.scratch = None if scaling.writes else Path(tempfile.mkdtemp(prefix="medlab-"))
 
     def open_folders(self, pairs):
         """Make the summary folder (the pairs have proved good) and return the experiments to
         train, in order, as a plain list: each experiment, or each fold of it with --folds."""
         self.pairs = pairs
         self.splits = data_splits(len(pairs["names"]), self.first)
-        self.summary_dir = summary_folder(self.first["out"], self.resume)
+        if self.scratch:
+            self.summary_dir = scratch_copy(self.first["out"], self.resume, self.scratch)
+        else:
+            self.summary_dir = summary_folder(self.first["out"], self.resume)
         self.stamp = self.summary_dir.name.removesuffix("-summary")
         save_plan(self.summary_dir, self.plan)
         disk = pairs["cache"] == "disk"
@@ -106,7 +115,8 @@ class SegmentationRun:
         mark_incomplete(experiment.folder)
         if experiment.cache_dir is not None and experiment.fold:
             fresh_folder(experiment.cache_dir)
-        print(f"\n=== experiment {experiment.name} -> {experiment.folder}")
+        where = f"{experiment.folder.name}, written by process 0" if self.scratch else None
+        print(f"\n=== experiment {experiment.name} -> {where or experiment.folder}")
         save_config(
             experiment.folder,
             {
@@ -115,6 +125,8 @@ class SegmentationRun:
                 "data_dir": self.pairs["data_dir"],
                 "cache_used": self.pairs["cache"],
                 "replicas": self.scaling.replicas,
+                "backend": self.scaling.backend,
+                "processes": self.scaling.processes,
             },
         )
 
@@ -149,6 +161,8 @@ class SegmentationRun:
                 postprocess, the raw masks) as well.
             seconds, scores, shown: from `unet.train` and `unet.evaluate_batches`.
         """
+        if self.scratch:
+            return  # process 0 of the run saves and reports; experiment.result stays None
         name, p, folder = experiment.name, experiment.parameters, experiment.folder
         val_names = [self.pairs["names"][i] for i in experiment.split[1]]
         save_model_atomic(model, folder / "model.keras")
@@ -205,6 +219,13 @@ class SegmentationRun:
     def finish(self):
         """Each cross-validated experiment's folds pooled, then the summary of every experiment,
         its parameter table and the comparisons; the run is then complete."""
+        if self.scratch:
+            shutil.rmtree(self.scratch)
+            print(
+                f"\nprocess {self.scaling.process_index} of {self.scaling.processes}: training "
+                "done; process 0 writes the results and the summary"
+            )
+            return
         runs = {}
         for name, resolved in self.plan.items():
             entries = [e for e in self.experiments if e.experiment == name]
@@ -245,6 +266,19 @@ def print_scores(name, metrics, seconds, postprocess):
             f"{name}: without --postprocess: Dice {raw['val_dice']:.3f}, "
             f"HD95 {raw['val_hd95']:.1f} px"
         )
+
+
+def scratch_copy(out, resume, scratch):
+    """The summary folder of a process that leaves the run's folders to process 0: a new one in
+    `scratch`, or a copy there of the run being resumed, the summary and every experiment's folder
+    next to it (process 0 may change them meanwhile)."""
+    if not resume:
+        return new_run_dir(scratch, "summary")
+    source = summary_folder(out, resume)
+    stamp = source.name.removesuffix("-summary")
+    for folder in source.parent.glob(f"{stamp}-*"):
+        shutil.copytree(folder, scratch / folder.name)
+    return scratch / source.name
 
 
 def data_splits(count, p):
