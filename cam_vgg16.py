@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app import runs
+from medlab.app import runs, sidecars
+from medlab.app.checks import check_output_folder
 from medlab.app.cli import (
     Parser,
     add_parameter_flags,
@@ -35,6 +36,7 @@ from medlab.app.cli import (
 )
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
+from medlab.app.outputs import write_output_names
 from medlab.app.report import Report
 from medlab.app.runs import UserError
 from medlab.atomic import save_model_atomic
@@ -243,6 +245,7 @@ def run_training(argv):
         split.train_labels,
     )
     save_model_atomic(model, run_dir / "model.keras")
+    write_model_settings(run_dir / "model.keras", params, split.class_names)
     curves = {"VGG16": plots.read_history(run_dir / "history.csv")}
     plots.plot_curves(curves, run_dir / "curves.png", metrics=("loss", "accuracy"))
 
@@ -272,18 +275,19 @@ def run_explain(argv):
     args = explain_parser().parse_args(argv)
     for image_path in args.images:
         decode(image_path)  # every image is checked before any folder is made
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UserError(f"--out {args.out} is a file; pass a folder (it is created if missing)")
-    runs.check_model_file(args.model, "cam_vgg16.py or another Keras script")
+    check_output_folder(args.out or PARAMETERS["out"], "--out")
+    made_by = "cam_vgg16.py or another Keras script"
+    runs.check_model_file(args.model, made_by)
     quiet_tensorflow()  # only now: a mistyped path above answers without starting TensorFlow
-    model = runs.load_keras_model(args.model, "cam_vgg16.py or another Keras script", compile=False)
+    model, settings = sidecars.load_model_and_settings(args.model, made_by, compile=False)
+    scale = sidecars.setting(settings, "input_scale", "--scale", args.scale, 1.0)
     explainer = gradcam.GradCAM(model, args.layer)
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[3] not in (1, 3) or shape[1] is None:
         raise UserError(
             f"model {args.model} does not take fixed-size images (input {tuple(shape)})"
         )
-    names = class_names_for(args.model, explainer.n_classes)
+    names = class_names_for(args.model, explainer.n_classes, settings)
     if args.target_class is not None and not 0 <= args.target_class < explainer.n_classes:
         raise UserError(
             f"--class {args.target_class}: model {args.model} has {explainer.n_classes} classes; "
@@ -291,14 +295,13 @@ def run_explain(argv):
         )
     out = Path(args.out) if args.out else runs.new_run_dir(PARAMETERS["out"], "explain")
     out.mkdir(parents=True, exist_ok=True)
-    for image_path in args.images:
+    names_out = write_output_names(out, args.images, ("_cam.png",))
+    for image_path, name in zip(args.images, names_out):
         model_input = load_image(image_path, (shape[1], shape[2]), shape[3])
-        maps, probabilities, explained = explainer(
-            model_input[None] * args.scale, args.target_class
-        )
+        maps, probabilities, explained = explainer(model_input[None] * scale, args.target_class)
         original = to_channels(to_unit_range(decode(image_path)), 3)  # shown at its own size
         cam_map = gradcam.upsample(maps[0], original.shape[:2])
-        target = out / f"{Path(image_path).stem}_cam.png"
+        target = out / f"{name}_cam.png"
         save_image(target, gradcam.overlay(original, cam_map))
         predicted = int(probabilities[0].argmax())
         print(
@@ -344,9 +347,10 @@ def explain_parser():
     parser.add_argument(
         "--scale",
         type=float,
-        default=1.0,
-        help="multiply the [0, 1] pixels by this before the model: 255 for models "
-        "that take 0-255 images, e.g. transfer_vgg16.py's full model (default: 1)",
+        default=None,
+        help="multiply the [0, 1] pixels by this before the model: 255 for models that take "
+        "0-255 images (default: the model's sidecar .json, e.g. 255 for transfer_vgg16.py's "
+        "full model, else 1)",
     )
     return parser
 
@@ -384,6 +388,19 @@ def check_parameters(params):
     check_scaling(params)
     if params["target_class"] is not None and params["target_class"] not in (0, 1):
         raise UserError(f"--class {params['target_class']} must be 0 or 1 (two classes)")
+
+
+def write_model_settings(model_path, params, class_names):
+    """The sidecar that explain and transfer_vgg16.py predict read (`medlab.app.sidecars`)."""
+    sidecars.write_sidecar(
+        model_path,
+        input_size=params["size"],
+        channels=params["channels"],
+        input_scale=1.0,
+        class_names=class_names,
+        positive_class=class_names[positive_label(class_names)],
+        made_by="cam_vgg16.py",
+    )
 
 
 def run_config(params, folder, demo, class_names, preset):
@@ -459,8 +476,11 @@ def marker_labels(paths, class_names):
     return np.array([class_names.index(name) for name in found])
 
 
-def class_names_for(model_path, n_classes):
-    """Class names from the run's config.json next to the model, else class0, class1, ..."""
+def class_names_for(model_path, n_classes, settings=None):
+    """Class names from the model's sidecar, else the run's config.json next to the model, else
+    class0, class1, ..."""
+    if settings is not None and len(settings["class_names"]) == n_classes:
+        return settings["class_names"]
     config = Path(model_path).with_name("config.json")
     try:
         names = json.loads(config.read_text())["parameters"]["class_names"]

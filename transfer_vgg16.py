@@ -11,14 +11,13 @@ validation images with bootstrap confidence intervals, so the comparison says wh
 difference is larger than the noise. Edit the parameters below or override any with a flag.
 """
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app import runs
+from medlab.app import runs, sidecars
 from medlab.app.checks import check_writable_folder
 from medlab.app.cli import (
     Parser,
@@ -207,7 +206,7 @@ def train_command(argv):
     log_hparams(run_dir, p, metrics)
     write_predictions(run_dir, trained, data["paths"], data["labels"], split.class_names)
     write_figures(run_dir, trained, truth, scores, metrics, split.class_names, positive)
-    save_models(run_dir, kept, backbone, p, split.class_names)
+    save_models(run_dir, kept, backbone, p, split.class_names, positive)
     write_summary(run_dir, metrics, p, facts)
     print(f"\n{metrics['difference']['verdict']}")
     for line in not_learnt_lines(metrics):
@@ -748,44 +747,37 @@ def write_figures(run_dir, runs, truth, scores, metrics, class_names, positive):
     )
 
 
-def save_models(run_dir, kept, backbone, p, class_names):
-    """The exported transfer model, the head and the scratch model, each with a small info file."""
+def save_models(run_dir, kept, backbone, p, class_names, positive):
+    """The exported transfer model, the head and the scratch model; the two that classify images
+    get a sidecar with the settings predict needs (`medlab.app.sidecars`)."""
     full = transfer.export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
     models = {
-        "transfer_vgg16": (full, 255.0, 3),
-        "transfer_head": (kept["head"], None, None),
-        "scratch_vgg16": (kept["scratch"], 1.0, p["scratch_channels"]),
+        "transfer_vgg16": (full, 255.0, 3, p["image_size"]),
+        "transfer_head": (kept["head"], None, None, None),
+        "scratch_vgg16": (kept["scratch"], 1.0, p["scratch_channels"], p["scratch_size"]),
     }
-    for name, (model, scale, channels) in models.items():
+    for name, (model, scale, channels, size) in models.items():
         save_model_atomic(model, run_dir / f"{name}.keras")
         if scale is not None:
-            runs.write_json(
-                run_dir / f"{name}.json",
-                {
-                    "class_names": class_names,
-                    "input_scale": scale,
-                    "channels": channels,
-                    "positive_output": class_names[1],
-                },
+            sidecars.write_sidecar(
+                run_dir / f"{name}.keras",
+                input_size=size,
+                channels=channels,
+                input_scale=scale,
+                class_names=class_names,
+                positive_class=class_names[positive],
+                made_by="transfer_vgg16.py",
             )
 
 
 def load_saved_model(path):
-    info_path = path.with_suffix(".json")
-    if path.is_file() and not info_path.is_file():
+    """A model that classifies images and its sidecar (required: it holds the class names)."""
+    if Path(path).is_file() and not sidecars.sidecar_path(path).is_file():
         raise UserError(
-            f"{info_path} is missing; predict needs the class names a run writes next "
-            "to transfer_vgg16.keras and scratch_vgg16.keras"
+            f"{sidecars.sidecar_path(path)} is missing; predict needs the class names a run "
+            "writes next to transfer_vgg16.keras and scratch_vgg16.keras"
         )
-    if not path.is_file():
-        return runs.load_keras_model(path, "transfer_vgg16.py")  # its one line: does not exist
-    try:
-        info = json.loads(info_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(
-            f"{info_path} is damaged ({error}); rerun transfer_vgg16.py to write it again"
-        ) from None
-    return runs.load_keras_model(path, "transfer_vgg16.py"), info
+    return sidecars.load_model_and_settings(path, "transfer_vgg16.py")
 
 
 # ----------------------------------------------------------------------------- summary.md

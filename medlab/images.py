@@ -70,7 +70,8 @@ def check_file(path):
 
 
 def check_plausible(path, image):
-    """Refuse a decoded image that cannot be an X-ray or photo (too small, fully transparent)."""
+    """Refuse a decoded image that cannot be an X-ray or photo (too small, fully transparent, NaN
+    or infinite pixels); warn once about a float image far outside [0, 1] (it would be clipped)."""
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise UserError(
@@ -82,7 +83,31 @@ def check_plausible(path, image):
             f"image {path} is fully transparent (alpha 0 everywhere), so it shows nothing; "
             "save it without transparency or remove it"
         )
+    if image.dtype.kind == "f":
+        check_float_range(path, image)
     return image
+
+
+# A float image is expected in [0, 1]; beyond this margin its values are clipped to black or white.
+FLOAT_MARGIN = 0.01
+_warned_range = set()
+
+
+def check_float_range(path, image):
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    if bad:
+        raise UserError(
+            f"image {path} has {bad} pixel(s) that are not numbers (NaN or infinite); re-export "
+            "it without them or remove it"
+        )
+    low, high = float(image.min()), float(image.max())
+    if (low < -FLOAT_MARGIN or high > 1 + FLOAT_MARGIN) and str(path) not in _warned_range:
+        _warned_range.add(str(path))  # once per file, although loaders decode it again
+        print(
+            f"warning: float image {path} has values from {low:g} to {high:g}, outside [0, 1]; "
+            "they are clipped (above 1 turns white), so rescale it to [0, 1] or save it as "
+            "8- or 16-bit"
+        )
 
 
 def unreadable(path):

@@ -1,6 +1,7 @@
 """The input gate: every file checked before any output folder is made, and warnings for data that
 decodes but looks wrong (masks of another size, no lung anywhere, blank images)."""
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -75,3 +76,18 @@ def check_writable_folder(folder, flag):
             f"{flag} {folder} is not a writable folder ({error.strerror or error}); "
             f"pass {flag} with a folder you can write to"
         ) from None
+
+
+def check_output_folder(folder, flag):
+    """Refuse, without creating anything, a `folder` that cannot be made or written to: a file, a
+    path under a file, a folder without write permission."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"is under {existing}, which is a file"
+        raise UserError(f"{flag} {folder} {where}; pass a folder (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{flag} {folder}: {existing} is not writable (permission denied); pass {flag} with "
+            "a folder you can write to"
+        )

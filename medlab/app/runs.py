@@ -102,6 +102,21 @@ def new_run_dir(root, name):
     raise UserError(f"too many runs named {name} in {root} this second; try again")
 
 
+def check_saved_parameters(saved, defaults, path):
+    """Refuse saved parameters (a resumed run's plan or config) that a hand edit broke: each must
+    have the type of its default (an int may stand for a float; a None default takes anything)."""
+    for name, default in defaults.items():
+        value = saved.get(name)
+        if default is None or name not in saved:
+            continue
+        kinds = (int, float) if type(default) is float else (type(default),)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kinds):
+            raise UserError(
+                f"{path} is damaged: {name!r} is {value!r}, not a {type(default).__name__} like "
+                f"{default!r}; restore the file, or start a new run"
+            )
+
+
 def package_versions():
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -169,6 +184,13 @@ def check_model_file(path, made_by):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:  # zipfile would call an unreadable file damaged
+        raise UserError(
+            f"cannot read model {path}: {error.strerror or error}; make it readable (chmod +r)"
+        ) from None
     if not zipfile.is_zipfile(path):  # Keras would call a damaged file "File not found"
         raise UserError(
             f"cannot load model {path}: the file is damaged or not a .keras file (not a zip "

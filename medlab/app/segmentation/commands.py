@@ -1,13 +1,14 @@
 """`main_segmentation.py predict` and `evaluate`: a saved U-Net segments new images, or is scored
 on a folder of pairs. Every input is checked before an output folder is made."""
 
+from argparse import BooleanOptionalAction
 from pathlib import Path
 
 from medlab import quiet_tensorflow
 from medlab.app.cli import Parser
+from medlab.app.outputs import write_output_names
 from medlab.app.runs import (
     UserError,
-    load_keras_model,
     mark_complete,
     new_run_dir,
     save_config,
@@ -15,6 +16,7 @@ from medlab.app.runs import (
 )
 from medlab.app.segmentation.setup import HELP
 from medlab.app.segmentation.summary import write_per_image
+from medlab.app.sidecars import load_model_and_settings
 from medlab.images import decode, save_image, to_channels, to_unit_range
 from medlab.lazy import lazy_import
 
@@ -32,31 +34,41 @@ def predict_command(argv, parameters):
     parser.add_argument(
         "--out", default=parameters["out"], help="folder for the new predict-* folder"
     )
-    parser.add_argument("--postprocess", action="store_true", help=HELP["postprocess"])
+    parser.add_argument(
+        "--postprocess",
+        action=BooleanOptionalAction,
+        default=None,
+        help=f"{HELP['postprocess']} (default: as in the experiment, from the model's .json)",
+    )
     args = parser.parse_args(argv)
     for path in args.images:  # all checked before any folder is made (decoded again below)
         decode(path)
     quiet_tensorflow()
-    model = load_segmentation_model(args.model)
+    model, settings = load_segmentation_model(args.model, with_settings=True)
+    # Not a property of the model's input, so the flag may override what the experiment used.
+    postprocess = (settings or {}).get("postprocess", False)
+    postprocess = postprocess if args.postprocess is None else args.postprocess
     out_dir = new_run_dir(args.out, "predict")
-    for path in map(Path, args.images):
+    names = write_output_names(out_dir, args.images, ("_mask.png", "_overlay.png"))
+    for path, name in zip(map(Path, args.images), names):
         original = to_channels(to_unit_range(decode(path)), 1)
-        mask = unet.predict_full_size(model, original, args.postprocess)
-        save_image(out_dir / f"{path.stem}_mask.png", mask)
-        save_image(out_dir / f"{path.stem}_overlay.png", unet.overlay_mask(original, mask))
+        mask = unet.predict_full_size(model, original, postprocess)
+        save_image(out_dir / f"{name}_mask.png", mask)
+        save_image(out_dir / f"{name}_overlay.png", unet.overlay_mask(original, mask))
         print(f"{path}: lung area {mask.mean():.1%} of the image")
     mark_complete(out_dir)
     print(f"masks and overlays: {out_dir}")
 
 
-def load_segmentation_model(path, compile=True):
-    """A U-Net saved by an experiment, or a one-line `UserError` naming the file."""
+def load_segmentation_model(path, compile=True, with_settings=False):
+    """A U-Net saved by an experiment (and its sidecar's settings, None for a model without one),
+    or a one-line `UserError` naming the file."""
     # Keras finds the U-Net's losses and metrics only once unet.py has run and registered them;
     # it is imported lazily, so run it now.
     unet.LOSSES  # noqa: B018
-    model = load_keras_model(path, "main_segmentation.py", compile=compile)
+    model, settings = load_model_and_settings(path, "main_segmentation.py", compile=compile)
     check_segmentation_model(model, path)
-    return model
+    return (model, settings) if with_settings else model
 
 
 def check_segmentation_model(model, path):

@@ -25,6 +25,7 @@ from medlab.app.runs import (
     write_json,
 )
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
+from medlab.app.sidecars import write_sidecar
 from medlab.atomic import save_model_atomic
 from medlab.lazy import lazy_import
 
@@ -134,6 +135,17 @@ class SegmentationRun:
         name, p, folder = experiment.name, experiment.parameters, experiment.folder
         val_names = [self.pairs["names"][i] for i in experiment.split[1]]
         save_model_atomic(model, folder / "model.keras")
+        for saved in ("model.keras", "best.keras"):
+            write_sidecar(
+                folder / saved,
+                input_size=p["size"],
+                channels=1,
+                input_scale=1.0,
+                class_names=["background", "lung"],
+                positive_class="lung",
+                postprocess=p["postprocess"],
+                made_by="main_segmentation.py",
+            )
         metrics, history = self.metrics(experiment, model, val_data, seconds, scores)
         if metrics["collapsed"]:
             message = collapse_message(

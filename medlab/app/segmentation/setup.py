@@ -6,7 +6,7 @@ import json
 from medlab import quiet_tensorflow
 from medlab.app.cli import Parser, add_parameter_flags, check_range, resolve_parameters, typed_flags
 from medlab.app.data import locate_data
-from medlab.app.runs import UserError
+from medlab.app.runs import UserError, check_saved_parameters
 from medlab.app.segmentation.run import SegmentationRun, summary_folder
 from medlab.comparisons import check_names, parse_compare
 from medlab.distribute import SCALING_HELP, check_scaling, configure_scaling
@@ -142,7 +142,7 @@ def synthetic_xrays(count, seed):
 
 def choose_experiments(names, experiments, default=None):
     """The experiments named in `names` (comma-separated), or `default` (all when None)."""
-    if not names:
+    if names is None:
         return list(default or experiments)
     chosen = [name.strip() for name in names.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in experiments]
@@ -160,7 +160,7 @@ def choose_experiments(names, experiments, default=None):
 def resume_plan(args, flags, parameters):
     """The saved plan of the summary folder being resumed; flags cannot change it midway."""
     given = [f"--{name.replace('_', '-')}" for name in flags] + (
-        ["--experiments"] if args.experiments else []
+        ["--experiments"] if args.experiments is not None else []
     )
     if given:
         raise UserError(
@@ -179,6 +179,8 @@ def resume_plan(args, flags, parameters):
             f"{path} is damaged ({error}); start a new run, or restore the file "
             "(it lists each experiment's parameters)"
         ) from None
+    for p in plan.values():
+        check_saved_parameters(p, parameters, path)
     return {name: {**ADDED_PARAMETERS, **p} for name, p in plan.items()}
 
 
