@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app import runs, sidecars
+from medlab.app import resume, runs, sidecars
 from medlab.app.checks import check_output_folder
 from medlab.app.cli import (
     Parser,
@@ -223,8 +223,16 @@ def run_training(argv):
     Grad-CAM, check that the maps mean something, and report (results/cam/<time>-<set>/)."""
     args = train_parser().parse_args(argv)
     typed = typed_flags(args, PARAMETERS)
-    folder, demo = locate_task_data(typed, args.preset)
-    params = run_parameters(typed, demo, args.preset)
+    if args.resume:  # the run's own settings and data
+        params, saved = resume.saved_run(args.resume, typed, args.preset, PARAMETERS)
+        folder, demo, args.preset = (
+            Path(saved["data_folder"]),
+            saved["demo_settings"],
+            saved["preset"],
+        )
+    else:
+        folder, demo = locate_task_data(typed, args.preset)
+        params = run_parameters(typed, demo, args.preset)
     split = load_class_split(folder, seed=params["seed"])  # checks the folders before TF starts
     print(split.describe())
     quiet_tensorflow()
@@ -233,8 +241,10 @@ def run_training(argv):
 
     # Build (a bad --layer fails here, before any run folder exists), train and save.
     model, explainer, global_batch = build(params, len(train_images))
-    run_dir = runs.new_run_dir(params["out"], folder.name.lower())
-    runs.save_config(run_dir, run_config(params, folder, demo, split.class_names, args.preset))
+    config = run_config(params, folder, demo, split.class_names, args.preset)
+    run_dir = resume.open_run(
+        args.resume, params["out"], folder.name.lower(), "cam_vgg16.py", config
+    )
     batches = {**params, "batch_size": global_batch}
     cam.train(
         model,
@@ -264,7 +274,7 @@ def run_training(argv):
     tensorboard_logs.write_hparams(log_dir, params, metrics, run_dir.name)
     write_summary(run_dir, params, metrics, sanity, data_note(folder, demo))
     print_outcome(metrics)
-    runs.mark_complete(run_dir)
+    resume.finish(run_dir)
     print(f"results in {run_dir} (summary.md)")
     cam.release_models()
     return run_dir
@@ -320,7 +330,7 @@ def train_parser():
     add_parameter_flags(
         parser, PARAMETERS, HELP, choices=CHOICES, flag_names=FLAG_NAMES, types=FLAG_TYPES
     )
-    return add_preset_flag(parser, PRESETS, PRESET_HELP)
+    return resume.add_resume_flag(add_preset_flag(parser, PRESETS, PRESET_HELP))
 
 
 def explain_parser():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app import runs, sidecars
+from medlab.app import resume, runs, sidecars
 from medlab.app.checks import check_writable_folder
 from medlab.app.cli import (
     Parser,
@@ -171,9 +171,13 @@ def train_command(argv):
     args = parse_train_flags(argv)
     typed = typed_flags(args, PARAMETERS)
     # 1. Locate and split the data (the synthetic demo set, with its settings, when there is none).
-    data_dir, demo = find_data(typed, args.preset)
-    p = resolve_parameters(PARAMETERS, typed, demo, PRESETS.get(args.preset))
-    p["preset"] = args.preset
+    if args.resume:  # the run's own settings and data
+        p, saved = resume.saved_run(args.resume, typed, args.preset, PARAMETERS)
+        data_dir, demo, p["preset"] = Path(saved["data_dir"]), saved["synthetic"], saved["preset"]
+    else:
+        data_dir, demo = find_data(typed, args.preset)
+        p = resolve_parameters(PARAMETERS, typed, demo, PRESETS.get(args.preset))
+        p["preset"] = args.preset
     check_parameters(p)
     check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction, not after
     split = load_class_split(data_dir, p["val_fraction"], p["seed"])
@@ -189,7 +193,7 @@ def train_command(argv):
     backbone = load_backbone(p)
     data = prepare_data(split, backbone, p)  # before the run folder: a corrupt image stops here
     facts = run_facts(data_dir, bool(demo), split, positive, data, p)
-    run_dir = start_run(p, facts)
+    run_dir = start_run(p, facts, args.resume)
     configure_precision(p["mixed_precision"])
     # 3. Train the head and the from-scratch model on every (seed, fold).
     trained, kept = run_evaluations(data, p, run_dir, scaling)
@@ -211,7 +215,7 @@ def train_command(argv):
     print(f"\n{metrics['difference']['verdict']}")
     for line in not_learnt_lines(metrics):
         print_bold(line.strip("*"))
-    runs.mark_complete(run_dir)
+    resume.finish(run_dir)
     print(f"summary: {run_dir / 'summary.md'}")
     return run_dir
 
@@ -260,7 +264,7 @@ def parse_train_flags(argv):
         "Use 'transfer_vgg16.py predict MODEL IMAGE...' to classify images."
     )
     add_parameter_flags(parser, PARAMETERS, HELP, choices=CHOICES)
-    add_preset_flag(parser, PRESETS, PRESET_HELP)
+    resume.add_resume_flag(add_preset_flag(parser, PRESETS, PRESET_HELP))
     return parser.parse_args(argv)
 
 
@@ -426,20 +430,18 @@ def run_facts(data_dir, synthetic, split, positive, data, p):
     }
 
 
-def start_run(p, facts):
-    """A new run folder with the run's config.json."""
-    run_dir = runs.new_run_dir(p["out"], facts["data_name"].lower())
+def start_run(p, facts, resumed=None):
+    """A new run folder with the run's config.json (or the `resumed` one, reopened)."""
+    config = {
+        **p,
+        "data_dir": str(facts["data_dir"]),
+        "synthetic": facts["synthetic"],
+        "class_names": facts["class_names"],
+        "positive_class": facts["positive_name"],
+    }
+    name = facts["data_name"].lower()
+    run_dir = resume.open_run(resumed, p["out"], name, "transfer_vgg16.py", config)
     print(f"writing results to {run_dir}")
-    runs.save_config(
-        run_dir,
-        {
-            **p,
-            "data_dir": str(facts["data_dir"]),
-            "synthetic": facts["synthetic"],
-            "class_names": facts["class_names"],
-            "positive_class": facts["positive_name"],
-        },
-    )
     return run_dir
 
 
@@ -461,6 +463,7 @@ def run_evaluations(data, p, run_dir, scaling):
                 train,
                 val,
                 p,
+                seed,
                 run_dir / f"history_transfer{tag}.csv",
                 scaling,
             )
@@ -490,7 +493,7 @@ def run_evaluations(data, p, run_dir, scaling):
     return trained, kept
 
 
-def train_transfer(features, labels, train, val, p, csv_path, scaling):
+def train_transfer(features, labels, train, val, p, seed, csv_path, scaling):
     """A fresh head trained on cached features; returns it with validation scores and seconds."""
     with scaling.scope():
         head = training.compile_classifier(
@@ -498,13 +501,16 @@ def train_transfer(features, labels, train, val, p, csv_path, scaling):
             p["lr"],
             jit_compile=scaling.jit,
         )
+    batch_size = scaling.global_batch(p["batch_size"])
+    targets = training.targets_for(head, labels)
     seconds = training.fit_logged(
         head,
-        (features[train], labels[train, None]),
-        (features[val], labels[val, None]),
+        training.image_dataset(
+            features[train], targets[train], batch_size, shuffle=True, seed=seed
+        ),
+        training.image_dataset(features[val], targets[val], batch_size),
         p["epochs"],
         csv_path,
-        scaling.global_batch(p["batch_size"]),
         class_weight=training.class_weights(labels[train], p["class_weight"]),
     )
     return head, training.class_one_scores(head, features[val]), seconds
@@ -529,6 +535,7 @@ def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
         scratch_epochs(p),
         csv_path,
         class_weight=training.class_weights(labels[train], p["class_weight"]),
+        lr_flag="--scratch-lr",
     )
     return model, training.class_one_scores(model, images[val]), seconds
 

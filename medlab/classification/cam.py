@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
+from medlab.checkpoints import EpochCheckpoint, fit_resumable
 from medlab.classification.gradcam import (
     as_rgb,
     class_map_correlation,
@@ -84,19 +85,17 @@ def validation_dataset(images, labels, params):
 
 
 def train(model, train_data, val_data, params, run_dir, labels):
-    """Fit for `params["epochs"]` epochs, logging each to run_dir/history.csv and TensorBoard."""
-    # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-    model.fit(
+    """Fit for `params["epochs"]` epochs, committing each to run_dir/backup (resumable after a
+    kill, `medlab.checkpoints`) and logging it to run_dir/history.csv and TensorBoard."""
+    fit_resumable(
+        model,
         train_data,
-        validation_data=val_data,
-        epochs=params["epochs"],
-        verbose=2,
-        shuffle=False,
+        val_data,
+        params["epochs"],
+        EpochCheckpoint(run_dir, monitor=None),
+        [epoch_logger(log_dir_for(run_dir))],
         class_weight=class_weights(labels, params["class_weight"]),
-        callbacks=[
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-            epoch_logger(log_dir_for(run_dir)),
-        ],
+        verbose=2,
     )
 
 

@@ -5,8 +5,6 @@ sigmoid unit (probability of class 1) or in a softmax over two classes; the help
 both, so every script scores its models the same way.
 """
 
-import sys
-import time
 from pathlib import Path
 
 import keras
@@ -16,6 +14,7 @@ import tensorflow as tf
 from medlab.app.runs import UserError
 from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
 from medlab.augment import augmented_batches, random_affine, random_colour
+from medlab.checkpoints import EpochCheckpoint, fit_resumable
 
 # Retracing notices (each new model or last partial batch) are noise to the scripts' users.
 tf.get_logger().setLevel("ERROR")
@@ -82,37 +81,28 @@ def class_weights(labels, mode):
     return {label: float(counts.sum() / (2 * n)) for label, n in enumerate(counts) if n}
 
 
-def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None, class_weight=None):
-    """Fit for exactly `epochs` epochs, logging every epoch to `csv_path` and to TensorBoard (a
-    folder named after the CSV file, see `tensorboard_model_dir`); returns seconds taken.
+def fit_logged(model, train_data, val_data, epochs, csv_path, class_weight=None, lr_flag="--lr"):
+    """Fit for exactly `epochs` epochs, committing every epoch (`medlab.checkpoints`: a run killed
+    at any moment resumes from its last complete epoch) and logging it to `csv_path` and to
+    TensorBoard (a folder named after the CSV file, see `tensorboard_model_dir`); returns the
+    training seconds.
 
-    `train_data`/`val_data` are `tf.data` pipelines or (inputs, targets) array pairs. The final
-    model is what the caller evaluates: picking the best validation epoch would make the
-    validation score optimistic.
+    `train_data`/`val_data` are `tf.data` pipelines (see `image_dataset`), the training one
+    reshuffling itself every pass. The final model is what the caller evaluates: picking the best
+    validation epoch would make the validation score optimistic. A NaN loss stops training with
+    a `UserError` that names `lr_flag`.
     """
-    start = time.perf_counter()
-    # Arrays are shuffled by Keras; a tf.data pipeline shuffles itself (see `image_dataset`).
-    options = (
-        {"batch_size": batch_size, "shuffle": True}
-        if isinstance(train_data, tuple)
-        else {"shuffle": False}
-    )
-    inputs = train_data if not isinstance(train_data, tuple) else train_data[0]
-    targets = None if not isinstance(train_data, tuple) else train_data[1]
-    model.fit(
-        inputs,
-        targets,
-        validation_data=val_data,
-        epochs=epochs,
-        callbacks=[
-            keras.callbacks.CSVLogger(str(csv_path)),
-            epoch_logger(tensorboard_model_dir(csv_path)),
-        ],
+    csv_path = Path(csv_path)
+    name = csv_path.stem.removeprefix("history_")
+    return fit_resumable(
+        model,
+        train_data,
+        val_data,
+        epochs,
+        EpochCheckpoint(csv_path.parent, monitor=None, name=name, lr_flag=lr_flag),
+        [epoch_logger(tensorboard_model_dir(csv_path))],
         class_weight=class_weight,
-        verbose=1 if sys.stdout.isatty() else 2,
-        **options,
     )
-    return time.perf_counter() - start
 
 
 def tensorboard_model_dir(csv_path):

@@ -15,11 +15,13 @@ import numpy as np
 
 from medlab.app.collapse import print_bold
 from medlab.app.faults import crash_point
+from medlab.app.resume import lock
 from medlab.app.runs import (
     UserError,
     mark_complete,
     mark_incomplete,
     new_run_dir,
+    resume_with,
     save_config,
     set_seed,
     write_json,
@@ -204,6 +206,7 @@ class SegmentationRun:
                 self.cache_dir
             )  # as large as the decoded data set; rebuilt if ever needed
         mark_complete(self.summary_dir)
+        resume_with(None)
         print(f"\nsummary: {self.summary_dir / 'summary.md'}")
 
 
@@ -221,7 +224,8 @@ def print_scores(name, metrics, seconds, postprocess):
 
 
 def summary_folder(out, resume):
-    """A new folder for this invocation (or the one being resumed) and the stamp its runs share."""
+    """A new folder for this invocation (or the one being resumed) and the stamp its runs share;
+    locked while this process works in it, and marked with the command that resumes it."""
     if resume:
         folder = Path(resume)
         if not (folder / "runs.json").is_file():
@@ -229,8 +233,11 @@ def summary_folder(out, resume):
                 f"{folder} is not a summary folder of an earlier run (no runs.json); "
                 "pass the *-summary folder that the interrupted run printed"
             )
-        return folder
-    return new_run_dir(out, "summary")
+    else:
+        folder = new_run_dir(out, "summary")
+    lock(folder)
+    resume_with(f"python main_segmentation.py --resume {folder}", folder)
+    return folder
 
 
 def data_splits(count, p):
