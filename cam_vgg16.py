@@ -26,7 +26,7 @@ import numpy as np
 
 from medlab import quiet_tensorflow
 from medlab.app import resume, runs, sidecars
-from medlab.app.checks import check_output_folder
+from medlab.app.checks import check_fits_in_memory, check_output_folder
 from medlab.app.cli import (
     Parser,
     add_parameter_flags,
@@ -49,6 +49,7 @@ from medlab.lazy import lazy_import
 # These start TensorFlow (or matplotlib) when first used, so --help and a mistyped flag or folder
 # are answered at once; `quiet_tensorflow()` runs before that first use.
 cam = lazy_import("medlab.classification.cam")
+vgg = lazy_import("medlab.classification.vgg")
 gradcam = lazy_import("medlab.classification.gradcam")
 plots = lazy_import("medlab.plots")
 skin_bone = lazy_import("medlab.synthetic.skin_bone")
@@ -236,6 +237,7 @@ def run_training(argv):
     split = load_class_split(folder, seed=params["seed"])  # checks the folders before TF starts
     print(split.describe())
     quiet_tensorflow()
+    check_memory(params, len(split.train_paths) + len(split.val_paths))
     runs.set_seed(params["seed"])
     train_images, val_images = load_data(split, params)
 
@@ -456,6 +458,21 @@ def make_demo_set(dataset, shortcut):
     quiet_tensorflow()  # the generator's progress bar is Keras'
     recipe = SHORTCUT_SET if shortcut else SYNTHETIC_SET
     return skin_bone.synthetic_class_set(dataset, shortcut=shortcut, **recipe)
+
+
+def check_memory(params, images):
+    """Refuse a size, batch or width the machine cannot train, before anything is loaded."""
+    needed = vgg.training_gb(
+        params["size"],
+        params["channels"],
+        params["base"],
+        params["batch_size"],
+        params["batch_norm"],
+        params["pooling"],
+        images,
+    )
+    what = f"training at --size {params['size']} with --batch-size {params['batch_size']}"
+    check_fits_in_memory(needed, what, LOWER_ON_OUT_OF_MEMORY)
 
 
 def load_data(split, params):

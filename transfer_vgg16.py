@@ -18,7 +18,7 @@ import numpy as np
 
 from medlab import quiet_tensorflow
 from medlab.app import resume, runs, sidecars
-from medlab.app.checks import check_writable_folder
+from medlab.app.checks import check_fits_in_memory, check_writable_folder
 from medlab.app.cli import (
     Parser,
     add_parameter_flags,
@@ -147,6 +147,11 @@ PRESETS = {
 }
 
 DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}
+# What to lower when a run runs out of memory.
+LOWER_ON_OUT_OF_MEMORY = (
+    "--batch-size, --image-size, --scratch-size, --scratch-batch-size, --scratch-base or "
+    "--dense-units"
+)
 METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
 THRESHOLD = 0.5
 
@@ -189,6 +194,7 @@ def train_command(argv):
     # never reaches the backbone.
     quiet_tensorflow()
     scaling = configure_scaling(p["strategy"], jit=p["jit"], batch_size=p["batch_size"])
+    check_memory(p, len(split.train_paths) + len(split.val_paths))
     runs.set_seed(p["seed"])  # a random backbone (--weights none) is then the same in every run
     backbone = load_backbone(p)
     data = prepare_data(split, backbone, p)  # before the run folder: a corrupt image stops here
@@ -251,7 +257,7 @@ def main(argv=None):
     return runs.run_commands(
         argv,
         {"train": train_command, "predict": predict_command},
-        lower="--batch-size, --image-size or --scratch-size",
+        lower=LOWER_ON_OUT_OF_MEMORY,
     )
 
 
@@ -353,6 +359,27 @@ def positive_class(class_names, positive):
             f"--positive {positive} is not a class; choose one of {', '.join(class_names)}"
         )
     return positive_label(class_names, positive)
+
+
+def check_memory(p, images):
+    """Refuse, before the backbone is built, settings the machine cannot train: the from-scratch
+    model with its images, and the head with the features of every image."""
+    features = (p["image_size"] // 32) ** 2 * 512
+    head_gb = (images * features * 4 + features * p["dense_units"] * 16) / 2**30
+    scratch_gb = vgg.training_gb(
+        p["scratch_size"],
+        p["scratch_channels"],
+        p["scratch_base"],
+        scratch_batch_size(p),
+        p["scratch_batch_norm"],
+        p["scratch_pooling"],
+        images,
+    )
+    what = (
+        f"training at --image-size {p['image_size']} and --scratch-size {p['scratch_size']} "
+        f"with --dense-units {p['dense_units']}"
+    )
+    check_fits_in_memory(head_gb + scratch_gb, what, LOWER_ON_OUT_OF_MEMORY)
 
 
 def load_backbone(p):

@@ -143,3 +143,77 @@ def test_float_images_far_above_one_are_warned_about(transfer_run, tmp_path, cap
     out = capsys.readouterr().out
     assert "warning: float image" in out and "from 2550 to 2550, outside [0, 1]" in out
     assert out.count("warning:") == 1
+
+
+def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path, capsys):
+    import os
+    import signal
+    import time
+
+    from medlab.app import runs
+
+    def training():
+        runs.resume_with("python cam_vgg16.py --resume RUN", tmp_path)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # interrupted long before this ends
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        runs.main_guard(training)()
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 143 and "\n" not in err, err
+    assert err.startswith("interrupted (SIGTERM)") and "python cam_vgg16.py --resume RUN" in err
+    assert "--resume RUN" in (tmp_path / "INCOMPLETE.txt").read_text()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_nan_loss_stops_at_its_epoch_naming_the_flag(tmp_path):
+    """--lr 1e308: the epoch whose loss is NaN is not committed; the one before it stays."""
+    import tensorflow as tf
+
+    from medlab.app.runs import UserError
+    from medlab.checkpoints import EpochCheckpoint, fit_resumable
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(keras.optimizers.SGD(1e308), "binary_crossentropy")
+    pairs = (np.ones((8, 4), np.float32), np.ones((8, 1), np.float32))
+    data = tf.data.Dataset.from_tensor_slices(pairs).batch(8)  # one step: epoch 1 is finite
+    checkpoint = EpochCheckpoint(tmp_path, monitor=None, name="scratch", lr_flag="--scratch-lr")
+    with pytest.raises(UserError, match=r"loss became nan in epoch 2, .*lower --scratch-lr"):
+        fit_resumable(model, data, data, 3, checkpoint, verbose=0)
+    assert (tmp_path / "history_scratch.csv").read_text().count("\n") == 2  # header, epoch 1
+
+
+def test_classifiers_too_large_for_the_machine_are_refused_up_front(tmp_path, capsys, monkeypatch):
+    from medlab.app import checks
+    from medlab.classification import vgg
+
+    model = vgg.build_vgg16_style(
+        (64, 64, 3),
+        base=2,
+        batch_norm=True,
+        pooling="max",
+        centre=True,
+        colour_constancy=True,
+        dropout=0.0,
+    )
+    outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers)
+    values, weights = vgg.layer_outputs_and_weights(64, 3, 2, True, "max")
+    assert values + 3 * 64 + 2 == outputs  # the three dense layers and the prediction
+    assert abs(weights - model.count_params()) < 0.05 * model.count_params()  # biases, BN
+    monkeypatch.setattr(checks, "machine_memory_gb", lambda: 16.0)
+    folder, out = two_class_folder(tmp_path / "set"), tmp_path / "out"
+    common = ["--data-dir", str(folder), "--out", str(out)]
+    one_line_error(
+        capsys,
+        lambda: cam_vgg16.main([*common, "--size", "4096"]),
+        r"training at --size 4096 with --batch-size 8 needs about .* GB, more than this "
+        r"machine's 16 GB; lower --batch-size, --size or --base",
+    )
+    one_line_error(
+        capsys,
+        lambda: tv.main([*common, "--scratch-size", "4096", "--weights", "none"]),
+        r"needs about .* GB, more than this machine's 16 GB; lower .*--scratch-base or "
+        r"--dense-units",
+    )
+    assert not out.exists()

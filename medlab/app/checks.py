@@ -91,3 +91,22 @@ def check_output_folder(folder, flag):
             f"{flag} {folder}: {existing} is not writable (permission denied); pass {flag} with "
             "a folder you can write to"
         )
+
+
+def check_fits_in_memory(needed_gb, what, lower):
+    """Refuse, before anything is built or written, work that needs more memory than the machine
+    has (a process that tries is killed by the system, or aborts, and leaves a half folder)."""
+    total_gb = machine_memory_gb()
+    if total_gb is not None and needed_gb > total_gb:
+        raise UserError(
+            f"{what} needs about {needed_gb:.3g} GB, more than this machine's {total_gb:.3g} GB; "
+            f"lower {lower}"
+        )
+
+
+def machine_memory_gb():
+    """The machine's memory in GiB, None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        return None
