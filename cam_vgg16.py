@@ -43,7 +43,14 @@ from medlab.atomic import save_model_atomic
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, positive_label, roc_auc
 from medlab.distribute import check_scaling, configure_scaling
-from medlab.images import decode, load_image, save_image, to_channels, to_unit_range
+from medlab.images import (
+    decode,
+    decode_for_display,
+    load_image,
+    save_image,
+    to_channels,
+    to_unit_range,
+)
 from medlab.lazy import lazy_import
 
 # These start TensorFlow (or matplotlib) when first used, so --help and a mistyped flag or folder
@@ -311,7 +318,8 @@ def run_explain(argv):
     for image_path, name in zip(args.images, names_out):
         model_input = load_image(image_path, (shape[1], shape[2]), shape[3])
         maps, probabilities, explained = explainer(model_input[None] * scale, args.target_class)
-        original = to_channels(to_unit_range(decode(image_path)), 3)  # shown at its own size
+        # Shown at its own size (a very large image at a half, quarter or eighth of it).
+        original = to_channels(to_unit_range(decode_for_display(image_path)), 3)
         cam_map = gradcam.upsample(maps[0], original.shape[:2])
         target = out / f"{name}_cam.png"
         save_image(target, gradcam.overlay(original, cam_map))

@@ -217,3 +217,175 @@ def test_classifiers_too_large_for_the_machine_are_refused_up_front(tmp_path, ca
         r"--dense-units",
     )
     assert not out.exists()
+
+
+def test_outputs_of_same_stem_images_never_overwrite_each_other(transfer_run, tmp_path, capsys):
+    import main_segmentation as ms
+    import unet
+
+    rng = np.random.default_rng(2)
+    images = [write_image(tmp_path / d / "x.png", rng.integers(0, 255, (40, 40))) for d in "ab"]
+    long_name = write_image(tmp_path / ("n" * 246 + ".png"), rng.integers(0, 255, (40, 40)))
+    model = tmp_path / "unet.keras"
+    unet.build_unet((32, 32, 1), base=2, depth=2).save(model)
+    out = tmp_path / "masks"
+    ms.main(["predict", str(model), *map(str, images), str(long_name), "--out", str(out)])
+    (folder,) = out.iterdir()
+    written = {path.name for path in folder.iterdir()}
+    assert {"a_x_mask.png", "b_x_mask.png", "a_x_overlay.png", "outputs.csv"} <= written
+    assert any(name.startswith("nnnn") and name.endswith("_overlay.png") for name in written)
+    maps = tmp_path / "maps"
+    argv = ["explain", str(transfer_run / "transfer_vgg16.keras"), *map(str, images)]
+    cam_vgg16.main([*argv, str(long_name), "--out", str(maps)])
+    assert {"a_x_cam.png", "b_x_cam.png", "outputs.csv"} <= {p.name for p in maps.iterdir()}
+    assert len(list(maps.glob("nnnn*_cam.png"))) == 1
+    assert f"{images[1]},b_x_cam.png" in (maps / "outputs.csv").read_text(encoding="utf-8")
+
+
+def test_transfer_names_broken_and_unreadable_images(tmp_path, capsys, monkeypatch):
+    folder = two_class_folder(tmp_path / "set")
+    broken = folder / "train" / "A" / "9.png"
+    broken.symlink_to(tmp_path / "gone.png")
+    argv = ["--data-dir", str(folder), "--out", str(tmp_path / "out"), "--weights", "none"]
+    argv += ["--image-size", "32", "--scratch-size", "32", "--cache-dir", str(tmp_path / "c")]
+    one_line_error(capsys, lambda: tv.main(argv), r"9.png is a broken link")
+    broken.unlink()
+    real_open = open
+
+    def denied(path, *args, **kwargs):  # tests may run as root, for whom chmod 000 does nothing
+        if str(path).endswith("1.png"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "open", denied, raising=False)
+    one_line_error(capsys, lambda: tv.main(argv), r"cannot read .*1.png: permission denied")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_data_folders_are_one_line_in_every_script(tmp_path, capsys, monkeypatch):
+    import pathlib
+
+    import main_segmentation as ms
+    from medlab.synthetic.xray import write_chest_xrays
+
+    folder = two_class_folder(tmp_path / "set")
+    write_chest_xrays(tmp_path / "X_ray", 6, 32, seed=1)
+    locked = {folder / "train" / "B", tmp_path / "X_ray" / "Mask"}
+    real_iterdir = pathlib.Path.iterdir
+
+    def iterdir(self):
+        if self in locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
+    for run in (
+        lambda: cam_vgg16.main(["--data-dir", str(folder)]),
+        lambda: tv.main(["--data-dir", str(folder), "--cache-dir", str(tmp_path / "c")]),
+        lambda: ms.main(["--data-dir", str(tmp_path / "X_ray")]),
+    ):
+        one_line_error(capsys, run, r"cannot read folder .*(B|Mask): permission denied")
+
+
+def test_a_closed_pipe_and_an_ascii_terminal_never_raise(tmp_path, monkeypatch, script):
+    import errno
+    import io
+    import os
+    import sys
+
+    from medlab.app.runs import main_guard
+
+    class ClosedPipe(io.StringIO):  # what `| head -1` leaves once head has exited
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    def run():
+        print("first line")
+        print("second line")
+        (tmp_path / "finished").write_text("yes")
+        return "done"
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main_guard(run)() == "done" and (tmp_path / "finished").is_file()
+    monkeypatch.undo()
+    os.environ["PYTHONIOENCODING"] = "ascii"
+    try:
+        result = script("transfer_vgg16.py", "predict", tmp_path / "modèle.keras", "x.png")
+    finally:
+        del os.environ["PYTHONIOENCODING"]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("error: model file") and "mod\\xe8le.keras" in result.stderr
+
+
+def test_explain_out_model_files_and_batch_sizes_are_checked(
+    transfer_run, tmp_path, capsys, monkeypatch
+):
+    import main_segmentation as ms
+    from medlab.app import checks, runs
+
+    image = write_image(tmp_path / "x.png", np.zeros((40, 40), np.uint8))
+    model = str(transfer_run / "transfer_vgg16.keras")
+    (tmp_path / "afile").write_text("a file")
+    one_line_error(
+        capsys,
+        lambda: cam_vgg16.main(["explain", model, str(image), "--out", str(tmp_path / "afile/s")]),
+        r"--out .*afile/s is under .*afile, which is a file; pass a folder",
+    )
+    monkeypatch.setattr(checks.os, "access", lambda *args: False)  # root may write anywhere
+    one_line_error(
+        capsys,
+        lambda: cam_vgg16.main(["explain", model, str(image), "--out", str(tmp_path / "ro")]),
+        r"--out .*ro: .* is not writable \(permission denied\)",
+    )
+    monkeypatch.undo()
+
+    def unreadable(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(runs, "open", unreadable, raising=False)
+    one_line_error(
+        capsys,
+        lambda: tv.main(["predict", model, str(image)]),
+        r"cannot read model .*transfer_vgg16.keras: Permission denied; make it readable",
+    )
+    monkeypatch.undo()
+    one_line_error(
+        capsys,
+        lambda: ms.main(["evaluate", model, "--data-dir", str(tmp_path), "--batch-size", "-1"]),
+        r"--batch-size -1 is out of range >= 1",
+    )
+
+
+def test_a_full_disk_is_called_full_and_names_the_folder_flag(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from medlab import images
+    from medlab.app.runs import UserError, resource_message
+
+    def full(path, **arrays):
+        open(path, "wb").write(b"half")  # noqa: SIM115
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transfer.np, "savez", full)
+    cache = tmp_path / "cache" / "k.npz"
+    cache.parent.mkdir()
+    with pytest.raises(UserError, match=r"the disk is full: the feature cache .* pass --cache-dir"):
+        transfer.write_cache(cache, np.zeros((2, 3)), ["a", "b"])
+    assert list(cache.parent.iterdir()) == []  # the partial cache is gone
+    h5_error = RuntimeError("Unable to synchronously create dataset (out of memory? errno = 28)")
+    h5_error.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert resource_message(h5_error, "--batch-size").startswith("the disk is full")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(images.shutil, "disk_usage", lambda path: usage._replace(free=10))
+    assert images.why_unwritable(tmp_path).startswith("the disk is full")
+
+
+def test_a_huge_image_is_shown_from_a_reduced_decoding(monkeypatch, tmp_path):
+    from medlab import images
+
+    path = write_image(tmp_path / "big.jpg", np.full((640, 480, 3), 200, np.uint8))
+    monkeypatch.setattr(images, "DISPLAY_MAX_SIDE", 150)
+    assert images.decode_for_display(path).shape == (160, 120, 3)  # a quarter of each side
+    monkeypatch.setattr(images, "DISPLAY_MAX_SIDE", 2048)
+    assert images.decode_for_display(path).shape == (640, 480, 3)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.app.runs import UserError
+from medlab.app.runs import UserError, disk_full
 from medlab.images import decode, progress_bars, to_channels, to_unit_range
 
 # An image whose grey levels spread less than this (standard deviation on [0, 1]) looks blank:
@@ -72,6 +72,11 @@ def check_writable_folder(folder, flag):
         with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as error:
+        if disk_full(error):
+            raise UserError(
+                f"the disk of {flag} {folder} is full; free space or pass {flag} on a disk with "
+                "room"
+            ) from None
         raise UserError(
             f"{flag} {folder} is not a writable folder ({error.strerror or error}); "
             f"pass {flag} with a folder you can write to"

@@ -176,9 +176,11 @@ def new_run_dir(root, name):
         except FileExistsError:
             continue
         except OSError as error:
+            fix = "free space or pass --out on a disk with room"
+            if not disk_full(error):
+                fix = "pass --out with a writable folder"
             raise UserError(
-                f"cannot create the output folder {path}: {error.strerror}; "
-                "pass --out with a writable folder"
+                f"cannot create the output folder {path}: {error.strerror}; {fix}"
             ) from None
     raise UserError(f"too many runs named {name} in {root} this second; try again")
 

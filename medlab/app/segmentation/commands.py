@@ -5,7 +5,7 @@ from argparse import BooleanOptionalAction
 from pathlib import Path
 
 from medlab import quiet_tensorflow
-from medlab.app.cli import Parser
+from medlab.app.cli import Parser, check_range
 from medlab.app.outputs import write_output_names
 from medlab.app.runs import (
     UserError,
@@ -102,6 +102,7 @@ def evaluate_command(argv, parameters):
         "--out", default=parameters["out"], help="folder for the new evaluate-* folder"
     )
     args = parser.parse_args(argv)
+    check_range("batch_size", args.batch_size, 1)
     quiet_tensorflow()
     model = load_segmentation_model(args.model, compile=False)
     every = unet.load_every_pair(
@@ -111,7 +112,7 @@ def evaluate_command(argv, parameters):
     save_config(
         out_dir, {"model": str(args.model), "data_dir": str(args.data_dir), "size": every["size"]}
     )
-    batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", max(1, args.batch_size))
+    batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", args.batch_size)
     scores, shown = unet.evaluate_batches(model, batches)
     metrics = {
         **unet.score_summary(scores, prefix=""),
