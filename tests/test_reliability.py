@@ -61,6 +61,18 @@ def test_explain_reads_a_transfer_models_scale_and_refuses_a_conflicting_one(
         lambda: cam_vgg16.main(["explain", str(model), str(image), "--scale", "1"]),
         r"--scale 1.0 conflicts with input_scale 255.0 recorded in .*transfer_vgg16.json",
     )
+    copied = tmp_path / "copied.keras"  # a sidecar that belongs to another model
+    copied.write_bytes(model.read_bytes())
+    (tmp_path / "copied.json").write_text(
+        (transfer_run / "transfer_vgg16.json")
+        .read_text()
+        .replace('"input_size": 32', '"input_size": 64')
+    )
+    one_line_error(
+        capsys,
+        lambda: cam_vgg16.main(["explain", str(copied), str(image)]),
+        r"copied.json say input_size 64, but model .*copied.keras takes 32",
+    )
     (transfer_run / "scratch_vgg16.json").write_text("{}")
     one_line_error(
         capsys,
