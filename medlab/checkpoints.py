@@ -4,7 +4,8 @@ The folder `run_dir/backup/` holds
   epoch-0007.weights.h5  the weights and the optimizer's variables after epoch 7
   best-0005.keras        the model of the best epoch so far (by the monitored validation metric)
   state.json             the commit record: last complete epoch, the files above, the history rows,
-                         the best value and the training seconds so far
+                         the best value, the training seconds so far and the state of the model's
+                         random generators (dropout), which weight files leave out
 An epoch's files are written first, then `state.json` is replaced in one step: until that rename the
 previous state and its files stand, so a resume always finds one complete, consistent epoch. Files
 that no state names (a kill between the two steps) are deleted at the next commit. `history.csv`
@@ -54,6 +55,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
             # Built first, or Keras skips the saved Adam moments and the resumed run starts cold.
             model.optimizer.build(model.trainable_variables)
             model.load_weights(self.folder / state["weights"])
+            # Keras leaves the random state of dropout out of weight files: restored from here.
+            for variable, value in zip(seed_states(model), state.get("seed_states", [])):
+                variable.assign(value)
         self.state = state
         self.publish()
         return state["epoch"]
@@ -78,6 +82,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "weights": f"epoch-{epoch + 1:04d}.weights.h5",
             "rows": self.state["rows"] + [{"epoch": epoch, **logs}],
+            "seed_states": [v.numpy().tolist() for v in seed_states(self.model)],
             "seconds": self.seconds(),
         }
         with replacing(self.folder / state["weights"]) as temp:
@@ -121,6 +126,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 path.unlink()
 
 
+def seed_states(model):
+    """The state variables of the model's random generators (dropout), in a fixed order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 def read_state(folder):
     """The committed state in `folder`, None when there is none, `UserError` when it is damaged."""
     path = Path(folder) / STATE
@@ -158,8 +168,14 @@ def fit_resumable(model, train_data, val_data, epochs, checkpoint, callbacks=(),
             f"state and {done} history rows restored from {checkpoint.folder}"
         )
     if done < epochs:
-        for _ in range(done):
+        for _ in range(done):  # each pass moves the shuffling and augmentation seeds on
             iter(train_data)
+        steps = int(train_data.cardinality())
+        if steps > 0:
+            # One pass of the repeated data per epoch, in one iterator: how often Keras itself
+            # starts a pass (it starts the next one ahead) then cannot change the replay.
+            fit_options = {"steps_per_epoch": steps, **fit_options}
+            train_data = train_data.repeat()
         model.fit(
             train_data,
             validation_data=val_data,
