@@ -197,7 +197,7 @@ def test_a_nan_loss_stops_at_its_epoch_naming_the_flag(tmp_path):
 
 
 def test_classifiers_too_large_for_the_machine_are_refused_up_front(tmp_path, capsys, monkeypatch):
-    from medlab.app import checks
+    from medlab import checks
     from medlab.classification import vgg
 
     model = vgg.build_vgg16_style(
@@ -333,7 +333,8 @@ def test_explain_out_model_files_and_batch_sizes_are_checked(
     transfer_run, tmp_path, capsys, monkeypatch
 ):
     import main_segmentation as ms
-    from medlab.app import checks, runs
+    from medlab import checks
+    from medlab.app import runs
 
     image = write_image(tmp_path / "x.png", np.zeros((40, 40), np.uint8))
     model = str(transfer_run / "transfer_vgg16.keras")

@@ -12,7 +12,9 @@ import shutil
 from pathlib import Path
 
 from medlab.app import runs
-from medlab.app.runs import UserError
+from medlab.app.cli import Resolved
+from medlab.errors import UserError, first_line
+from medlab.parameters import defaults
 
 try:
     import fcntl
@@ -32,10 +34,11 @@ def add_resume_flag(parser):
     return parser
 
 
-def saved_run(run_dir, typed, preset, defaults):
-    """(parameters, config) of the run being resumed: its parameters as `defaults` lists them and
-    everything its config.json records; `run_dir` is locked from now on. Flags cannot change a run
-    midway, so any flag typed (or a preset) is refused."""
+def saved_run(run_dir, typed, preset, declared):
+    """(parameters, config) of the run being resumed: its parameters (a `cli.Resolved` of the
+    `declared` ones, sources as recorded) and everything its config.json records; `run_dir` is
+    locked from now on. Flags cannot change a run midway, so any flag typed (or a preset) is
+    refused."""
     given = [f"--{name.replace('_', '-')}" for name in typed] + (["--preset"] if preset else [])
     if given:
         raise UserError(
@@ -53,16 +56,18 @@ def saved_run(run_dir, typed, preset, defaults):
         raise UserError(f"{run_dir} is a finished run (no {runs.INCOMPLETE}); nothing to resume")
     try:
         config = json.loads(path.read_text())["parameters"]
-        missing = [name for name in defaults if name not in config]
+        missing = [name for name in declared if name not in config]
         if missing:
             raise ValueError(f"no {', '.join(missing[:3])}")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(
-            f"{path} is damaged ({runs.first_line(error)}); restore it, or start a new run"
+            f"{path} is damaged ({first_line(error)}); restore it, or start a new run"
         ) from None
-    runs.check_saved_parameters(config, defaults, path)
+    runs.check_saved_parameters(config, defaults(declared), path)
     lock(run_dir)
-    return {name: config[name] for name in defaults}, config
+    sources = config.get("sources") if isinstance(config.get("sources"), dict) else {}
+    values = {name: config[name] for name in declared}
+    return Resolved(values, {name: sources.get(name, "saved") for name in declared}, {}), config
 
 
 def open_run(resume, out, name, script, config):

@@ -6,10 +6,8 @@ stderr and exit code 2, so users never see a traceback for a mistake they can fi
 
 import contextlib
 import datetime
-import errno
 import functools
 import io
-import json
 import os
 import platform
 import random
@@ -22,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.atomic import write_text_atomic
+from medlab.atomic import write_json
+from medlab.errors import UserError, disk_full, first_line
 
 PACKAGES = (
     "tensorflow",
@@ -34,10 +33,6 @@ PACKAGES = (
     "opencv-python",
     "scipy",
 )
-
-
-class UserError(Exception):
-    """A problem with the user's input or parameters: reported in one line, exit code 2."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -210,35 +205,6 @@ def package_versions():
     return versions
 
 
-def jsonable(value):
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def write_json(path, data):
-    """Write `data` as indented JSON; NaN becomes null so every JSON reader accepts it."""
-
-    def clean(value):
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    write_text_atomic(path, json.dumps(clean(jsonable(data)), indent=2) + "\n")
-
-
 def save_config(run_dir, config):
     """Save every parameter of a run with the command line and package versions."""
     write_json(
@@ -250,15 +216,6 @@ def save_config(run_dir, config):
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
         },
     )
-
-
-def banner(lines):
-    """Print a framed block, for facts a user must not miss (e.g. synthetic data)."""
-    width = max(len(line) for line in lines) + 4
-    print("#" * width)
-    for line in lines:
-        print(f"# {line.ljust(width - 4)} #")
-    print("#" * width)
 
 
 def check_model_file(path, made_by):
@@ -322,12 +279,6 @@ def mark_incomplete(folder):
     return Path(folder)
 
 
-def first_line(error, limit=160):
-    """An exception's first line (or its type), short enough for a one-line message."""
-    text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else type(error).__name__
-
-
 def mark_complete(folder):
     (Path(folder) / INCOMPLETE).unlink(missing_ok=True)
 
@@ -350,14 +301,3 @@ def resource_message(error, lower):
             "so it is not mistaken for a finished run"
         )
     return None
-
-
-def disk_full(error):
-    """Whether `error` (or the error it was raised from) says the disk is full."""
-    for _ in range(8):  # the chain of causes, not forever
-        if error is None:
-            return False
-        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False

@@ -12,7 +12,6 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
 from medlab.checkpoints import EpochCheckpoint, fit_resumable
 from medlab.classification.gradcam import (
     as_rgb,
@@ -84,16 +83,17 @@ def validation_dataset(images, labels, params):
     return image_dataset(images, tf.one_hot(labels, 2), params["batch_size"])
 
 
-def train(model, train_data, val_data, params, run_dir, labels):
+def train(model, train_data, val_data, params, run_dir, labels, callbacks=()):
     """Fit for `params["epochs"]` epochs, committing each to run_dir/backup (resumable after a
-    kill, `medlab.checkpoints`) and logging it to run_dir/history.csv and TensorBoard."""
+    kill, `medlab.checkpoints`) and logging it to run_dir/history.csv and to the caller's
+    `callbacks` (the script's TensorBoard logger)."""
     fit_resumable(
         model,
         train_data,
         val_data,
         params["epochs"],
         EpochCheckpoint(run_dir, monitor=None),
-        [epoch_logger(log_dir_for(run_dir))],
+        callbacks,
         class_weight=class_weights(labels, params["class_weight"]),
         verbose=2,
     )

@@ -11,10 +11,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from medlab.app.runs import UserError
-from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
 from medlab.augment import augmented_batches, random_affine, random_colour
 from medlab.checkpoints import EpochCheckpoint, fit_resumable
+from medlab.errors import UserError
 
 # Retracing notices (each new model or last partial batch) are noise to the scripts' users.
 tf.get_logger().setLevel("ERROR")
@@ -81,11 +80,12 @@ def class_weights(labels, mode):
     return {label: float(counts.sum() / (2 * n)) for label, n in enumerate(counts) if n}
 
 
-def fit_logged(model, train_data, val_data, epochs, csv_path, class_weight=None, lr_flag="--lr"):
+def fit_logged(
+    model, train_data, val_data, epochs, csv_path, class_weight=None, callbacks=(), lr_flag="--lr"
+):
     """Fit for exactly `epochs` epochs, committing every epoch (`medlab.checkpoints`: a run killed
-    at any moment resumes from its last complete epoch) and logging it to `csv_path` and to
-    TensorBoard (a folder named after the CSV file, see `tensorboard_model_dir`); returns the
-    training seconds.
+    at any moment resumes from its last complete epoch) and logging it to `csv_path` and to the
+    caller's `callbacks` (the scripts' TensorBoard logger); returns the training seconds.
 
     `train_data`/`val_data` are `tf.data` pipelines (see `image_dataset`), the training one
     reshuffling itself every pass. The final model is what the caller evaluates: picking the best
@@ -100,15 +100,9 @@ def fit_logged(model, train_data, val_data, epochs, csv_path, class_weight=None,
         val_data,
         epochs,
         EpochCheckpoint(csv_path.parent, monitor=None, name=name, lr_flag=lr_flag),
-        [epoch_logger(tensorboard_model_dir(csv_path))],
+        callbacks,
         class_weight=class_weight,
     )
-
-
-def tensorboard_model_dir(csv_path):
-    """`history_transfer.csv` logs to TensorBoard in `tensorboard/transfer` beside it."""
-    csv_path = Path(csv_path)
-    return log_dir_for(csv_path.parent, csv_path.stem.removeprefix("history_"))
 
 
 def class_one_scores(model, inputs, batch_size=32):

@@ -5,7 +5,7 @@ from argparse import BooleanOptionalAction
 from pathlib import Path
 
 from medlab import quiet_tensorflow
-from medlab.app.cli import Parser, check_range
+from medlab.app.cli import Parser
 from medlab.app.outputs import write_output_names
 from medlab.app.runs import (
     UserError,
@@ -14,13 +14,9 @@ from medlab.app.runs import (
     save_config,
     write_json,
 )
-from medlab.app.segmentation.setup import HELP
-from medlab.app.segmentation.summary import write_per_image
+from medlab.app.segmentation.parameters import DECLARED
 from medlab.app.sidecars import load_model_and_settings
 from medlab.images import decode, save_image, to_channels, to_unit_range
-from medlab.lazy import lazy_import
-
-unet = lazy_import("unet")
 
 
 def predict_command(argv, parameters):
@@ -32,18 +28,23 @@ def predict_command(argv, parameters):
     parser.add_argument("model", help="a model.keras written by an experiment")
     parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
     parser.add_argument(
-        "--out", default=parameters["out"], help="folder for the new predict-* folder"
+        "--out",
+        default=parameters["out"],
+        help="folder for the new predict-* folder (default: %(default)s)",
     )
     parser.add_argument(
         "--postprocess",
         action=BooleanOptionalAction,
         default=None,
-        help=f"{HELP['postprocess']} (default: as in the experiment, from the model's .json)",
+        help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
+        ".json)",
     )
     args = parser.parse_args(argv)
     for path in args.images:  # all checked before any folder is made (decoded again below)
         decode(path)
     quiet_tensorflow()
+    import unet  # TensorFlow starts here, once the command line and the images are checked
+
     model, settings = load_segmentation_model(args.model, with_settings=True)
     # Not a property of the model's input, so the flag may override what the experiment used.
     postprocess = (settings or {}).get("postprocess", False)
@@ -63,9 +64,8 @@ def predict_command(argv, parameters):
 def load_segmentation_model(path, compile=True, with_settings=False):
     """A U-Net saved by an experiment (and its sidecar's settings, None for a model without one),
     or a one-line `UserError` naming the file."""
-    # Keras finds the U-Net's losses and metrics only once unet.py has run and registered them;
-    # it is imported lazily, so run it now.
-    unet.LOSSES  # noqa: B018
+    import unet  # noqa: F401  registers the losses and metrics Keras needs to load the model
+
     model, settings = load_model_and_settings(path, "main_segmentation.py", compile=compile)
     check_segmentation_model(model, path)
     return (model, settings) if with_settings else model
@@ -96,14 +96,20 @@ def evaluate_command(argv, parameters):
         "--batch-size",
         type=int,
         default=parameters["batch_size"],
-        help="images per prediction step",
+        help="images per prediction step (default: %(default)s)",
     )
     parser.add_argument(
-        "--out", default=parameters["out"], help="folder for the new evaluate-* folder"
+        "--out",
+        default=parameters["out"],
+        help="folder for the new evaluate-* folder (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    check_range("batch_size", args.batch_size, 1)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} is out of range: at least 1")
     quiet_tensorflow()
+    import unet  # TensorFlow starts here, once the command line is checked
+    from medlab.app.segmentation.summary import write_per_image
+
     model = load_segmentation_model(args.model, compile=False)
     every = unet.load_every_pair(
         args.data_dir, model.input_shape[1], "auto", parameters["memory_budget_gb"]
