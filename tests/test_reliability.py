@@ -365,7 +365,7 @@ def test_explain_out_model_files_and_batch_sizes_are_checked(
     one_line_error(
         capsys,
         lambda: ms.main(["evaluate", model, "--data-dir", str(tmp_path), "--batch-size", "-1"]),
-        r"--batch-size -1 is out of range >= 1",
+        r"--batch-size -1 is out of range: at least 1",
     )
 
 
