@@ -51,7 +51,7 @@ def read_sidecar(model_path, made_by):
     try:
         settings = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise UserError(f"model settings {path} cannot be read ({error}); {fix}") from None
+        raise UserError(f"model settings {path} is damaged ({error}); {fix}") from None
     if not isinstance(settings, dict):
         raise UserError(f"model settings {path} are not a JSON object; {fix}")
     for key, (types, required) in KEYS.items():

@@ -30,7 +30,7 @@ def test_a_sidecar_is_read_back_with_its_defaults(tmp_path):
     [
         ("{}", "lack the key 'channels'"),
         ("[]", "are not a JSON object"),
-        ("{not json", "cannot be read"),
+        ("{not json", "is damaged"),
         (json.dumps({**GOOD, "input_scale": "255"}), "'input_scale' has a wrong value '255'"),
         (json.dumps({**GOOD, "channels": True}), "'channels' has a wrong value True"),
         (json.dumps({**GOOD, "channels": 2}), "'channels' has a wrong value 2"),
