@@ -32,17 +32,25 @@ import cv2
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app import cli, runs
+from medlab.app import cli, resume, runs, sidecars
 from medlab.app.cam_parameters import DECLARED
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
+from medlab.app.outputs import write_output_names
 from medlab.app.report import Report
 from medlab.atomic import save_model_atomic
+from medlab.checks import check_fits_in_memory, check_output_folder
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, positive_label, roc_auc
 from medlab.distribute import configure_scaling
 from medlab.errors import UserError
-from medlab.images import decode, load_image, to_channels, to_unit_range
+from medlab.images import (
+    decode,
+    decode_for_display,
+    load_image,
+    to_channels,
+    to_unit_range,
+)
 from medlab.parameters import check_values
 
 # These start TensorFlow (or matplotlib) when first used, so --help and a mistyped flag or folder
@@ -182,12 +190,18 @@ def run_training(argv):
     Grad-CAM, check that the maps mean something, and report (results/cam/<time>-<set>/)."""
     args = train_parser().parse_args(argv)
     typed = cli.typed_flags(args, DECLARED)
-    folder, demo = locate_task_data(typed, args.preset)
-    resolved = resolve_parameters(typed, demo, args.preset)  # printed with each value's source
+    if args.resume:  # the run's own settings and data
+        resolved, saved = resume.saved_run(args.resume, typed, args.preset, DECLARED)
+        folder, demo = Path(saved["data_folder"]), saved["demo_settings"]
+        args.preset = saved["preset"]
+    else:
+        folder, demo = locate_task_data(typed, args.preset)
+        resolved = resolve_parameters(typed, demo, args.preset)  # printed with each source
     params = resolved.values
     split = load_class_split(folder, seed=params["seed"])  # checks the folders before TF starts
     print(split.describe())
     quiet_tensorflow()  # TensorFlow starts with these imports, once every input is checked
+    check_memory(params, len(split.train_paths) + len(split.val_paths))
     from medlab import plots
     from medlab.app import tensorboard_logs
     from medlab.classification import cam
@@ -197,8 +211,10 @@ def run_training(argv):
 
     # Build (a bad --layer fails here, before any run folder exists), train and save.
     model, explainer, global_batch = build(params, len(train_images))
-    run_dir = runs.new_run_dir(params["out"], folder.name.lower())
-    runs.save_config(run_dir, run_config(resolved, folder, demo, split.class_names, args.preset))
+    config = run_config(resolved, folder, demo, split.class_names, args.preset)
+    run_dir = resume.open_run(
+        args.resume, params["out"], folder.name.lower(), "cam_vgg16.py", config
+    )
     batches = {**params, "batch_size": global_batch}
     cam.train(
         model,
@@ -210,6 +226,7 @@ def run_training(argv):
         [tensorboard_logs.epoch_logger(tensorboard_logs.log_dir_for(run_dir))],
     )
     save_model_atomic(model, run_dir / "model.keras")
+    write_model_settings(run_dir / "model.keras", params, split.class_names)
     curves = {"VGG16": plots.read_history(run_dir / "history.csv")}
     plots.plot_curves(curves, run_dir / "curves.png", metrics=("loss", "accuracy"))
 
@@ -231,7 +248,7 @@ def run_training(argv):
     tensorboard_logs.write_hparams("cam", run_dir.parent, run_dir, folder.name, params, metrics)
     write_summary(run_dir, resolved, metrics, sanity, data_note(folder, demo))
     print_outcome(metrics)
-    runs.mark_complete(run_dir)
+    resume.finish(run_dir)
     print(f"results in {run_dir} (summary.md)")
     cam.release_models()
     return run_dir
@@ -242,21 +259,22 @@ def run_explain(argv):
     args = explain_parser().parse_args(argv)
     for image_path in args.images:
         decode(image_path)  # every image is checked before any folder is made
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UserError(f"--out {args.out} is a file; pass a folder (it is created if missing)")
-    runs.check_model_file(args.model, "cam_vgg16.py or another Keras script")
+    check_output_folder(args.out or PARAMETERS["out"], "--out")
+    made_by = "cam_vgg16.py or another Keras script"
+    runs.check_model_file(args.model, made_by)
     quiet_tensorflow()  # only now: a mistyped path above answers without starting TensorFlow
     from medlab import plots
     from medlab.classification import gradcam
 
-    model = runs.load_keras_model(args.model, "cam_vgg16.py or another Keras script", compile=False)
+    model, settings = sidecars.load_model_and_settings(args.model, made_by, compile=False)
+    scale = sidecars.setting(settings, "input_scale", "--scale", args.scale, 1.0)
     explainer = gradcam.GradCAM(model, args.layer)
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[3] not in (1, 3) or shape[1] is None:
         raise UserError(
             f"model {args.model} does not take fixed-size images (input {tuple(shape)})"
         )
-    names = class_names_for(args.model, explainer.n_classes)
+    names = class_names_for(args.model, explainer.n_classes, settings)
     if args.target_class is not None and not 0 <= args.target_class < explainer.n_classes:
         raise UserError(
             f"--class {args.target_class}: model {args.model} has {explainer.n_classes} classes; "
@@ -264,14 +282,14 @@ def run_explain(argv):
         )
     out = Path(args.out) if args.out else runs.new_run_dir(PARAMETERS["out"], "explain")
     out.mkdir(parents=True, exist_ok=True)
-    for image_path in args.images:
+    names_out = write_output_names(out, args.images, ("_cam.png",))
+    for image_path, name in zip(args.images, names_out):
         model_input = load_image(image_path, (shape[1], shape[2]), shape[3])
-        maps, probabilities, explained = explainer(
-            model_input[None] * args.scale, args.target_class
-        )
-        original = to_channels(to_unit_range(decode(image_path)), 3)  # shown at its own size
+        maps, probabilities, explained = explainer(model_input[None] * scale, args.target_class)
+        # Shown at its own size (a very large image at a half, quarter or eighth of it).
+        original = to_channels(to_unit_range(decode_for_display(image_path)), 3)
         cam_map = gradcam.upsample(maps[0], original.shape[:2])
-        target = out / f"{Path(image_path).stem}_cam.png"
+        target = out / f"{name}_cam.png"
         predicted = int(probabilities[0].argmax())
         answer = (
             f"predicted {names[predicted]} (p={probabilities[0, predicted]:.3f}), "
@@ -296,7 +314,7 @@ def train_parser():
         + f"\nWith --shortcut the demo settings are {SHORTCUT_DEMO_SETTINGS}.",
     )
     cli.add_parameter_flags(parser, DECLARED, DEMO_SETTINGS)
-    return cli.add_preset_flag(parser, PRESETS, PRESET_HELP)
+    return resume.add_resume_flag(cli.add_preset_flag(parser, PRESETS, PRESET_HELP))
 
 
 def explain_parser():
@@ -315,9 +333,10 @@ def explain_parser():
     parser.add_argument(
         "--scale",
         type=float,
-        default=1.0,
-        help="multiply the [0, 1] pixels by this before the model: 255 for models "
-        "that take 0-255 images, e.g. transfer_vgg16.py's full model (default: 1)",
+        default=None,
+        help="multiply the [0, 1] pixels by this before the model: 255 for models that take "
+        "0-255 images (default: the model's sidecar .json, e.g. 255 for transfer_vgg16.py's "
+        "full model, else 1)",
     )
     return parser
 
@@ -344,6 +363,19 @@ def run_parameters(typed, demo, preset):
 def check_parameters(params):
     """Every value against its declaration (a test or a benchmark builds its own)."""
     check_values(params, DECLARED)
+
+
+def write_model_settings(model_path, params, class_names):
+    """The sidecar that explain and transfer_vgg16.py predict read (`medlab.app.sidecars`)."""
+    sidecars.write_sidecar(
+        model_path,
+        input_size=params["size"],
+        channels=params["channels"],
+        input_scale=1.0,
+        class_names=class_names,
+        positive_class=class_names[positive_label(class_names)],
+        made_by="cam_vgg16.py",
+    )
 
 
 def run_config(resolved, folder, demo, class_names, preset):
@@ -398,6 +430,23 @@ def make_demo_set(dataset, shortcut):
     return skin_bone.synthetic_class_set(dataset, shortcut=shortcut, **recipe)
 
 
+def check_memory(params, images):
+    """Refuse a size, batch or width the machine cannot train, before anything is loaded."""
+    from medlab.classification import vgg
+
+    needed = vgg.training_gb(
+        params["size"],
+        params["channels"],
+        params["base"],
+        params["batch_size"],
+        params["batch_norm"],
+        params["pooling"],
+        images,
+    )
+    what = f"training at --size {params['size']} with --batch-size {params['batch_size']}"
+    check_fits_in_memory(needed, what, LOWER_ON_OUT_OF_MEMORY)
+
+
 def load_data(split, params):
     size = (params["size"], params["size"])
     train = load_arrays(split.train_paths, size, params["channels"], "training set")
@@ -428,8 +477,11 @@ def marker_labels(paths, class_names):
     return np.array([class_names.index(name) for name in found])
 
 
-def class_names_for(model_path, n_classes):
-    """Class names from the run's config.json next to the model, else class0, class1, ..."""
+def class_names_for(model_path, n_classes, settings=None):
+    """Class names from the model's sidecar, else the run's config.json next to the model, else
+    class0, class1, ..."""
+    if settings is not None and len(settings["class_names"]) == n_classes:
+        return settings["class_names"]
     config = Path(model_path).with_name("config.json")
     try:
         names = json.loads(config.read_text())["parameters"]["class_names"]

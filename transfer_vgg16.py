@@ -19,20 +19,19 @@ data. The run prints each value with its source, and summary.md keeps that table
 (docs/parameters.md).
 """
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app import cli, runs
+from medlab.app import cli, resume, runs, sidecars
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
 from medlab.app.report import Report
 from medlab.app.transfer_parameters import DECLARED
 from medlab.atomic import save_model_atomic
-from medlab.checks import check_writable_folder
+from medlab.checks import check_fits_in_memory, check_writable_folder
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, bootstrap_metrics, positive_label
 from medlab.distribute import configure_precision, configure_scaling
@@ -130,6 +129,11 @@ PRESETS = {
 }
 
 DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}  # the choices of --dataset
+# What to lower when a run runs out of memory.
+LOWER_ON_OUT_OF_MEMORY = (
+    "--batch-size, --image-size, --scratch-size, --scratch-batch-size, --scratch-base or "
+    "--dense-units"
+)
 METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
 THRESHOLD = 0.5
 
@@ -148,8 +152,12 @@ def train_command(argv):
     typed = cli.typed_flags(args, DECLARED)
     # 1. Locate and split the data (the synthetic demo set, with its settings, when there is none);
     # the parameters are checked and printed with each value's source.
-    data_dir, demo = find_data(typed, args.preset)
-    resolved = resolve_parameters(typed, demo, args.preset)
+    if args.resume:  # the run's own settings and data
+        resolved, saved = resume.saved_run(args.resume, typed, args.preset, DECLARED)
+        data_dir, demo, args.preset = Path(saved["data_dir"]), saved["synthetic"], saved["preset"]
+    else:
+        data_dir, demo = find_data(typed, args.preset)
+        resolved = resolve_parameters(typed, demo, args.preset)
     p = {**resolved.values, "preset": args.preset}
     check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction, not after
     split = load_class_split(data_dir, p["val_fraction"], p["seed"])
@@ -161,11 +169,12 @@ def train_command(argv):
     # never reaches the backbone.
     quiet_tensorflow()
     scaling = configure_scaling(p["strategy"], jit=p["jit"], batch_size=p["batch_size"])
+    check_memory(p, len(split.train_paths) + len(split.val_paths))
     runs.set_seed(p["seed"])  # a random backbone (--weights none) is then the same in every run
     backbone = load_backbone(p)
     data = prepare_data(split, backbone, p)  # before the run folder: a corrupt image stops here
     facts = run_facts(data_dir, bool(demo), split, positive, data, p)
-    run_dir = start_run(p, facts, resolved)
+    run_dir = start_run(p, facts, resolved, args.resume)
     configure_precision(p["mixed_precision"])
     # 3. Train the head and the from-scratch model on every (seed, fold).
     trained, kept = run_evaluations(data, p, run_dir, scaling)
@@ -182,12 +191,12 @@ def train_command(argv):
     log_hparams(run_dir, p, metrics)
     write_predictions(run_dir, trained, data["paths"], data["labels"], split.class_names)
     write_figures(run_dir, trained, truth, scores, metrics, split.class_names, positive)
-    save_models(run_dir, kept, backbone, p, split.class_names)
+    save_models(run_dir, kept, backbone, p, split.class_names, positive)
     write_summary(run_dir, metrics, p, facts, resolved)
     print(f"\n{metrics['difference']['verdict']}")
     for line in not_learnt_lines(metrics):
         print_bold(line.strip("*"))
-    runs.mark_complete(run_dir)
+    resume.finish(run_dir)
     print(f"summary: {run_dir / 'summary.md'}")
     return run_dir
 
@@ -223,7 +232,7 @@ def main(argv=None):
     return runs.run_commands(
         argv,
         {"train": train_command, **COMMANDS},
-        lower="--batch-size, --image-size or --scratch-size",
+        lower=LOWER_ON_OUT_OF_MEMORY,
     )
 
 
@@ -240,7 +249,7 @@ def parse_train_flags(argv):
         epilog=cli.epilog("transfer_vgg16.py", __doc__, COMMANDS, "preset < flags typed"),
     )
     cli.add_parameter_flags(parser, DECLARED, SYNTHETIC_DEMO)
-    cli.add_preset_flag(parser, PRESETS, PRESET_HELP)
+    resume.add_resume_flag(cli.add_preset_flag(parser, PRESETS, PRESET_HELP))
     return parser.parse_args(argv)
 
 
@@ -324,6 +333,29 @@ def positive_class(class_names, positive):
     return positive_label(class_names, positive)
 
 
+def check_memory(p, images):
+    """Refuse, before the backbone is built, settings the machine cannot train: the from-scratch
+    model with its images, and the head with the features of every image."""
+    from medlab.classification import vgg
+
+    features = (p["image_size"] // 32) ** 2 * 512
+    head_gb = (images * features * 4 + features * p["dense_units"] * 16) / 2**30
+    scratch_gb = vgg.training_gb(
+        p["scratch_size"],
+        p["scratch_channels"],
+        p["scratch_base"],
+        scratch_batch_size(p),
+        p["scratch_batch_norm"],
+        p["scratch_pooling"],
+        images,
+    )
+    what = (
+        f"training at --image-size {p['image_size']} and --scratch-size {p['scratch_size']} "
+        f"with --dense-units {p['dense_units']}"
+    )
+    check_fits_in_memory(head_gb + scratch_gb, what, LOWER_ON_OUT_OF_MEMORY)
+
+
 def load_backbone(p):
     """The frozen VGG16 base; without internet, the error names the offline alternatives."""
     from medlab.classification import transfer
@@ -405,21 +437,20 @@ def run_facts(data_dir, synthetic, split, positive, data, p):
     }
 
 
-def start_run(p, facts, resolved):
-    """A new run folder with the run's config.json (each value's source included)."""
-    run_dir = runs.new_run_dir(p["out"], facts["data_name"].lower())
+def start_run(p, facts, resolved, resumed=None):
+    """A new run folder with the run's config.json, each value's source included (or the
+    `resumed` one, reopened)."""
+    config = {
+        **p,
+        "data_dir": str(facts["data_dir"]),
+        "synthetic": facts["synthetic"],
+        "class_names": facts["class_names"],
+        "positive_class": facts["positive_name"],
+        "sources": {name: resolved.source(name) for name in DECLARED},
+    }
+    name = facts["data_name"].lower()
+    run_dir = resume.open_run(resumed, p["out"], name, "transfer_vgg16.py", config)
     print(f"writing results to {run_dir}")
-    runs.save_config(
-        run_dir,
-        {
-            **p,
-            "data_dir": str(facts["data_dir"]),
-            "synthetic": facts["synthetic"],
-            "class_names": facts["class_names"],
-            "positive_class": facts["positive_name"],
-            "sources": {name: resolved.source(name) for name in DECLARED},
-        },
-    )
     return run_dir
 
 
@@ -441,6 +472,7 @@ def run_evaluations(data, p, run_dir, scaling):
                 train,
                 val,
                 p,
+                seed,
                 run_dir / f"history_transfer{tag}.csv",
                 scaling,
             )
@@ -470,7 +502,7 @@ def run_evaluations(data, p, run_dir, scaling):
     return trained, kept
 
 
-def train_transfer(features, labels, train, val, p, csv_path, scaling):
+def train_transfer(features, labels, train, val, p, seed, csv_path, scaling):
     """A fresh head trained on cached features; returns it with validation scores and seconds."""
     from medlab.app import tensorboard_logs
     from medlab.classification import train as training
@@ -483,13 +515,16 @@ def train_transfer(features, labels, train, val, p, csv_path, scaling):
             jit_compile=scaling.jit,
         )
     print(f"training the transfer head on the cached VGG16 features ({p['epochs']} epochs)")
+    batch_size = scaling.global_batch(p["batch_size"])
+    targets = training.targets_for(head, labels)
     seconds = training.fit_logged(
         head,
-        (features[train], labels[train, None]),
-        (features[val], labels[val, None]),
+        training.image_dataset(
+            features[train], targets[train], batch_size, shuffle=True, seed=seed
+        ),
+        training.image_dataset(features[val], targets[val], batch_size),
         p["epochs"],
         csv_path,
-        scaling.global_batch(p["batch_size"]),
         class_weight=training.class_weights(labels[train], p["class_weight"]),
         callbacks=[tensorboard_logs.epoch_logger(tensorboard_dir(csv_path))],
     )
@@ -521,6 +556,7 @@ def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
         csv_path,
         class_weight=training.class_weights(labels[train], p["class_weight"]),
         callbacks=[tensorboard_logs.epoch_logger(tensorboard_dir(csv_path))],
+        lr_flag="--scratch-lr",
     )
     return model, training.class_one_scores(model, images[val]), seconds
 
@@ -768,46 +804,39 @@ def write_figures(run_dir, runs, truth, scores, metrics, class_names, positive):
     )
 
 
-def save_models(run_dir, kept, backbone, p, class_names):
-    """The exported transfer model, the head and the scratch model, each with a small info file."""
+def save_models(run_dir, kept, backbone, p, class_names, positive):
+    """The exported transfer model, the head and the scratch model; the two that classify images
+    get a sidecar with the settings predict needs (`medlab.app.sidecars`)."""
     from medlab.classification import transfer
 
     full = transfer.export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
     models = {
-        "transfer_vgg16": (full, 255.0, 3),
-        "transfer_head": (kept["head"], None, None),
-        "scratch_vgg16": (kept["scratch"], 1.0, p["scratch_channels"]),
+        "transfer_vgg16": (full, 255.0, 3, p["image_size"]),
+        "transfer_head": (kept["head"], None, None, None),
+        "scratch_vgg16": (kept["scratch"], 1.0, p["scratch_channels"], p["scratch_size"]),
     }
-    for name, (model, scale, channels) in models.items():
+    for name, (model, scale, channels, size) in models.items():
         save_model_atomic(model, run_dir / f"{name}.keras")
         if scale is not None:
-            runs.write_json(
-                run_dir / f"{name}.json",
-                {
-                    "class_names": class_names,
-                    "input_scale": scale,
-                    "channels": channels,
-                    "positive_output": class_names[1],
-                },
+            sidecars.write_sidecar(
+                run_dir / f"{name}.keras",
+                input_size=size,
+                channels=channels,
+                input_scale=scale,
+                class_names=class_names,
+                positive_class=class_names[positive],
+                made_by="transfer_vgg16.py",
             )
 
 
 def load_saved_model(path):
-    info_path = path.with_suffix(".json")
-    if path.is_file() and not info_path.is_file():
+    """A model that classifies images and its sidecar (required: it holds the class names)."""
+    if Path(path).is_file() and not sidecars.sidecar_path(path).is_file():
         raise UserError(
-            f"{info_path} is missing; predict needs the class names a run writes next "
-            "to transfer_vgg16.keras and scratch_vgg16.keras"
+            f"{sidecars.sidecar_path(path)} is missing; predict needs the class names a run "
+            "writes next to transfer_vgg16.keras and scratch_vgg16.keras"
         )
-    if not path.is_file():
-        return runs.load_keras_model(path, "transfer_vgg16.py")  # its one line: does not exist
-    try:
-        info = json.loads(info_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(
-            f"{info_path} is damaged ({error}); rerun transfer_vgg16.py to write it again"
-        ) from None
-    return runs.load_keras_model(path, "transfer_vgg16.py"), info
+    return sidecars.load_model_and_settings(path, "transfer_vgg16.py")
 
 
 # ----------------------------------------------------------------------------- summary.md

@@ -17,7 +17,6 @@ Metric semantics (used everywhere, stated once):
   smoothing makes both-empty images score 1 and keeps the gradient finite.
 """
 
-import sys
 from pathlib import Path
 
 import keras
@@ -29,7 +28,7 @@ from scipy import ndimage
 
 from medlab import distribute
 from medlab.augment import augment_pair, augmented_batches
-from medlab.checkpoints import EpochCheckpoint
+from medlab.checkpoints import EpochCheckpoint, fit_resumable
 from medlab.checks import check_pairs
 from medlab.errors import UserError
 from medlab.images import decode, load_all, load_image, resize, to_channels, to_unit_range
@@ -510,30 +509,15 @@ def train(model, train_data, val_data, epochs, run_dir, callbacks=(), verbose=No
         UserError: a streamed file failed to decode.
     """
     checkpoint = EpochCheckpoint(run_dir, monitor="val_dice_coefficient", mode="max")
-    done = checkpoint.restore(model)
-    if done:
-        print(
-            f"resuming {Path(run_dir).name} after epoch {done} of {epochs}: weights, optimizer "
-            f"state and {done} history rows restored from {Path(run_dir) / 'backup'}"
+    options = {} if verbose is None else {"verbose": verbose}
+    try:
+        seconds = fit_resumable(
+            model, train_data, val_data, epochs, checkpoint, callbacks, **options
         )
-    if done < epochs:
-        # Each new pass moves the shuffling and augmentation seeds on: replay the passes done.
-        for _ in range(done):
-            iter(train_data)
-        try:
-            model.fit(
-                train_data,
-                validation_data=val_data,
-                epochs=epochs,
-                initial_epoch=done,
-                callbacks=[checkpoint, *callbacks],
-                verbose=(1 if sys.stdout.isatty() else 2) if verbose is None else verbose,
-                shuffle=False,  # the dataset shuffles itself
-            )
-        except tf.errors.OpError as error:
-            raise user_error_from_pipeline(error) from None
+    except tf.errors.OpError as error:
+        raise user_error_from_pipeline(error) from None
     distribute.to_this_process(model)  # evaluation and saving then need no other process
-    return checkpoint.seconds()
+    return seconds
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -46,7 +46,7 @@ def flush_to_disk(path):
 
 def write_text_atomic(path, text):
     with replacing(path) as temp:
-        Path(temp).write_text(text)
+        Path(temp).write_text(text, encoding="utf-8")
 
 
 def copy_atomic(source, target):

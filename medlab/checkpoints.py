@@ -4,15 +4,22 @@ The folder `run_dir/backup/` holds
   epoch-0007.weights.h5  the weights and the optimizer's variables after epoch 7
   best-0005.keras        the model of the best epoch so far (by the monitored validation metric)
   state.json             the commit record: last complete epoch, the files above, the history rows,
-                         the best value and the training seconds so far
+                         the best value, the training seconds so far and the state of the model's
+                         random generators (dropout), which weight files leave out
 An epoch's files are written first, then `state.json` is replaced in one step: until that rename the
 previous state and its files stand, so a resume always finds one complete, consistent epoch. Files
 that no state names (a kill between the two steps) are deleted at the next commit. `history.csv`
 and `best.keras` in the run folder are published copies, rewritten from the state after each commit.
+A run that trains several models names each (`name="transfer"`: `backup/transfer/` and
+`history_transfer.csv`); without a `monitor` no best model is kept.
+
+An epoch whose training loss is NaN or infinite is not committed: training stops there with a
+`UserError` that names the learning-rate flag to lower, and the epochs before it stay committed.
 """
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -30,10 +37,13 @@ STATE = "state.json"
 class EpochCheckpoint(keras.callbacks.Callback):
     """Commit the model, the optimizer and the history after every epoch; `restore` resumes."""
 
-    def __init__(self, run_dir, monitor, mode="max"):
+    def __init__(self, run_dir, monitor, mode="max", name=None, lr_flag="--lr"):
         super().__init__()
-        self.run_dir, self.folder = Path(run_dir), Path(run_dir) / "backup"
+        self.run_dir, self.folder = Path(run_dir), Path(run_dir) / "backup" / (name or "")
+        self.history = self.run_dir / (f"history_{name}.csv" if name else "history.csv")
         self.monitor, self.sign = monitor, 1 if mode == "max" else -1
+        self.lr_flag = lr_flag
+        self.label = self.run_dir.name + (f" ({name})" if name else "")
         self.state = {"epoch": 0, "weights": None, "rows": [], "best": None, "seconds": 0.0}
         self.started = time.perf_counter()
 
@@ -46,6 +56,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
             # Built first, or Keras skips the saved Adam moments and the resumed run starts cold.
             model.optimizer.build(model.trainable_variables)
             model.load_weights(self.folder / state["weights"])
+            # Keras leaves the random state of dropout out of weight files: restored from here.
+            for variable, value in zip(seed_states(model), state.get("seed_states", [])):
+                variable.assign(value)
         self.state = state
         self.publish()
         return state["epoch"]
@@ -58,18 +71,25 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
-        self.folder.mkdir(exist_ok=True)
+        if not math.isfinite(logs.get("loss", 0.0)):
+            raise UserError(
+                f"the training loss became {logs['loss']} in epoch {epoch + 1}, so training "
+                f"stopped; lower {self.lr_flag} (or check the data). {self.run_dir} keeps the "
+                f"{self.state['epoch']} complete epoch(s) before it"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
         state = {
             **self.state,
             "epoch": epoch + 1,
             "weights": f"epoch-{epoch + 1:04d}.weights.h5",
             "rows": self.state["rows"] + [{"epoch": epoch, **logs}],
+            "seed_states": [v.numpy().tolist() for v in seed_states(self.model)],
             "seconds": self.seconds(),
         }
         with replacing(self.folder / state["weights"]) as temp:
             self.model.save_weights(temp)
             crash_point("checkpoint-write")
-        value = logs.get(self.monitor)
+        value = logs.get(self.monitor) if self.monitor else None
         best = self.state["best"]
         if (
             value is not None
@@ -97,7 +117,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         """history.csv and best.keras from the committed state; files no state names are removed."""
         rows = self.state["rows"]
         columns = ["epoch", *sorted({key for row in rows for key in row} - {"epoch"})]
-        write_csv(self.run_dir / "history.csv", rows, columns)
+        write_csv(self.history, rows, columns)
         best = self.state["best"]
         if best is not None:
             copy_atomic(self.folder / best["file"], self.run_dir / "best.keras")
@@ -105,6 +125,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for path in self.folder.iterdir():
             if path.name not in keep:
                 path.unlink()
+
+
+def seed_states(model):
+    """The state variables of the model's random generators (dropout), in a fixed order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def read_state(folder):
@@ -127,3 +152,38 @@ def read_state(folder):
             "missing); delete that folder to train this experiment again from the start"
         )
     return state
+
+
+def fit_resumable(model, train_data, val_data, epochs, checkpoint, callbacks=(), **fit_options):
+    """`model.fit` for `epochs` epochs from the last epoch `checkpoint` committed (0 for a new run),
+    committing each epoch; returns the training seconds over every run of it.
+
+    `train_data` must be a `tf.data` pipeline that reshuffles (and draws augmentation seeds) anew
+    on each pass: the passes already done are replayed, so the resumed epochs see the batches an
+    uninterrupted run would. `fit_options` go to `fit` (class_weight, verbose).
+    """
+    done = checkpoint.restore(model)
+    if done:
+        print(
+            f"resuming {checkpoint.label} after epoch {done} of {epochs}: weights, optimizer "
+            f"state and {done} history rows restored from {checkpoint.folder}"
+        )
+    if done < epochs:
+        for _ in range(done):  # each pass moves the shuffling and augmentation seeds on
+            iter(train_data)
+        steps = int(train_data.cardinality())
+        if steps > 0:
+            # One pass of the repeated data per epoch, in one iterator: how often Keras itself
+            # starts a pass (it starts the next one ahead) then cannot change the replay.
+            fit_options = {"steps_per_epoch": steps, **fit_options}
+            train_data = train_data.repeat()
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=epochs,
+            initial_epoch=done,
+            callbacks=[checkpoint, *callbacks],
+            shuffle=False,  # the dataset shuffles itself
+            **{"verbose": 1 if sys.stdout.isatty() else 2, **fit_options},
+        )
+    return checkpoint.seconds()

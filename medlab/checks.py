@@ -1,12 +1,13 @@
 """The input gate: every file checked before any output folder is made, and warnings for data that
 decodes but looks wrong (masks of another size, no lung anywhere, blank images)."""
 
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from medlab.errors import UserError
+from medlab.errors import UserError, disk_full
 from medlab.images import decode, to_channels, to_unit_range
 
 # An image whose grey levels spread less than this (standard deviation on [0, 1]) looks blank:
@@ -73,7 +74,46 @@ def check_writable_folder(folder, flag):
         with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as error:
+        if disk_full(error):
+            raise UserError(
+                f"the disk of {flag} {folder} is full; free space or pass {flag} on a disk with "
+                "room"
+            ) from None
         raise UserError(
             f"{flag} {folder} is not a writable folder ({error.strerror or error}); "
             f"pass {flag} with a folder you can write to"
         ) from None
+
+
+def check_output_folder(folder, flag):
+    """Refuse, without creating anything, a `folder` that cannot be made or written to: a file, a
+    path under a file, a folder without write permission."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        where = "is a file" if existing == folder else f"is under {existing}, which is a file"
+        raise UserError(f"{flag} {folder} {where}; pass a folder (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{flag} {folder}: {existing} is not writable (permission denied); pass {flag} with "
+            "a folder you can write to"
+        )
+
+
+def check_fits_in_memory(needed_gb, what, lower):
+    """Refuse, before anything is built or written, work that needs more memory than the machine
+    has (a process that tries is killed by the system, or aborts, and leaves a half folder)."""
+    total_gb = machine_memory_gb()
+    if total_gb is not None and needed_gb > total_gb:
+        raise UserError(
+            f"{what} needs about {needed_gb:.3g} GB, more than this machine's {total_gb:.3g} GB; "
+            f"lower {lower}"
+        )
+
+
+def machine_memory_gb():
+    """The machine's memory in GiB, None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        return None

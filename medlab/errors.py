@@ -4,6 +4,8 @@ Library code raises `UserError` with one sentence that names the file or value a
 scripts' entry guard (`medlab.app.runs.main_guard`) prints it as `error: ...` and exits with 2.
 """
 
+import errno
+
 
 class UserError(Exception):
     """A problem with the user's input or parameters: reported in one line, exit code 2."""
@@ -13,3 +15,14 @@ def first_line(error, limit=160):
     """An exception's first line (or its type), short enough for a one-line message."""
     text = str(error).strip()
     return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
+def disk_full(error):
+    """Whether `error` (or an error it was raised from) says the disk is full."""
+    for _ in range(8):  # the chain of causes, not forever
+        if error is None:
+            return False
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

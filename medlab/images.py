@@ -5,6 +5,7 @@ together. OpenCV decodes PNG, JPEG, BMP and TIFF at 8 or 16 bits; colour comes b
 """
 
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -26,7 +27,7 @@ def list_images(folder, note=print):
     """Image files in `folder`, sorted by name; other files are skipped with a note."""
     folder = Path(folder)
     images, skipped = [], []
-    for path in sorted(folder.iterdir()):
+    for path in folder_entries(folder):
         if path.name.startswith(".") or path.is_dir() or path.name.lower() in SILENT_FILES:
             continue
         (images if path.suffix.lower() in IMAGE_EXTENSIONS else skipped).append(path)
@@ -36,18 +37,58 @@ def list_images(folder, note=print):
     return images
 
 
+def folder_entries(folder):
+    """The sorted entries of `folder`, or a one-line `UserError` when it cannot be listed."""
+    try:
+        return sorted(Path(folder).iterdir())
+    except PermissionError:
+        raise UserError(
+            f"cannot read folder {folder}: permission denied; make it readable (chmod +rx) or "
+            "move it out of the data folder"
+        ) from None
+    except OSError as error:
+        raise UserError(f"cannot read folder {folder}: {error.strerror or error}") from None
+
+
 def decode(path):
     """Decode one file as it is stored (any depth, 1/3/4 channels) or raise `UserError`."""
-    check_file(path)
-    try:
-        # np.fromfile + imdecode copes with non-ASCII paths
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except PermissionError:
-        raise denied(path) from None
+    data = file_bytes(path)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise unreadable(path)
     return check_plausible(path, image)
+
+
+def file_bytes(path):
+    """The bytes of an image file, or a one-line `UserError` (missing, broken link, denied)."""
+    check_file(path)
+    try:
+        # np.fromfile + imdecode copes with non-ASCII paths
+        return np.fromfile(str(path), dtype=np.uint8)
+    except PermissionError:
+        raise denied(path) from None
+
+
+# Figures of one image (explain's overlays) show it at its own size, up to about this many pixels
+# a side: a larger image is decoded at 1/2, 1/4 or 1/8 of its size.
+DISPLAY_MAX_SIDE = 2048
+REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+REDUCED_COLOUR[8] = cv2.IMREAD_REDUCED_COLOR_8
+
+
+def decode_for_display(path):
+    """`decode`, but an image far larger than `DISPLAY_MAX_SIDE` comes from OpenCV's reduced-size
+    decoding (8-bit colour), so an 8000-pixel photo never sits in memory at full size as floats.
+    Call `decode` first: the checks of the full-size pixels (NaN, range) are its job."""
+    data = file_bytes(path)
+    probe = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8) if data.size else None
+    if probe is None:
+        raise unreadable(path)
+    longest = 8 * max(probe.shape[:2])
+    factor = next((f for f in (8, 4, 2) if longest // f >= DISPLAY_MAX_SIDE), 1)
+    if factor == 1:
+        return decode(path)
+    return check_plausible(path, cv2.imdecode(data, REDUCED_COLOUR[factor]))
 
 
 def check_file(path):
@@ -67,7 +108,8 @@ def check_file(path):
 
 
 def check_plausible(path, image):
-    """Refuse a decoded image that cannot be an X-ray or photo (too small, fully transparent)."""
+    """Refuse a decoded image that cannot be an X-ray or photo (too small, fully transparent, NaN
+    or infinite pixels); warn once about a float image far outside [0, 1] (it would be clipped)."""
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE:
         raise UserError(
@@ -79,7 +121,31 @@ def check_plausible(path, image):
             f"image {path} is fully transparent (alpha 0 everywhere), so it shows nothing; "
             "save it without transparency or remove it"
         )
+    if image.dtype.kind == "f":
+        check_float_range(path, image)
     return image
+
+
+# A float image is expected in [0, 1]; beyond this margin its values are clipped to black or white.
+FLOAT_MARGIN = 0.01
+_warned_range = set()
+
+
+def check_float_range(path, image):
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    if bad:
+        raise UserError(
+            f"image {path} has {bad} pixel(s) that are not numbers (NaN or infinite); re-export "
+            "it without them or remove it"
+        )
+    low, high = float(image.min()), float(image.max())
+    if (low < -FLOAT_MARGIN or high > 1 + FLOAT_MARGIN) and str(path) not in _warned_range:
+        _warned_range.add(str(path))  # once per file, although loaders decode it again
+        print(
+            f"warning: float image {path} has values from {low:g} to {high:g}, outside [0, 1]; "
+            "they are clipped (above 1 turns white), so rescale it to [0, 1] or save it as "
+            "8- or 16-bit"
+        )
 
 
 def unreadable(path):
@@ -147,7 +213,23 @@ def save_image(path, image):
     if pixels.ndim == 3 and pixels.shape[2] == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     if not cv2.imwrite(str(path), pixels):
-        raise UserError(f"cannot write image {path}; check that the folder is writable")
+        raise UserError(f"cannot write image {path}: {why_unwritable(Path(path).parent)}")
+
+
+# Below this many free bytes a failed write is blamed on a full disk.
+FULL_DISK_BYTES = 1 << 20
+
+
+def why_unwritable(folder):
+    """Why a file in `folder` could not be written, in words that say what to do."""
+    try:
+        if shutil.disk_usage(folder).free < FULL_DISK_BYTES:
+            return "the disk is full; free space or pass --out on a disk with room"
+    except OSError:
+        pass
+    if not os.access(folder, os.W_OK):
+        return f"{folder} is not writable (permission denied); pass --out with a writable folder"
+    return "the image could not be encoded; check the file name and the folder"
 
 
 def load_all(paths, loader, shape, title):

@@ -4,13 +4,16 @@ Every script reports bad input by raising `UserError`; `main_guard` turns it int
 stderr and exit code 2, so users never see a traceback for a mistake they can fix.
 """
 
+import contextlib
 import datetime
-import errno
 import functools
+import io
 import os
 import platform
 import random
+import signal
 import sys
+import threading
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab.atomic import write_json
-from medlab.errors import UserError, first_line
+from medlab.errors import UserError, disk_full, first_line
 
 PACKAGES = (
     "tensorflow",
@@ -33,16 +36,23 @@ PACKAGES = (
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a scheduler, `docker stop`): stopped like Ctrl-C, exit code 143."""
+
+
 def main_guard(main, lower="--batch-size or the image size"):
     """Decorate a script's `main` so that a `UserError` ends the program with exit code 2.
 
     Running out of memory or disk space is reported the same way, naming the settings to `lower`.
+    Ctrl-C and SIGTERM stop it with one line that says how to resume (exit codes 130 and 143).
     """
 
     @functools.wraps(main)
     def guarded(*args, **kwargs):
+        previous = on_sigterm(Terminated)
         try:
-            return main(*args, **kwargs)
+            with console():
+                return main(*args, **kwargs)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
@@ -52,11 +62,81 @@ def main_guard(main, lower="--batch-size or the image size"):
                 raise
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
+        except KeyboardInterrupt as stop:
+            signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+            how = (
+                f"; the epochs committed so far are kept: continue with {_resume}"
+                if _resume
+                else ""
+            )
+            print(f"interrupted ({signal_name}){how}", file=sys.stderr)
+            sys.exit(143 if isinstance(stop, Terminated) else 130)
+        finally:
+            on_sigterm(previous)
+            resume_with(None)  # a later command of this process has its own
 
     return guarded
+
+
+def on_sigterm(handler):
+    """Raise `handler` (an exception class) on SIGTERM, or restore a previous handler; returns the
+    handler it replaces. Only the main thread may set handlers: elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if isinstance(handler, type) and issubclass(handler, BaseException):
+        exception = handler
+
+        def handler(signum, frame):
+            raise exception()
+
+    return signal.signal(signal.SIGTERM, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def console():
+    """stdout and stderr that never raise for what is printed: a character the terminal's encoding
+    lacks is escaped, and once a reader such as `head -1` has closed the pipe, output is dropped
+    while the run goes on to finish its folder."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="backslashreplace")
+    original = sys.stdout
+    sys.stdout = PipeSafe(original)
+    try:
+        yield
+    finally:
+        sys.stdout = original
+
+
+class PipeSafe:
+    """A text stream that goes silent (to os.devnull) when its reader has gone away."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silence()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silence()
+
+    def _silence(self):
+        # Also the descriptor, so the interpreter's own flush at exit finds a reader.
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        self._stream = open(os.devnull, "w")  # noqa: SIM115  (for the rest of the process)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def run_commands(argv, commands, lower):
@@ -92,11 +172,28 @@ def new_run_dir(root, name):
         except FileExistsError:
             continue
         except OSError as error:
+            fix = "free space or pass --out on a disk with room"
+            if not disk_full(error):
+                fix = "pass --out with a writable folder"
             raise UserError(
-                f"cannot create the output folder {path}: {error.strerror}; "
-                "pass --out with a writable folder"
+                f"cannot create the output folder {path}: {error.strerror}; {fix}"
             ) from None
     raise UserError(f"too many runs named {name} in {root} this second; try again")
+
+
+def check_saved_parameters(saved, defaults, path):
+    """Refuse saved parameters (a resumed run's plan or config) that a hand edit broke: each must
+    have the type of its default (an int may stand for a float; a None default takes anything)."""
+    for name, default in defaults.items():
+        value = saved.get(name)
+        if default is None or name not in saved:
+            continue
+        kinds = (int, float) if type(default) is float else (type(default),)
+        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kinds):
+            raise UserError(
+                f"{path} is damaged: {name!r} is {value!r}, not a {type(default).__name__} like "
+                f"{default!r}; restore the file, or start a new run"
+            )
 
 
 def package_versions():
@@ -128,6 +225,13 @@ def check_model_file(path, made_by):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass a .keras file saved by {made_by}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:  # zipfile would call an unreadable file damaged
+        raise UserError(
+            f"cannot read model {path}: {error.strerror or error}; make it readable (chmod +r)"
+        ) from None
     if not zipfile.is_zipfile(path):  # Keras would call a damaged file "File not found"
         raise UserError(
             f"cannot load model {path}: the file is damaged or not a .keras file (not a zip "
@@ -152,15 +256,26 @@ def load_keras_model(path, made_by, compile=True):
 
 
 INCOMPLETE = "INCOMPLETE.txt"
+_resume = None  # the command that continues the training of this process, once it has a folder
+
+
+def resume_with(command, folder=None):
+    """Remember `command` as the way to continue this process's training (None: nothing to
+    resume), for an interruption's message and for `INCOMPLETE.txt` (rewritten in `folder`)."""
+    global _resume
+    _resume = command
+    if folder is not None:
+        mark_incomplete(folder)
 
 
 def mark_incomplete(folder):
     """Flag `folder` as unfinished until `mark_complete`: a run killed, out of memory or out of disk
-    space then never looks finished."""
+    space then never looks finished. The file says how to continue a training that can be."""
+    how = f" Continue it with: {_resume}" if _resume else ""
     (Path(folder) / INCOMPLETE).write_text(
         "This run has not finished (it is running, or it was interrupted or failed): its results "
-        "are missing or partial. A segmentation run continues with main_segmentation.py "
-        "--resume.\n"
+        f"are missing or partial.{how}\n",
+        encoding="utf-8",
     )
     return Path(folder)
 
@@ -170,8 +285,14 @@ def mark_complete(folder):
 
 
 def resource_message(error, lower):
-    """The one-line message for running out of memory or disk space, or None for any other error."""
+    """The one-line message for running out of memory or disk space, or None for any other error.
+    A full disk is recognised first: libraries report it in many words, some of them "memory"."""
     text = first_line(error)
+    if disk_full(error):
+        return (
+            f"the disk is full ({text}); free space or pass --out on a disk with room. The run "
+            f"folder keeps {INCOMPLETE}, so it is not mistaken for a finished run"
+        )
     out_of_memory = (
         isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError"
     )
@@ -179,10 +300,5 @@ def resource_message(error, lower):
         return (
             f"out of memory ({text}); lower {lower}. The run folder keeps {INCOMPLETE}, "
             "so it is not mistaken for a finished run"
-        )
-    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
-        return (
-            f"the disk is full ({text}); free space or pass --out on a disk with room. The run "
-            f"folder keeps {INCOMPLETE}, so it is not mistaken for a finished run"
         )
     return None

@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
+from medlab.checkpoints import EpochCheckpoint, fit_resumable
 from medlab.classification.gradcam import (
     as_rgb,
     class_map_correlation,
@@ -84,17 +85,18 @@ def validation_dataset(images, labels, params):
 
 
 def train(model, train_data, val_data, params, run_dir, labels, callbacks=()):
-    """Fit for `params["epochs"]` epochs, logging each to run_dir/history.csv and to the caller's
+    """Fit for `params["epochs"]` epochs, committing each to run_dir/backup (resumable after a
+    kill, `medlab.checkpoints`) and logging it to run_dir/history.csv and to the caller's
     `callbacks` (the script's TensorBoard logger)."""
-    # shuffle=False: the tf.data pipeline already reshuffles every epoch.
-    model.fit(
+    fit_resumable(
+        model,
         train_data,
-        validation_data=val_data,
-        epochs=params["epochs"],
-        verbose=2,
-        shuffle=False,
+        val_data,
+        params["epochs"],
+        EpochCheckpoint(run_dir, monitor=None),
+        callbacks,
         class_weight=class_weights(labels, params["class_weight"]),
-        callbacks=[keras.callbacks.CSVLogger(str(run_dir / "history.csv")), *callbacks],
+        verbose=2,
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab.errors import UserError
-from medlab.images import list_images, load_all, load_image
+from medlab.images import folder_entries, list_images, load_all, load_image
 
 SPLIT_NAMES = ("train", "validation")
 
@@ -40,7 +40,7 @@ class ClassSplit:
 def class_folders(folder):
     folder = Path(folder)
     names = sorted(
-        p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+        p.name for p in folder_entries(folder) if p.is_dir() and not p.name.startswith((".", "_"))
     )
     if len(names) != 2:
         raise UserError(

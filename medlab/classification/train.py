@@ -5,14 +5,14 @@ sigmoid unit (probability of class 1) or in a softmax over two classes; the help
 both, so every script scores its models the same way.
 """
 
-import sys
-import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from medlab.augment import augmented_batches, random_affine, random_colour
+from medlab.checkpoints import EpochCheckpoint, fit_resumable
 from medlab.errors import UserError
 
 # Retracing notices (each new model or last partial batch) are noise to the scripts' users.
@@ -81,35 +81,28 @@ def class_weights(labels, mode):
 
 
 def fit_logged(
-    model, train_data, val_data, epochs, csv_path, batch_size=None, class_weight=None, callbacks=()
+    model, train_data, val_data, epochs, csv_path, class_weight=None, callbacks=(), lr_flag="--lr"
 ):
-    """Fit for exactly `epochs` epochs, logging every epoch to `csv_path` and to the caller's
-    `callbacks` (the scripts' TensorBoard logger); returns seconds taken.
+    """Fit for exactly `epochs` epochs, committing every epoch (`medlab.checkpoints`: a run killed
+    at any moment resumes from its last complete epoch) and logging it to `csv_path` and to the
+    caller's `callbacks` (the scripts' TensorBoard logger); returns the training seconds.
 
-    `train_data`/`val_data` are `tf.data` pipelines or (inputs, targets) array pairs. The final
-    model is what the caller evaluates: picking the best validation epoch would make the
-    validation score optimistic.
+    `train_data`/`val_data` are `tf.data` pipelines (see `image_dataset`), the training one
+    reshuffling itself every pass. The final model is what the caller evaluates: picking the best
+    validation epoch would make the validation score optimistic. A NaN loss stops training with
+    a `UserError` that names `lr_flag`.
     """
-    start = time.perf_counter()
-    # Arrays are shuffled by Keras; a tf.data pipeline shuffles itself (see `image_dataset`).
-    options = (
-        {"batch_size": batch_size, "shuffle": True}
-        if isinstance(train_data, tuple)
-        else {"shuffle": False}
-    )
-    inputs = train_data if not isinstance(train_data, tuple) else train_data[0]
-    targets = None if not isinstance(train_data, tuple) else train_data[1]
-    model.fit(
-        inputs,
-        targets,
-        validation_data=val_data,
-        epochs=epochs,
-        callbacks=[keras.callbacks.CSVLogger(str(csv_path)), *callbacks],
+    csv_path = Path(csv_path)
+    name = csv_path.stem.removeprefix("history_")
+    return fit_resumable(
+        model,
+        train_data,
+        val_data,
+        epochs,
+        EpochCheckpoint(csv_path.parent, monitor=None, name=name, lr_flag=lr_flag),
+        callbacks,
         class_weight=class_weight,
-        verbose=1 if sys.stdout.isatty() else 2,
-        **options,
     )
-    return time.perf_counter() - start
 
 
 def class_one_scores(model, inputs, batch_size=32):

@@ -20,8 +20,8 @@ from keras import layers
 from keras.applications.vgg16 import preprocess_input
 
 from medlab.classification.metrics import roc_curve
-from medlab.errors import UserError, first_line
-from medlab.images import load_image
+from medlab.errors import UserError, disk_full, first_line
+from medlab.images import check_file, denied, load_image
 from medlab.plots import plt  # pyplot with the file-only backend that medlab.plots selects
 from medlab.progress import progress
 
@@ -121,14 +121,19 @@ def to_backbone_input(images, preprocess):
 
 def file_digest(path):
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except PermissionError:
+        raise denied(path) from None
     return digest.digest()
 
 
 def feature_cache_key(paths, image_size, preprocess, backbone_id):
     """One key per (file names and contents, size, weights, preprocessing)."""
+    for path in paths:
+        check_file(path)  # a broken link or a folder: the loaders' one line, before any hashing
     digest = hashlib.sha256(
         json.dumps([CACHE_VERSION, image_size, preprocess, backbone_id]).encode()
     )
@@ -182,13 +187,29 @@ def cached_features(backbone, paths, image_size, preprocess, cache_dir, backbone
         features = run_backbone(backbone, names, image_size, preprocess)
         stored_names = names
         cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(".partial.npz")
-        np.savez(partial, features=features, paths=np.array(names))
-        partial.replace(cache)  # atomic: an interrupted run never leaves a half-written cache
+        write_cache(cache, features, names)
         print(f"features cached in {cache}")
         hit = False
     row = {name: i for i, name in enumerate(stored_names)}
     return features[[row[str(Path(p).resolve())] for p in paths]], hit
+
+
+def write_cache(cache, features, names):
+    """Write the cache under a partial name and rename it (a kill never leaves half a cache); on a
+    full disk the partial file goes and the message names --cache-dir."""
+    partial = cache.with_suffix(".partial.npz")
+    try:
+        np.savez(partial, features=features, paths=np.array(names))
+        partial.replace(cache)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if not disk_full(error):
+            raise
+        raise UserError(
+            f"the disk is full: the feature cache {cache} could not be written "
+            f"({first_line(error)}); free space or pass --cache-dir on a disk with room (the "
+            "partial cache was removed)"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- models

@@ -95,3 +95,34 @@ def build_vgg16_style(
     # float32 even under a mixed-precision policy, so probabilities and losses keep full precision.
     outputs = layers.Dense(n_classes, activation=activation, dtype="float32", name="prediction")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+# Bytes per value while training in float32 (as the U-Net's estimate): each layer output is kept
+# for the backward pass (4); each weight has a gradient and Adam's two moments (4 x 4 bytes).
+BYTES_PER_ACTIVATION, BYTES_PER_WEIGHT = 4, 16
+
+
+def training_gb(size, channels, base, batch_size, batch_norm=False, pooling=None, images=0):
+    """GiB that training `build_vgg16_style` at `size` takes: the layer outputs of a batch, the
+    weights with their gradients and Adam's state, and `images` decoded images held in memory."""
+    values, weights = layer_outputs_and_weights(size, channels, base, batch_norm, pooling)
+    return (
+        values * batch_size * BYTES_PER_ACTIVATION
+        + weights * BYTES_PER_WEIGHT
+        + images * size * size * channels * 4
+    ) / 2**30
+
+
+def layer_outputs_and_weights(size, channels, base, batch_norm=False, pooling=None):
+    """Layer-output values for one image and kernel weights of `build_vgg16_style` (with colour
+    constancy and centring; the dense layers' outputs and the biases are a rounding error)."""
+    values = size * size * channels * 3  # the input, colour constancy and centring
+    weights, c_in, side = 0, channels, size
+    for multiple, convs in VGG16_BLOCKS:
+        filters = base * multiple
+        values += convs * side * side * filters * (1 + bool(batch_norm))
+        weights += 9 * filters * (c_in + (convs - 1) * filters)
+        side, c_in = side // 2, filters
+        values += side * side * filters  # the pooling
+    top = side * side * c_in if pooling in (None, "flatten") else c_in
+    return values + top, weights + top * 64 + 2 * 64 * 64 + 64 * 2

@@ -3,6 +3,7 @@ on a folder of pairs. Every input is checked before an output folder is made."""
 
 import csv
 import json
+from argparse import BooleanOptionalAction
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +11,16 @@ import numpy as np
 from medlab import quiet_tensorflow
 from medlab.app.cli import Parser
 from medlab.app.collapse import print_bold
+from medlab.app.outputs import write_output_names
 from medlab.app.runs import (
     UserError,
-    load_keras_model,
     mark_complete,
     new_run_dir,
     save_config,
     write_json,
 )
 from medlab.app.segmentation.parameters import DECLARED
+from medlab.app.sidecars import load_model_and_settings
 from medlab.images import decode, save_image, to_channels, to_unit_range
 
 
@@ -35,32 +37,43 @@ def predict_command(argv, parameters):
         default=parameters["out"],
         help="folder for the new predict-* folder (default: %(default)s)",
     )
-    parser.add_argument("--postprocess", action="store_true", help=DECLARED["postprocess"].help)
+    parser.add_argument(
+        "--postprocess",
+        action=BooleanOptionalAction,
+        default=None,
+        help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
+        ".json)",
+    )
     args = parser.parse_args(argv)
     for path in args.images:  # all checked before any folder is made (decoded again below)
         decode(path)
     quiet_tensorflow()
     import unet  # TensorFlow starts here, once the command line and the images are checked
 
-    model = load_segmentation_model(args.model)
+    model, settings = load_segmentation_model(args.model, with_settings=True)
+    # Not a property of the model's input, so the flag may override what the experiment used.
+    postprocess = (settings or {}).get("postprocess", False)
+    postprocess = postprocess if args.postprocess is None else args.postprocess
     out_dir = new_run_dir(args.out, "predict")
-    for path in map(Path, args.images):
+    names = write_output_names(out_dir, args.images, ("_mask.png", "_overlay.png"))
+    for path, name in zip(map(Path, args.images), names):
         original = to_channels(to_unit_range(decode(path)), 1)
-        mask = unet.predict_full_size(model, original, args.postprocess)
-        save_image(out_dir / f"{path.stem}_mask.png", mask)
-        save_image(out_dir / f"{path.stem}_overlay.png", unet.overlay_mask(original, mask))
+        mask = unet.predict_full_size(model, original, postprocess)
+        save_image(out_dir / f"{name}_mask.png", mask)
+        save_image(out_dir / f"{name}_overlay.png", unet.overlay_mask(original, mask))
         print(f"{path}: lung area {mask.mean():.1%} of the image")
     mark_complete(out_dir)
     print(f"masks and overlays: {out_dir}")
 
 
-def load_segmentation_model(path, compile=True):
-    """A U-Net saved by an experiment, or a one-line `UserError` naming the file."""
+def load_segmentation_model(path, compile=True, with_settings=False):
+    """A U-Net saved by an experiment (and its sidecar's settings, None for a model without one),
+    or a one-line `UserError` naming the file."""
     import unet  # noqa: F401  registers the losses and metrics Keras needs to load the model
 
-    model = load_keras_model(path, "main_segmentation.py", compile=compile)
+    model, settings = load_model_and_settings(path, "main_segmentation.py", compile=compile)
     check_segmentation_model(model, path)
-    return model
+    return (model, settings) if with_settings else model
 
 
 def check_segmentation_model(model, path):
@@ -96,6 +109,8 @@ def evaluate_command(argv, parameters):
         help="folder for the new evaluate-* folder (default: %(default)s)",
     )
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} is out of range: at least 1")
     quiet_tensorflow()
     import unet  # TensorFlow starts here, once the command line is checked
     from medlab.app.segmentation.summary import write_per_image
@@ -108,7 +123,7 @@ def evaluate_command(argv, parameters):
     save_config(
         out_dir, {"model": str(args.model), "data_dir": str(args.data_dir), "size": every["size"]}
     )
-    batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", max(1, args.batch_size))
+    batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", args.batch_size)
     scores, shown = unet.evaluate_batches(model, batches)
     seen = np.isin(every["names"], sorted(training_images(args.model, args.data_dir)))
     metrics = {

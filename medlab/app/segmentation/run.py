@@ -24,10 +24,18 @@ from medlab import plots
 from medlab.app import tensorboard_logs
 from medlab.app.cli import parameter_rows
 from medlab.app.collapse import print_bold
-from medlab.app.runs import mark_complete, mark_incomplete, new_run_dir, save_config, write_json
+from medlab.app.runs import (
+    mark_complete,
+    mark_incomplete,
+    new_run_dir,
+    resume_with,
+    save_config,
+    write_json,
+)
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.app.segmentation.setup import save_plan, summary_folder
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
+from medlab.app.sidecars import write_sidecar
 from medlab.atomic import save_model_atomic
 from medlab.faults import crash_point
 
@@ -166,6 +174,17 @@ class SegmentationRun:
         name, p, folder = experiment.name, experiment.parameters, experiment.folder
         val_names = [self.pairs["names"][i] for i in experiment.split[1]]
         save_model_atomic(model, folder / "model.keras")
+        for saved in ("model.keras", "best.keras"):
+            write_sidecar(
+                folder / saved,
+                input_size=p["size"],
+                channels=1,
+                input_scale=1.0,
+                class_names=["background", "lung"],
+                positive_class="lung",
+                postprocess=p["postprocess"],
+                made_by="main_segmentation.py",
+            )
         metrics, history = self.metrics(experiment, model, val_data, seconds, scores)
         if metrics["collapsed"]:
             message = collapse_message(
@@ -252,6 +271,7 @@ class SegmentationRun:
             # As large as the decoded data set; rebuilt if ever needed.
             shutil.rmtree(self.cache_dir)
         mark_complete(self.summary_dir)
+        resume_with(None)
         print(f"\nsummary: {self.summary_dir / 'summary.md'}")
 
 

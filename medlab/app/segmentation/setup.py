@@ -17,7 +17,8 @@ from medlab.app.cli import (
 )
 from medlab.app.comparisons import check_names, parse_compare
 from medlab.app.data import locate_data
-from medlab.app.runs import new_run_dir, write_json
+from medlab.app.resume import lock
+from medlab.app.runs import check_saved_parameters, new_run_dir, resume_with, write_json
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.distribute import configure_scaling
 from medlab.errors import UserError
@@ -133,7 +134,7 @@ def synthetic_xrays(count, seed):
 
 def choose_experiments(names, experiments, default=None):
     """The experiments named in `names` (comma-separated), or `default` (all when None)."""
-    if not names:
+    if names is None:
         return list(default or experiments)
     chosen = [name.strip() for name in names.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in experiments]
@@ -151,7 +152,7 @@ def choose_experiments(names, experiments, default=None):
 def resume_plan(args, flags):
     """The saved plan of the summary folder being resumed; flags cannot change it midway."""
     given = [f"--{name.replace('_', '-')}" for name in flags] + (
-        ["--experiments"] if args.experiments else []
+        ["--experiments"] if args.experiments is not None else []
     )
     if given:
         raise UserError(
@@ -170,6 +171,8 @@ def resume_plan(args, flags):
             f"{path} is damaged ({error}); start a new run, or restore the file "
             "(it lists each experiment's parameters)"
         ) from None
+    for p in plan.values():
+        check_saved_parameters(p, defaults(DECLARED), path)
     sources = saved_sources(folder)
     return {
         name: Resolved(
@@ -190,7 +193,8 @@ def saved_sources(folder):
 
 
 def summary_folder(out, resume):
-    """A new folder for this invocation (or the one being resumed) and the stamp its runs share."""
+    """A new folder for this invocation (or the one being resumed) and the stamp its runs share;
+    locked while this process works in it, and marked with the command that resumes it."""
     if resume:
         folder = Path(resume)
         if not (folder / "runs.json").is_file():
@@ -198,8 +202,11 @@ def summary_folder(out, resume):
                 f"{folder} is not a summary folder of an earlier run (no runs.json); "
                 "pass the *-summary folder that the interrupted run printed"
             )
-        return folder
-    return new_run_dir(out, "summary")
+    else:
+        folder = new_run_dir(out, "summary")
+    lock(folder)  # held while this process works in it: a second --resume is refused
+    resume_with(f"python main_segmentation.py --resume {folder}", folder)
+    return folder
 
 
 def save_plan(folder, plan):

@@ -111,7 +111,7 @@ def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path
     params = {**tv.PARAMETERS, "epochs": 3, "lr": 1e-3, "batch_size": 4}
     train, val = np.arange(8), np.arange(8, 16)
     head, scores, _ = tv.train_transfer(
-        features, labels, train, val, params, tmp_path / "history.csv", single_device()
+        features, labels, train, val, params, 0, tmp_path / "history.csv", single_device()
     )
     assert not random_backbone.trainable
     for old, new in zip(before, random_backbone.get_weights()):
