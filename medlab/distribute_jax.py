@@ -20,6 +20,7 @@ evaluating and saving need no other process.
 import atexit
 import contextlib
 import os
+import re
 import sys
 
 import jax
@@ -94,6 +95,11 @@ class JaxStrategy:
                 # Runs before JAX's own exit handshake, which would wait for the lost process
                 # and then abort with a page of native logs.
                 atexit.register(exit_now, 2)
+                if not LOST_PEER.search(str(error)):
+                    raise UserError(
+                        f"process {jax.process_index()} of {jax.process_count()} stopped: "
+                        f"{first_line(error)}"
+                    ) from None
                 raise UserError(lost_process_message(error)) from None
 
     def describe(self):
@@ -157,6 +163,12 @@ def check_process_variables(environ):
             f"{PROCESSES}={environ[PROCESSES]} and {PROCESS_ID}={environ[PROCESS_ID]} do not fit: "
             f"the id must be a whole number from 0 to {PROCESSES} - 1"
         )
+
+
+# What the collectives and JAX's coordination service say when another process has gone.
+LOST_PEER = re.compile(
+    r"gloo|connection|peer|heartbeat|coordinat|barrier|unavailable|deadline|socket", re.IGNORECASE
+)
 
 
 def lost_process_message(error):

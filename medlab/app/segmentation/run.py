@@ -146,11 +146,14 @@ class SegmentationRun:
         """Keras callbacks of the application: TensorBoard's per-epoch scalars, and outlines of a
         few validation images every few epochs (its Images tab)."""
         log_dir = tensorboard_logs.log_dir_for(experiment.folder)
-        images, masks = self.validation_sample(experiment.split[1][:OVERLAY_IMAGES])
-        return [
-            tensorboard_logs.epoch_logger(log_dir),
-            tensorboard_logs.OverlayLogger(log_dir, images, masks, experiment.parameters["epochs"]),
-        ]
+        callbacks = [tensorboard_logs.epoch_logger(log_dir)]
+        if self.scaling.processes == 1:
+            # A prediction mid-training over several processes would be a step that every process
+            # must take together; their run's overlays come from the end of training instead.
+            images, masks = self.validation_sample(experiment.split[1][:OVERLAY_IMAGES])
+            epochs = experiment.parameters["epochs"]
+            callbacks.append(tensorboard_logs.OverlayLogger(log_dir, images, masks, epochs))
+        return callbacks
 
     def validation_sample(self, indices):
         """Decoded images and masks of some pairs, whichever way `--cache` keeps them."""
