@@ -13,6 +13,13 @@ from medlab.app.runs import (
     save_config,
     write_json,
 )
+from medlab.app.segmentation.ensemble import (
+    MODELS_HELP,
+    TTA_HELP,
+    describe_models,
+    load_ensemble,
+    split_models,
+)
 from medlab.app.segmentation.setup import HELP
 from medlab.app.segmentation.summary import write_per_image
 from medlab.images import decode, save_image, to_channels, to_unit_range
@@ -27,21 +34,26 @@ def predict_command(argv, parameters):
         prog="main_segmentation.py predict",
         description="Segment new chest X-rays with a saved U-Net.",
     )
-    parser.add_argument("model", help="a model.keras written by an experiment")
-    parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
+    parser.add_argument("model", help=MODELS_HELP)
+    parser.add_argument(
+        "images", nargs="+", help="more models (.keras files or folders), then image files"
+    )
     parser.add_argument(
         "--out", default=parameters["out"], help="folder for the new predict-* folder"
     )
     parser.add_argument("--postprocess", action="store_true", help=HELP["postprocess"])
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     args = parser.parse_args(argv)
-    for path in args.images:  # all checked before any folder is made (decoded again below)
+    model_paths, images = split_models(args.model, args.images)
+    for path in images:  # all checked before any folder is made (decoded again below)
         decode(path)
     quiet_tensorflow()
-    model = load_segmentation_model(args.model)
+    models, files = load_ensemble(model_paths, load_segmentation_model)
     out_dir = new_run_dir(args.out, "predict")
-    for path in map(Path, args.images):
+    print(f"masks of {describe_models(files, args.tta)}")
+    for path in map(Path, images):
         original = to_channels(to_unit_range(decode(path)), 1)
-        mask = unet.predict_full_size(model, original, args.postprocess)
+        mask = unet.predict_full_size(models, original, args.postprocess, args.tta)
         save_image(out_dir / f"{path.stem}_mask.png", mask)
         save_image(out_dir / f"{path.stem}_overlay.png", unet.overlay_mask(original, mask))
         print(f"{path}: lung area {mask.mean():.1%} of the image")
@@ -76,7 +88,7 @@ def evaluate_command(argv, parameters):
         prog="main_segmentation.py evaluate",
         description="Score a saved U-Net on a folder of X-rays and lung masks.",
     )
-    parser.add_argument("model", help="a model.keras (or best.keras) written by an experiment")
+    parser.add_argument("model", nargs="+", help=f"{MODELS_HELP}; or a best.keras")
     parser.add_argument(
         "--data-dir", required=True, help="folder with Image/ and Mask/ (identical file names)"
     )
@@ -89,29 +101,26 @@ def evaluate_command(argv, parameters):
     parser.add_argument(
         "--out", default=parameters["out"], help="folder for the new evaluate-* folder"
     )
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     args = parser.parse_args(argv)
     quiet_tensorflow()
-    model = load_segmentation_model(args.model, compile=False)
+    models, files = load_ensemble(args.model, lambda p: load_segmentation_model(p, compile=False))
     every = unet.load_every_pair(
-        args.data_dir, model.input_shape[1], "auto", parameters["memory_budget_gb"]
+        args.data_dir, models[0].input_shape[1], "auto", parameters["memory_budget_gb"]
     )
     out_dir = new_run_dir(args.out, "evaluate")  # only once model and data proved good
-    save_config(
-        out_dir, {"model": str(args.model), "data_dir": str(args.data_dir), "size": every["size"]}
-    )
+    used = {"model": describe_models(files, False), "models": [str(f) for f in files]}
+    used["tta"] = args.tta
+    save_config(out_dir, {**used, "data_dir": str(args.data_dir), "size": every["size"]})
     batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", max(1, args.batch_size))
-    scores, shown = unet.evaluate_batches(model, batches)
-    metrics = {
-        **unet.score_summary(scores, prefix=""),
-        "images": len(every["names"]),
-        "model": str(args.model),
-    }
+    scores, shown = unet.evaluate_batches(models, batches, tta=args.tta)
+    metrics = {**unet.score_summary(scores, prefix=""), "images": len(every["names"]), **used}
     write_json(out_dir / "metrics.json", metrics)
     write_per_image(out_dir / "per_image.csv", every["names"], scores)
     unet.plot_overlays(*shown, scores["dice"], out_dir / "overlays.png", every["names"])
     mark_complete(out_dir)
     print(
-        f"{args.model} on {len(every['names'])} pairs of {args.data_dir}: "
+        f"{describe_models(files, args.tta)} on {len(every['names'])} pairs of {args.data_dir}: "
         f"Dice {metrics['dice']:.3f} +- {metrics['dice_std']:.3f}, IoU {metrics['iou']:.3f}, "
         f"HD95 {metrics['hd95']:.1f} px, precision {metrics['precision']:.3f}, "
         f"recall {metrics['recall']:.3f}\nscores and overlays: {out_dir}"

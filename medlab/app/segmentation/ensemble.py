@@ -1,0 +1,95 @@
+"""Several saved U-Nets used as one by `predict` and `evaluate`: the model files named on the
+command line (a file, or an experiment's folder, whose fold models are used after a `--folds`
+run), loaded and checked to take the same images. `unet.predict_probabilities` averages them."""
+
+import re
+from pathlib import Path
+
+from medlab.app.runs import UserError
+
+MODEL_FILE = "model.keras"
+
+MODELS_HELP = (
+    f"a {MODEL_FILE} written by an experiment, or an experiment's folder (after --folds: the "
+    "folder whose fold*/ models are all used); several models are averaged (an ensemble)"
+)
+TTA_HELP = (
+    "test-time augmentation: average each image's probabilities with those of its left-right "
+    "mirror image (mirrored back) before thresholding; about twice the prediction time"
+)
+
+
+def split_models(first, rest):
+    """predict's positional arguments MODEL [MODEL...] IMAGE...: `first` and the `.keras` files
+    and folders that follow it are models, the rest images."""
+    models, rest = [first], list(rest)
+    while rest and is_model_argument(rest[0]):
+        models.append(rest.pop(0))
+    if not rest:
+        raise UserError(
+            f"no image after the model(s) {' '.join(models)}; "
+            "give the image files to segment after the models"
+        )
+    return models, rest
+
+
+def is_model_argument(path):
+    return str(path).endswith(".keras") or Path(path).is_dir()
+
+
+def model_files(paths):
+    """The model files that `paths` (files or experiment folders) name, each once, in order."""
+    files = []
+    for path in map(Path, paths):
+        files.extend(models_in(path) if path.is_dir() else [path])
+    return list(dict.fromkeys(files))
+
+
+def models_in(folder):
+    """An experiment folder's model.keras, or the fold<k>/model.keras of a `--folds` experiment."""
+    if (folder / MODEL_FILE).is_file():
+        return [folder / MODEL_FILE]
+    folds = sorted(folder.glob(f"fold*/{MODEL_FILE}"), key=fold_number)
+    if not folds:
+        raise UserError(
+            f"folder {folder} holds no {MODEL_FILE} and no fold*/{MODEL_FILE}; pass a model file "
+            "or an experiment's folder (not the run's -summary folder)"
+        )
+    return folds
+
+
+def fold_number(path):
+    """fold10 after fold9: the number in a fold<k> folder's name."""
+    return int(re.sub(r"\D", "", path.parent.name) or 0)
+
+
+def load_ensemble(paths, load):
+    """The models of `paths` loaded with `load(file)` and their files; models that take images of
+    another size or number of channels than the first are refused in one line."""
+    files = model_files(paths)
+    models = [load(file) for file in files]
+    check_same_input(models, files)
+    return models, files
+
+
+def check_same_input(models, files):
+    expected = tuple(models[0].input_shape[1:])
+    for model, file in zip(models[1:], files[1:]):
+        found = tuple(model.input_shape[1:])
+        if found != expected:
+            raise UserError(
+                f"model {file} takes {describe_input(found)} but {files[0]} takes "
+                f"{describe_input(expected)}; the models of one ensemble must take the same "
+                "images: pass models trained with the same --size"
+            )
+
+
+def describe_input(shape):
+    height, width, channels = shape
+    return f"{height}x{width} images with {channels} channel(s)"
+
+
+def describe_models(files, tta):
+    """How the masks were made, for the console: one model or an ensemble, mirrored or not."""
+    what = f"{files[0]}" if len(files) == 1 else f"the mean of {len(files)} models"
+    return what + (" with mirrored test-time augmentation" if tta else "")
