@@ -38,6 +38,8 @@ PARAMETERS = {
     "epochs": 150,
     "val_fraction": 0.2,  # the same seeded split for every experiment
     "folds": 0,  # K >= 2: K-fold cross-validation over all pairs instead of the split
+    "groups": "none",  # none, prefix (CHNCXR_0001.png -> CHNCXR) or a CSV file of image,group
+    "holdout_group": "",  # with groups: validate on this group, train on the others
     "seed": 42,
     "out": "results/segmentation",
     # Scaling (README, "Scaling"): batch_size above is per replica; the global batch is printed.

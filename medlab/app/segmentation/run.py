@@ -24,6 +24,7 @@ from medlab.app.runs import (
     set_seed,
     write_json,
 )
+from medlab.app.segmentation.grouping import group_splits
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
 from medlab.atomic import save_model_atomic
 from medlab.lazy import lazy_import
@@ -68,7 +69,7 @@ class SegmentationRun:
 
     def open_folders(self, pairs):
         self.pairs = pairs
-        self.splits = data_splits(len(pairs["names"]), self.first)
+        self.splits = data_splits(pairs["names"], self.first)
         self.summary_dir = summary_folder(self.first["out"], self.resume)
         self.stamp = self.summary_dir.name.removesuffix("-summary")
         write_json(self.summary_dir / "runs.json", self.plan)
@@ -221,8 +222,12 @@ def summary_folder(out, resume):
     return new_run_dir(out, "summary")
 
 
-def data_splits(count, p):
-    """[(train, validation)] indices: the seeded split, or the seeded folds when --folds K >= 2."""
+def data_splits(names, p):
+    """[(train, validation)] indices of the pairs named `names`: the seeded split, or the seeded
+    folds when --folds K >= 2; with --groups, splits that keep each group on one side."""
+    if p.get("groups", "none") != "none":
+        return group_splits(names, p)
+    count = len(names)
     if p.get("folds", 0) >= 2:
         return unet.fold_indices(count, p["folds"], p["seed"])
     return [unet.split_indices(count, p["val_fraction"], p["seed"])]

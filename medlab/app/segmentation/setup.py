@@ -7,6 +7,7 @@ from medlab import quiet_tensorflow
 from medlab.app.cli import Parser, add_parameter_flags, check_range, resolve_parameters, typed_flags
 from medlab.app.data import locate_data
 from medlab.app.runs import UserError
+from medlab.app.segmentation.grouping import GROUPING_HELP, check_grouping, check_groups
 from medlab.app.segmentation.run import SegmentationRun, summary_folder
 from medlab.comparisons import check_names, parse_compare
 from medlab.distribute import SCALING_HELP, check_scaling, configure_scaling
@@ -39,6 +40,7 @@ HELP = {
     "pairs once), disk (decode while training, cache to a file) or none (decode every epoch)",
     "memory_budget_gb": "memory the decoded data set may use before --cache auto streams it",
     **SCALING_HELP,
+    **GROUPING_HELP,
 }
 
 
@@ -49,7 +51,12 @@ LR_SCHEDULES = ("constant", "cosine")
 
 # Parameters newer than the first runs.json plans: an older plan (resumed) or a partial block gets
 # the lab's behaviour.
-ADDED_PARAMETERS = {"lr_schedule": "constant", "postprocess": False}
+ADDED_PARAMETERS = {
+    "lr_schedule": "constant",
+    "postprocess": False,
+    "groups": "none",
+    "holdout_group": "",
+}
 
 
 def start(argv, parameters, experiments, demo, comparisons=(), default_experiments=None):
@@ -77,6 +84,7 @@ def start(argv, parameters, experiments, demo, comparisons=(), default_experimen
         check_parameters(p)
     first = next(iter(plan.values()))
     check_split(first, len(find_pairs(first["data_dir"])[0]))  # a wrong folder answers at once
+    check_groups(first)
     quiet_tensorflow()
     scaling = configure_scaling(
         first["strategy"], first["mixed_precision"], first["jit"], first["batch_size"]
@@ -212,6 +220,7 @@ def check_parameters(p):
             f"try --size {max(2 ** p['depth'], p['size'] - p['size'] % 2 ** p['depth'])}"
         )
     check_folds(p.get("folds", 0))
+    check_grouping(p)
     check_training_memory(p)
 
 
