@@ -137,12 +137,15 @@ def test_models_of_different_input_sizes_are_refused_in_one_line(tmp_path):
 
 
 def test_predict_tells_models_from_images_and_needs_an_image(tmp_path):
-    (tmp_path / "run").mkdir()
-    assert split_models("a.keras", ["b.keras", str(tmp_path / "run"), "x.png", "y.keras"]) == (
-        ["a.keras", "b.keras", str(tmp_path / "run")],
-        ["x.png", "y.keras"],
+    run, other = tmp_path / "run", tmp_path / "data"
+    (run / "fold1").mkdir(parents=True)
+    (run / "fold1" / "model.keras").touch()
+    other.mkdir()  # no model in it: taken for an image, and refused as one when decoded
+    assert split_models("a.keras", ["b.keras", str(run), str(other), "y.keras"]) == (
+        ["a.keras", "b.keras", str(run)],
+        [str(other), "y.keras"],
     )
     with pytest.raises(UserError, match="no image after the model"):
         split_models("a.keras", ["b.keras"])
-    with pytest.raises(UserError, match="holds no model.keras and no fold"):
-        model_files([tmp_path / "run"])
+    with pytest.raises(UserError, match="data holds no model.keras and no fold"):
+        model_files([other])

@@ -21,7 +21,7 @@ TTA_HELP = (
 
 def split_models(first, rest):
     """predict's positional arguments MODEL [MODEL...] IMAGE...: `first` and the `.keras` files
-    and folders that follow it are models, the rest images."""
+    and experiment folders that follow it are models, the rest images."""
     models, rest = [first], list(rest)
     while rest and is_model_argument(rest[0]):
         models.append(rest.pop(0))
@@ -34,7 +34,12 @@ def split_models(first, rest):
 
 
 def is_model_argument(path):
-    return str(path).endswith(".keras") or Path(path).is_dir()
+    """A .keras file, or a folder holding an experiment's model(s); another folder is taken for an
+    image, so that it is refused as one."""
+    path = Path(path)
+    if path.suffix == ".keras":
+        return True
+    return path.is_dir() and (any(path.glob(MODEL_FILE)) or any(path.glob(f"fold*/{MODEL_FILE}")))
 
 
 def model_files(paths):
