@@ -543,7 +543,7 @@ def predict_probabilities(models, images, tta=False, batch_size=8):
     left-right mirror image, whose prediction is mirrored back before averaging.
 
     Only the horizontal mirror: a mirrored chest still looks like a chest X-ray (lungs of similar
-    shape, the heart's shadow on the other side; `--augment` trains on such flips too), so the
+    shape, the heart's shadow on the other side; augmentation trains on such flips too), so the
     network's errors on the two views partly cancel. A film is never taken upside down, so a
     vertical flip would ask the network about images it was never meant to see.
     """
