@@ -149,3 +149,32 @@ def test_predict_tells_models_from_images_and_needs_an_image(tmp_path):
         split_models("a.keras", ["b.keras"])
     with pytest.raises(UserError, match="data holds no model.keras and no fold"):
         model_files([other])
+
+
+def test_held_out_scores_each_image_with_the_fold_model_that_validated_on_it(tmp_path):
+    """--held-out: fold1 (sharp) validated on a.png, fold2 (timid) on b.png; each image is scored
+    by its own fold model alone (0.8 and 0.0), not by their mean (1.0 on both)."""
+    image, truth = quadrant_image()
+    data = tmp_path / "pairs"
+    for folder, array in (("Image", image), ("Mask", truth)):
+        (data / folder).mkdir(parents=True)
+        for name in ("a.png", "b.png"):
+            cv2.imwrite(str(data / folder / name), np.uint8(np.round(array[0] * 255)))
+    experiment = tmp_path / "run-4a"
+    for k, (model, name) in enumerate(zip(ensemble_pair(), ("a.png", "b.png")), 1):
+        (experiment / f"fold{k}").mkdir(parents=True)
+        model.save(experiment / f"fold{k}" / "model.keras")
+        (experiment / f"fold{k}" / "per_image.csv").write_text(f"image,dice\n{name},0\n")
+    argv = [str(experiment), "--data-dir", str(data), "--held-out", "--out", str(tmp_path / "e")]
+    evaluate_command(argv, {"batch_size": 2, "out": "", "memory_budget_gb": 1.0})
+    (folder,) = (tmp_path / "e").iterdir()
+    rows = (folder / "per_image.csv").read_text().splitlines()[1:]
+    dice = {row.split(",")[0]: float(row.split(",")[1]) for row in rows}
+    assert dice == pytest.approx({"a.png": 0.8, "b.png": 0.0})
+
+    (experiment / "fold2" / "per_image.csv").write_text("image,dice\nelsewhere.png,0\n")
+    with pytest.raises(UserError, match="1 image\\(s\\) of .*fold2.per_image.csv are not pairs"):
+        evaluate_command(
+            [*argv[:-1], str(tmp_path / "f")], {"batch_size": 2, "out": "", "memory_budget_gb": 1.0}
+        )
+    assert not (tmp_path / "f").exists()

@@ -14,11 +14,14 @@ from medlab.app.runs import (
     write_json,
 )
 from medlab.app.segmentation.ensemble import (
+    HELD_OUT_HELP,
     MODELS_HELP,
     TTA_HELP,
     describe_models,
     load_ensemble,
+    score_pairs,
     split_models,
+    validated_indices,
 )
 from medlab.app.segmentation.setup import HELP
 from medlab.app.segmentation.summary import write_per_image
@@ -102,25 +105,27 @@ def evaluate_command(argv, parameters):
         "--out", default=parameters["out"], help="folder for the new evaluate-* folder"
     )
     parser.add_argument("--tta", action="store_true", help=TTA_HELP)
+    parser.add_argument("--held-out", action="store_true", help=HELD_OUT_HELP)
     args = parser.parse_args(argv)
     quiet_tensorflow()
     models, files = load_ensemble(args.model, lambda p: load_segmentation_model(p, compile=False))
     every = unet.load_every_pair(
         args.data_dir, models[0].input_shape[1], "auto", parameters["memory_budget_gb"]
     )
+    held_out = validated_indices(files, every["names"]) if args.held_out else None
     out_dir = new_run_dir(args.out, "evaluate")  # only once model and data proved good
     used = {"model": describe_models(files, False), "models": [str(f) for f in files]}
-    used["tta"] = args.tta
+    used.update(tta=args.tta, held_out=args.held_out)
     save_config(out_dir, {**used, "data_dir": str(args.data_dir), "size": every["size"]})
-    batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", max(1, args.batch_size))
-    scores, shown = unet.evaluate_batches(models, batches, tta=args.tta)
-    metrics = {**unet.score_summary(scores, prefix=""), "images": len(every["names"]), **used}
+    scores, shown, names = score_pairs(models, every, max(1, args.batch_size), args.tta, held_out)
+    metrics = {**unet.score_summary(scores, prefix=""), "images": len(names), **used}
     write_json(out_dir / "metrics.json", metrics)
-    write_per_image(out_dir / "per_image.csv", every["names"], scores)
-    unet.plot_overlays(*shown, scores["dice"], out_dir / "overlays.png", every["names"])
+    write_per_image(out_dir / "per_image.csv", names, scores)
+    unet.plot_overlays(*shown, scores["dice"], out_dir / "overlays.png", names)
     mark_complete(out_dir)
     print(
-        f"{describe_models(files, args.tta)} on {len(every['names'])} pairs of {args.data_dir}: "
+        f"{describe_models(files, args.tta, args.held_out)} on {len(names)} pairs of "
+        f"{args.data_dir}: "
         f"Dice {metrics['dice']:.3f} +- {metrics['dice_std']:.3f}, IoU {metrics['iou']:.3f}, "
         f"HD95 {metrics['hd95']:.1f} px, precision {metrics['precision']:.3f}, "
         f"recall {metrics['recall']:.3f}\nscores and overlays: {out_dir}"
