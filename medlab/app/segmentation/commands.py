@@ -37,9 +37,9 @@ def predict_command(argv, parameters):
         prog="main_segmentation.py predict",
         description="Segment new chest X-rays with a saved U-Net.",
     )
-    parser.add_argument("model", help=MODELS_HELP)
+    parser.add_argument("model", metavar="MODEL", help=MODELS_HELP)
     parser.add_argument(
-        "images", nargs="+", help="more models (.keras files or folders), then image files"
+        "images", nargs="+", metavar="IMAGE", help="image files, after more models if any"
     )
     parser.add_argument(
         "--out", default=parameters["out"], help="folder for the new predict-* folder"
@@ -91,7 +91,7 @@ def evaluate_command(argv, parameters):
         prog="main_segmentation.py evaluate",
         description="Score a saved U-Net on a folder of X-rays and lung masks.",
     )
-    parser.add_argument("model", nargs="+", help=f"{MODELS_HELP}; or a best.keras")
+    parser.add_argument("model", nargs="+", metavar="MODEL", help=f"{MODELS_HELP}; or best.keras")
     parser.add_argument(
         "--data-dir", required=True, help="folder with Image/ and Mask/ (identical file names)"
     )
