@@ -4,7 +4,7 @@
     python cam_vgg16.py --dataset bone --shortcut   # synthetic set whose marker reveals the class
     python cam_vgg16.py --data-dir PATH             # any two-class folder, lab or flat layout
     python cam_vgg16.py --data-dir PATH --preset recommended   # or --preset lab: the handout as is
-    python cam_vgg16.py explain MODEL IMAGE... [--layer L] [--class C] [--out DIR]
+    python cam_vgg16.py explain MODEL IMAGE... --out DIR   # Grad-CAM of a saved model
 
 Trains the lab's VGG16-style network (the plain synthetic demo: with batch norm and global max
 pooling, which learn the fracture in minutes), then explains validation images with Grad-CAM and
@@ -12,6 +12,13 @@ checks that the maps mean something: the model-randomisation test, class-0 vs cl
 where the synthetic sets record the truth, the pointing game, the energy inside the region and
 the marker test (accuracy where the burned-in text marker lies about the class).
 Everything goes to results/cam/<timestamp>-<dataset>/ (see summary.md there).
+
+Parameters: edit PARAMETERS below or type a flag (`--help` lists them with their defaults). The
+last of these that sets a value wins: lab defaults < demo settings (synthetic data only) < your
+edits in PARAMETERS < --preset < flags typed. An edit is a value that differs from the lab default
+declared in medlab/app/cam_parameters.py: with `"epochs": 20` the synthetic demo trains 20 epochs,
+not its 12, while `--preset lab` would still set 80. Every run prints the values with their sources
+(lab, demo, edited, preset, flag) and writes the table into summary.md; docs/parameters.md.
 
 Reading order: the parameters, then `run_training` (the whole pipeline), then the task's helpers.
 The Keras code (model, training, Grad-CAM scores, figures) is `medlab.classification.cam`.
@@ -25,71 +32,65 @@ import cv2
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app import runs
-from medlab.app.cli import (
-    Parser,
-    add_parameter_flags,
-    add_preset_flag,
-    resolve_parameters,
-    typed_flags,
-)
+from medlab.app import cli, runs
+from medlab.app.cam_parameters import DECLARED
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
 from medlab.app.report import Report
-from medlab.app.runs import UserError
 from medlab.atomic import save_model_atomic
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, positive_label, roc_auc
-from medlab.distribute import check_scaling, configure_scaling
+from medlab.distribute import configure_scaling
+from medlab.errors import UserError
 from medlab.images import decode, load_image, save_image, to_channels, to_unit_range
-from medlab.lazy import lazy_import
+from medlab.parameters import check_values
 
 # These start TensorFlow (or matplotlib) when first used, so --help and a mistyped flag or folder
 # are answered at once; `quiet_tensorflow()` runs before that first use.
-cam = lazy_import("medlab.classification.cam")
-gradcam = lazy_import("medlab.classification.gradcam")
-plots = lazy_import("medlab.plots")
-skin_bone = lazy_import("medlab.synthetic.skin_bone")
-tensorboard_logs = lazy_import("medlab.app.tensorboard_logs")
 
 
 # ---------------------------------------------------------------------------------------------
-# Parameters: the lab's defaults (LAB_SPEC Task 3); every one has a command-line flag.
+# Parameters: your values; the lab's are the defaults, so an unchanged line is not an edit.
 # ---------------------------------------------------------------------------------------------
 PARAMETERS = {
-    "dataset": "bone",  # bone (AFF/NFF) or skin (Mel/Nevi): data/Bone, data/Skin or synthetic
-    "data_dir": None,  # a two-class folder; overrides --dataset
-    "size": 128,  # input height = width
-    "channels": 1,  # 1 (grayscale) or 3 (RGB)
-    "base": 8,  # filters of the first VGG block
+    # data
+    "dataset": "bone",
+    "data_dir": None,
+    "shortcut": False,
+    # model
+    "size": 128,
+    "channels": 1,
+    "base": 8,
+    "centre": True,
+    "colour_constancy": False,
+    "batch_norm": False,
+    "pooling": "flatten",
+    "dropout": 0.4,
+    # training
     "epochs": 80,
-    "lr": 1e-5,  # Adam learning rate
+    "lr": 1e-5,
+    "lr_schedule": "constant",
     "batch_size": 8,
+    "class_weight": "none",
     "seed": 0,
-    "rotation": 10.0,  # training-only augmentation: degrees
-    "shift": 0.1,  # fraction of width / height
-    "zoom": 0.0,  # scale in [1 - zoom, 1 + zoom] (the lab's Task 3 generator had none)
-    "flip": True,  # random horizontal flip
-    "colour_jitter": 0.0,  # random brightness, contrast and tint of this strength (0: none)
-    "colour_constancy": False,  # shades-of-grey layer first in the model: one light for all photos
-    "centre": True,  # pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
-    "batch_norm": False,  # BatchNormalization after every convolution (not in the lab's model)
-    "pooling": "flatten",  # top of the convolutions: flatten (lab's), max or avg (global pooling)
-    "dropout": 0.4,  # after each of the 3 Dense(64) layers
-    "lr_schedule": "constant",  # constant, or cosine: decays to 0 over the run
-    "class_weight": "none",  # none or balanced: classes weigh as much in the loss (imbalanced sets)
-    "layer": None,  # layer to explain; None: Last_ConvLayer (or the last convolution)
-    "target_class": None,  # class to explain; None: each image's predicted class
-    "grid_images": 12,  # validation images in cam_grid.png
-    "sanity_images": 16,  # validation images used by the sanity checks
-    "shortcut": False,  # synthetic only: a text marker that gives the class away
+    "rotation": 10.0,
+    "shift": 0.1,
+    "zoom": 0.0,
+    "flip": True,
+    "colour_jitter": 0.0,
+    # evaluation and output
+    "layer": None,
+    "target_class": None,
+    "grid_images": 12,
+    "sanity_images": 16,
     "out": "results/cam",
-    # Scaling (README, "Scaling"; medlab.distribute.SCALING_PARAMETERS): batch_size is per replica.
-    "strategy": "auto",  # auto, default, mirrored (local GPUs) or multiworker (TF_CONFIG)
-    "mixed_precision": "off",  # off, float16 (GPU) or bfloat16
-    "jit": False,  # XLA compilation of the training step
+    # scaling (docs/scaling.md): batch_size above is per replica
+    "strategy": "auto",
+    "mixed_precision": "off",
+    "jit": False,
 }
-# Settings that replace the defaults on the built-in synthetic sets (flags still win). The lab's
+# Settings that replace the lab defaults on the built-in synthetic sets (not your edits above, a
+# preset or flags). The lab's
 # exact network (no batch norm, Flatten, dropout 0.4) stays at chance on the fracture set within a
 # CPU budget: only evidence as large as a burned-in text label gets it off its starting plateau
 # (README, Task 3). So the plain demo trains a variant that learns the fracture in minutes, and the
@@ -103,7 +104,8 @@ DEMO_SETTINGS = {
     "dropout": 0.0,
 }
 SHORTCUT_DEMO_SETTINGS = {"epochs": 20, "lr": 3e-4}
-# Named settings (--preset), applied over the defaults and the demo settings, under the flags.
+# Named settings (--preset), applied over the defaults, the demo settings and your edits, under the
+# flags.
 # "lab" is the handout exactly (LAB_SPEC, Task 3: [0, 1] pixels without the centring layer, one
 # channel, Flatten, dropout 0.4, lr 1e-5 for 80 epochs); "recommended" is what learnt best of the
 # settings measured on real photos (README, Task 3, "Presets and real data").
@@ -147,7 +149,7 @@ PRESETS = {
 SYNTHETIC_SET = {"n_train": 600, "n_val": 80, "size": 256, "seed": 0}
 SHORTCUT_SET = {**SYNTHETIC_SET, "n_train": 200}
 DATA_ROOT = Path("data")
-DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}
+DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}  # the choices of --dataset
 # A map cannot place its maximum more precisely than one cell of the explained layer; a pointing
 # hit may therefore miss the region by up to half a cell (in input pixels).
 POINTING_TOLERANCE_CELLS = 0.5
@@ -158,51 +160,9 @@ MIN_USEFUL_AUC = 0.7
 # one-sided).
 MARKER_ACCURACY_GAP, MARKER_P_VALUE = 0.25, 0.01
 
-FLAG_TYPES = {"data_dir": str, "layer": str, "target_class": int}
-HELP = {
-    "dataset": "data set: bone or skin",
-    "data_dir": "two-class image folder (overrides --dataset)",
-    "size": "input height and width",
-    "channels": "1 (grayscale) or 3 (RGB)",
-    "base": "filters of the first VGG block",
-    "epochs": "training epochs",
-    "lr": "Adam learning rate",
-    "batch_size": "batch size",
-    "seed": "random seed",
-    "rotation": "augmentation rotation in degrees",
-    "shift": "augmentation shift fraction",
-    "flip": "augmentation horizontal flip",
-    "zoom": "augmentation zoom: scale in [1 - ZOOM, 1 + ZOOM]",
-    "colour_jitter": "augmentation brightness, contrast and (RGB) tint strength, 0: none",
-    "colour_constancy": "shades-of-grey colour constancy layer at the model's input (photos)",
-    "centre": "centre pixels inside the model",
-    "layer": "layer to explain",
-    "batch_norm": "batch normalisation after every convolution",
-    "pooling": "flatten (the lab's), max or avg: global pooling instead of Flatten",
-    "dropout": "dropout after each dense layer (0: none)",
-    "lr_schedule": "constant or cosine",
-    "class_weight": "none, or balanced: weigh each class by n / (2 n_class) in the loss",
-    "target_class": "class index to explain (default: predicted class)",
-    "grid_images": "images in cam_grid.png",
-    "sanity_images": "images for the sanity checks",
-    "shortcut": "synthetic set with a class-correlated text marker",
-    "out": "output root folder",
-    "strategy": "auto, default, mirrored or multiworker (BATCH_SIZE is per replica)",
-    "mixed_precision": "off, float16 (GPU) or bfloat16",
-    "jit": "XLA compilation of the training step",
-}
-
-CHOICES = {
-    "dataset": list(DATASET_FOLDERS),
-    "channels": [1, 3],
-    "pooling": ["flatten", "max", "avg"],
-    "lr_schedule": ["constant", "cosine"],
-    "class_weight": ["none", "balanced"],
-}
-FLAG_NAMES = {"target_class": "--class"}
 PRESET_HELP = (
     "lab: the handout's network and settings exactly; recommended: what learnt best on real data "
-    "(README, Task 3); flags still override"
+    "(README, Task 3)"
 )
 # What to lower when a run runs out of memory.
 LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"
@@ -212,27 +172,33 @@ LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"
 # The pipeline
 # ---------------------------------------------------------------------------------------------
 def main(argv=None):
-    commands = {"train": run_training, "explain": run_explain}
-    return runs.run_commands(argv, commands, lower=LOWER_ON_OUT_OF_MEMORY)
+    return runs.run_commands(
+        argv, {"train": run_training, **COMMANDS}, lower=LOWER_ON_OUT_OF_MEMORY
+    )
 
 
 def run_training(argv):
     """Locate and load the data, build and train the network, evaluate it, explain it with
     Grad-CAM, check that the maps mean something, and report (results/cam/<time>-<set>/)."""
     args = train_parser().parse_args(argv)
-    typed = typed_flags(args, PARAMETERS)
+    typed = cli.typed_flags(args, DECLARED)
     folder, demo = locate_task_data(typed, args.preset)
-    params = run_parameters(typed, demo, args.preset)
+    resolved = resolve_parameters(typed, demo, args.preset)  # printed with each value's source
+    params = resolved.values
     split = load_class_split(folder, seed=params["seed"])  # checks the folders before TF starts
     print(split.describe())
-    quiet_tensorflow()
+    quiet_tensorflow()  # TensorFlow starts with these imports, once every input is checked
+    from medlab import plots
+    from medlab.app import tensorboard_logs
+    from medlab.classification import cam
+
     runs.set_seed(params["seed"])
     train_images, val_images = load_data(split, params)
 
     # Build (a bad --layer fails here, before any run folder exists), train and save.
     model, explainer, global_batch = build(params, len(train_images))
     run_dir = runs.new_run_dir(params["out"], folder.name.lower())
-    runs.save_config(run_dir, run_config(params, folder, demo, split.class_names, args.preset))
+    runs.save_config(run_dir, run_config(resolved, folder, demo, split.class_names, args.preset))
     batches = {**params, "batch_size": global_batch}
     cam.train(
         model,
@@ -241,6 +207,7 @@ def run_training(argv):
         params,
         run_dir,
         split.train_labels,
+        [tensorboard_logs.epoch_logger(tensorboard_logs.log_dir_for(run_dir))],
     )
     save_model_atomic(model, run_dir / "model.keras")
     curves = {"VGG16": plots.read_history(run_dir / "history.csv")}
@@ -259,7 +226,7 @@ def run_training(argv):
     # Report: TensorBoard's HParams table, summary.md and the console.
     log_dir = tensorboard_logs.log_dir_for(run_dir)
     tensorboard_logs.write_hparams(log_dir, params, metrics, run_dir.name)
-    write_summary(run_dir, params, metrics, sanity, data_note(folder, demo))
+    write_summary(run_dir, resolved, metrics, sanity, data_note(folder, demo))
     print_outcome(metrics)
     runs.mark_complete(run_dir)
     print(f"results in {run_dir} (summary.md)")
@@ -268,7 +235,7 @@ def run_training(argv):
 
 
 def run_explain(argv):
-    """Grad-CAM overlays of the images given, for a saved model, at each image's own size."""
+    """Grad-CAM overlays of images for a saved model, at each image's own size"""
     args = explain_parser().parse_args(argv)
     for image_path in args.images:
         decode(image_path)  # every image is checked before any folder is made
@@ -276,6 +243,8 @@ def run_explain(argv):
         raise UserError(f"--out {args.out} is a file; pass a folder (it is created if missing)")
     runs.check_model_file(args.model, "cam_vgg16.py or another Keras script")
     quiet_tensorflow()  # only now: a mistyped path above answers without starting TensorFlow
+    from medlab.classification import gradcam
+
     model = runs.load_keras_model(args.model, "cam_vgg16.py or another Keras script", compile=False)
     explainer = gradcam.GradCAM(model, args.layer)
     shape = model.inputs[0].shape
@@ -313,30 +282,25 @@ def run_explain(argv):
 # Command line and parameters
 # ---------------------------------------------------------------------------------------------
 def train_parser():
-    parser = Parser(description=__doc__.split("\n")[0], prog="cam_vgg16.py")
-    add_parameter_flags(
-        parser, PARAMETERS, HELP, choices=CHOICES, flag_names=FLAG_NAMES, types=FLAG_TYPES
+    parser = cli.Parser(
+        prog="cam_vgg16.py",
+        description=__doc__.split("\n")[0],
+        epilog=cli.epilog("cam_vgg16.py", __doc__, COMMANDS, "preset < flags typed")
+        + f"\nWith --shortcut the demo settings are {SHORTCUT_DEMO_SETTINGS}.",
     )
-    return add_preset_flag(parser, PRESETS, PRESET_HELP)
+    cli.add_parameter_flags(parser, DECLARED, DEMO_SETTINGS)
+    return cli.add_preset_flag(parser, PRESETS, PRESET_HELP)
 
 
 def explain_parser():
-    parser = Parser(
+    parser = cli.Parser(
         prog="cam_vgg16.py explain", description="Grad-CAM overlays of images for a saved model"
     )
     parser.add_argument("model", help="a saved Keras model (.keras)")
     parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--layer", default=None, help=DECLARED["layer"].help)
     parser.add_argument(
-        "--layer",
-        default=None,
-        help="layer to explain (default: Last_ConvLayer or the last convolution)",
-    )
-    parser.add_argument(
-        "--class",
-        dest="target_class",
-        type=int,
-        default=None,
-        help="class index to explain (default: predicted class)",
+        "--class", dest="target_class", type=int, default=None, help=DECLARED["target_class"].help
     )
     parser.add_argument(
         "--out", default=None, help="output folder (default: results/cam/<time>-explain)"
@@ -355,41 +319,31 @@ def demo_settings(shortcut):
     return SHORTCUT_DEMO_SETTINGS if shortcut else DEMO_SETTINGS
 
 
+def resolve_parameters(typed, demo, preset):
+    """The lab's defaults < the demo settings (synthetic data only) < your edits in PARAMETERS <
+    the preset < the flags typed; checked, printed with each value's source."""
+    resolved = cli.resolve(
+        DECLARED, PARAMETERS, typed, demo, PRESETS.get(preset), where="PARAMETERS in cam_vgg16.py"
+    )
+    cli.print_parameters({"value (source)": resolved}, list(DECLARED))
+    return resolved
+
+
 def run_parameters(typed, demo, preset):
-    """The lab's defaults < the demo settings (synthetic data only) < the preset < the flags typed;
-    checked."""
-    params = resolve_parameters(PARAMETERS, typed, demo, PRESETS.get(preset))
-    check_parameters(params)
-    return params
+    """The values of `resolve_parameters`."""
+    return resolve_parameters(typed, demo, preset).values
 
 
 def check_parameters(params):
-    rules = [
-        ("size", params["size"] >= 32, "at least 32 (five 2x2 poolings)"),
-        ("base", params["base"] >= 1, "at least 1"),
-        ("epochs", params["epochs"] >= 1, "at least 1"),
-        ("lr", params["lr"] > 0, "positive"),
-        ("batch_size", params["batch_size"] >= 1, "at least 1"),
-        ("rotation", 0 <= params["rotation"] <= 180, "in [0, 180]"),
-        ("shift", 0 <= params["shift"] < 1, "in [0, 1)"),
-        ("zoom", 0 <= params["zoom"] < 1, "in [0, 1)"),
-        ("colour_jitter", 0 <= params["colour_jitter"] < 1, "in [0, 1)"),
-        ("dropout", 0 <= params["dropout"] < 1, "in [0, 1)"),
-        ("grid_images", params["grid_images"] >= 1, "at least 1"),
-        ("sanity_images", params["sanity_images"] >= 1, "at least 1"),
-    ]
-    for name, ok, rule in rules:
-        if not ok:
-            raise UserError(f"--{name.replace('_', '-')} {params[name]} must be {rule}")
-    check_scaling(params)
-    if params["target_class"] is not None and params["target_class"] not in (0, 1):
-        raise UserError(f"--class {params['target_class']} must be 0 or 1 (two classes)")
+    """Every value against its declaration (a test or a benchmark builds its own)."""
+    check_values(params, DECLARED)
 
 
-def run_config(params, folder, demo, class_names, preset):
+def run_config(resolved, folder, demo, class_names, preset):
     """What config.json records besides the parameters: where the data came from, and how."""
     return {
-        **params,
+        **resolved.values,
+        "sources": {name: resolved.source(name) for name in DECLARED},
         "data_folder": str(folder),
         "synthetic": bool(demo),  # only the built-in demo sets come with demo settings
         "class_names": class_names,
@@ -406,7 +360,7 @@ def locate_task_data(typed, preset):
 
     --shortcut always takes the synthetic set: only the generator can burn in a marker that gives
     the class away."""
-    shortcut = typed.get("shortcut", False)
+    shortcut = typed.get("shortcut", PARAMETERS["shortcut"])
     if shortcut and typed.get("data_dir"):
         raise UserError(
             "--shortcut builds a synthetic demo set; it cannot be combined with --data-dir"
@@ -414,19 +368,25 @@ def locate_task_data(typed, preset):
     dataset = typed.get("dataset", PARAMETERS["dataset"])
     demo = demo_settings(shortcut)
     kind = "text marker tied to the class" if shortcut else "fracture / lesion"
-    network = describe_network(resolve_parameters(PARAMETERS, typed, demo, PRESETS.get(preset)))
+    where = "PARAMETERS in cam_vgg16.py"
+    network = describe_network(
+        cli.resolve(DECLARED, PARAMETERS, typed, demo, PRESETS.get(preset), where=where).values
+    )
     return locate_data(
         typed.get("data_dir"),
         None if shortcut else DATA_ROOT / DATASET_FOLDERS[dataset],
         lambda: make_demo_set(dataset, shortcut),
         f"{DATASET_FOLDERS[dataset]} ({kind}; {network})",
         demo,
-        {**PRESETS.get(preset, {}), **typed},  # the banner shows what the run will use
+        # The banner shows what the run will use: your edits, the preset and the flags win.
+        {**cli.edits(PARAMETERS, DECLARED, where), **PRESETS.get(preset, {}), **typed},
     )
 
 
 def make_demo_set(dataset, shortcut):
     quiet_tensorflow()  # the generator's progress bar is Keras'
+    from medlab.synthetic import skin_bone
+
     recipe = SHORTCUT_SET if shortcut else SYNTHETIC_SET
     return skin_bone.synthetic_class_set(dataset, shortcut=shortcut, **recipe)
 
@@ -453,6 +413,8 @@ def region_masks(paths, size, side_path):
 
 def marker_labels(paths, class_names):
     """The class each image's marker stands for (synthetic sets), as labels; None if unknown."""
+    from medlab.synthetic import skin_bone
+
     found = skin_bone.marker_classes(paths)
     if any(name not in class_names for name in found):
         return None
@@ -477,6 +439,8 @@ def class_names_for(model_path, n_classes):
 def build(params, n_train):
     """The compiled network under the run's distribution strategy, its Grad-CAM explainer (which
     checks --layer) and the global batch (per-replica batch x replicas)."""
+    from medlab.classification import cam, gradcam
+
     scaling = configure_scaling(
         params["strategy"], params["mixed_precision"], params["jit"], params["batch_size"]
     )
@@ -490,6 +454,9 @@ def build(params, n_train):
 def explain_validation(explainer, images, split, params):
     """Grad-CAM maps of the validation images (also at the input's size), the model's answers, and
     the regions and marker classes the synthetic sets record (None on real data)."""
+    from medlab.classification import cam
+    from medlab.synthetic import skin_bone
+
     labels, size = split.val_labels, params["size"]
     maps, probabilities, explained = cam.explain_all(explainer, images, params["target_class"])
     predicted = probabilities.argmax(axis=1)
@@ -537,6 +504,8 @@ def classification_metrics(seen, names, typed, params, preset):
 def draw_maps(run_dir, images, seen, names, params, warning):
     """cam_grid.png (both classes, right and wrong) and class_mean_cam.png; `warning` (the model
     has not learnt) goes into their titles."""
+    from medlab.classification import cam
+
     grid = cam.pick_grid_images(seen["labels"], seen["predicted"], params["grid_images"])
     cam.plot_cam_grid(
         run_dir / "cam_grid.png",
@@ -558,6 +527,8 @@ def draw_maps(run_dir, images, seen, names, params, warning):
 
 def run_metrics(folder, demo, names, params, seen, learnt, sanity):
     """metrics.json: the classifier's scores and the maps' faithfulness and sanity checks."""
+    from medlab.classification import cam
+
     labels, correct, cams, tolerance = (seen[k] for k in ("labels", "correct", "cams", "tolerance"))
     regions, markers = seen["regions"], seen["markers"]
     region_scores = cam.faithfulness_by_class(cams, regions, labels, correct, tolerance, names)
@@ -653,7 +624,7 @@ def describe_network(params):
             ("colour constancy", params["colour_constancy"] and params["channels"] == 3),
             ("batch norm", params["batch_norm"]),
             (f"global {params['pooling']} pooling", params["pooling"] != "flatten"),
-            (f"dropout {params['dropout']}", params["dropout"] != PARAMETERS["dropout"]),
+            (f"dropout {params['dropout']}", params["dropout"] != DECLARED["dropout"].default),
         )
         if on
     ]
@@ -743,7 +714,8 @@ def where_maps_point(metrics):
     )
 
 
-def write_summary(run_dir, params, metrics, sanity, data_note):
+def write_summary(run_dir, resolved, metrics, sanity, data_note):
+    params = resolved.values
     report = Report(run_dir, f"Grad-CAM of the from-scratch VGG16 ({metrics['dataset_name']})")
     report.text(data_note)
     report.text(
@@ -766,6 +738,8 @@ def write_summary(run_dir, params, metrics, sanity, data_note):
         for step in sanity["randomisation_cascade"]
     ]
     report.table(rows, ["randomised down to", "Spearman"], {"Spearman": ".3f"})
+    report.heading("Parameters")
+    report.table(*cli.parameter_rows({"value (source)": resolved}, list(DECLARED)))
     return report.write()
 
 
@@ -847,6 +821,8 @@ def print_outcome(metrics):
     if metrics["not_learnt"]:
         print_bold(f"{metrics['not_learnt_message']}. {metrics['try_instead']}")
 
+
+COMMANDS = {"explain": run_explain}
 
 if __name__ == "__main__":
     main()

@@ -4,52 +4,60 @@
     python main_segmentation.py --data-dir data/X_ray --experiments best   # the real-data recipe
     python main_segmentation.py --data-dir data/X_ray --experiments 4a,4e-dice --epochs 50
     python main_segmentation.py --folds 5 --experiments 4a,4e-dice --compare 4a:4e-dice
-    python main_segmentation.py predict MODEL.keras IMAGE...   # masks for new images
-    python main_segmentation.py evaluate MODEL.keras --data-dir DIR   # scores on a folder of pairs
 
-Edit the parameters below or override any of them with a flag (`--help` lists them). Precedence:
-the defaults < an experiment's own settings < flags given on the command line.
+Parameters: edit a value in PARAMETERS below, or type its flag (`--help` explains each one). Each
+run takes every value from the last of these that sets it, and prints them in a table with their
+sources (also in summary.md):
+
+    lab defaults < demo settings (synthetic data only) < your edits in PARAMETERS
+        < the experiment's own settings < flags typed
+
+A value in PARAMETERS that differs from the lab default (declared, with its help and range, in
+medlab/app/segmentation/parameters.py) is an edit: the synthetic demo never replaces it. An
+experiment that sets the same parameter (every one sets `loss`) still wins; the table then shows
+the edit as overridden. docs/parameters.md says more.
 
 `train_experiments` below is the whole pipeline, in the order it runs; the functions it calls are
 in `unet.py`. The command line, run folders, resume, folds and the summary are
 `medlab.app.segmentation`'s, so that this file shows the method.
 """
 
-import functools
+import sys
 
 from medlab.app import segmentation as segmentation_app
-from medlab.app.runs import run_commands
-from medlab.lazy import lazy_import
+from medlab.app.runs import run_commands, set_seed
 
-# TensorFlow starts on first use of unet, so --help and mistyped flags answer at once.
-unet = lazy_import("unet")
-
+# Your values; the lab's are the defaults, so an unchanged line is not an edit.
 PARAMETERS = {
-    "data_dir": "data/X_ray",  # X_ray/{Image,Mask}/ with identical file names
-    "size": 256,  # images are resized to size x size, one channel
-    "base": 8,  # filters of the first U-Net level (then 2x, 4x, 8x, bottleneck 16x)
-    "depth": 4,  # U-Net levels; size must be divisible by 2**depth
-    "dropout": 0.0,  # rate after every pooling and skip concatenation (0 = none)
+    # data
+    "data_dir": "data/X_ray",
+    "val_fraction": 0.2,
+    "folds": 0,
+    "groups": "none",
+    "holdout_group": "",
+    "cache": "auto",
+    "memory_budget_gb": 4.0,
+    # model
+    "size": 256,
+    "base": 8,
+    "depth": 4,
+    "dropout": 0.0,
     "batch_norm": False,
-    "augment": False,  # joint rotation 10, shift 0.1, zoom 0.2, flip of image and mask
-    "loss": "bce",  # bce or dice
+    # training
+    "loss": "bce",
+    "augment": False,
     "batch_size": 8,
     "lr": 1e-4,
+    "lr_schedule": "constant",
     "epochs": 150,
-    "val_fraction": 0.2,  # the same seeded split for every experiment
-    "folds": 0,  # K >= 2: K-fold cross-validation over all pairs instead of the split
-    "groups": "none",  # none, prefix (CHNCXR_0001.png -> CHNCXR) or a CSV file of image,group
-    "holdout_group": "",  # with groups: validate on this group, train on the others
     "seed": 42,
+    # evaluation and output
+    "postprocess": False,
     "out": "results/segmentation",
-    # Scaling (README, "Scaling"): batch_size above is per replica; the global batch is printed.
-    "cache": "auto",  # memory, disk or none; auto preloads when it fits the budget below
-    "memory_budget_gb": 4.0,
-    "strategy": "auto",  # auto, default, mirrored (all local GPUs) or multiworker (TF_CONFIG)
-    "mixed_precision": "off",  # off, float16 (GPU) or bfloat16
-    "jit": False,  # XLA compilation of the training step
-    "lr_schedule": "constant",  # constant, or cosine: decays from lr to 0 over the run
-    "postprocess": False,  # keep the two largest regions of each predicted mask, holes filled
+    # scaling (docs/scaling.md): batch_size above is per replica
+    "strategy": "auto",
+    "mixed_precision": "off",
+    "jit": False,
 }
 
 # Each experiment is the parameters it changes from the block above.
@@ -89,38 +97,39 @@ COMPARISONS = [
 # Run when --experiments is not given: the lab's experiments; `best` is asked for by name.
 DEFAULT_EXPERIMENTS = [name for name in EXPERIMENTS if name != "best"]
 
-# With no data, a built-in synthetic set is generated and these demo settings replace the
-# defaults above (flags still win), so the whole demo finishes in minutes on a laptop CPU.
+# With no data, a built-in synthetic set of `pairs` X-rays is generated and these settings replace
+# the lab defaults (not your edits above, nor flags), so the whole demo finishes in minutes on a
+# laptop CPU.
 SYNTHETIC_DEMO = {"pairs": 100, "size": 64, "batch_size": 4, "epochs": 16, "lr": 7e-4}
 
 
 def main(argv=None):
     """Train and score experiments, or `predict` / `evaluate` with a saved model."""
     return run_commands(
-        argv,
-        {
-            "train": train_experiments,
-            "predict": functools.partial(segmentation_app.predict_command, parameters=PARAMETERS),
-            "evaluate": functools.partial(segmentation_app.evaluate_command, parameters=PARAMETERS),
-        },
-        lower="--batch-size, --size or --base",
+        argv, {"train": train_experiments, **COMMANDS}, lower=LOWER_ON_OUT_OF_MEMORY
     )
 
 
 def train_experiments(argv):
     """Load and split the pairs, then build, compile, train, evaluate and save each experiment."""
-    run = segmentation_app.start(
-        argv, PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO, COMPARISONS, DEFAULT_EXPERIMENTS
-    )
+    # The flags, the plan (each experiment's parameters, printed with their sources) and every
+    # check that can fail before TensorFlow starts.
+    run = segmentation_app.start(argv, sys.modules[__name__])
+    import unet  # TensorFlow starts here, so --help and mistyped flags or folders answer at once
+
     # Every pair is decoded once here (a bad file stops the run before any folder is made); with
     # --cache none or disk only the file paths are kept, and the pairs are decoded while training.
     first = run.first
     pairs = unet.load_every_pair(
         first["data_dir"], first["size"], first["cache"], first["memory_budget_gb"]
     )
-    # One experiment at a time (one fold at a time with --folds); complete ones are skipped.
-    for experiment in run.pending(pairs):
+    # One experiment at a time (one fold at a time with --folds).
+    for experiment in run.open_folders(pairs):
+        if run.is_complete(experiment):  # --resume: an earlier invocation finished it
+            continue
+        run.make_folder(experiment)
         p = experiment.parameters
+        set_seed(p["seed"])
         data = unet.split_pairs(pairs, *experiment.split)
         train_data, val_data = unet.experiment_datasets(
             p, data, run.batch_size(experiment), experiment.cache_dir
@@ -141,7 +150,21 @@ def train_experiments(argv):
         )
         scores, shown = unet.evaluate_batches(model, val_data, postprocess=p["postprocess"])
         run.save(experiment, model, val_data, seconds, scores, shown)
-    run.finish()
+    run.finish()  # folds pooled, summary.md with every experiment and the comparisons
+
+
+def predict(argv):
+    """binary lung masks and overlays of new images with a saved model.keras"""
+    return segmentation_app.predict_command(argv, PARAMETERS)
+
+
+def evaluate(argv):
+    """a saved model.keras scored on a folder of Image/ and Mask/ pairs"""
+    return segmentation_app.evaluate_command(argv, PARAMETERS)
+
+
+COMMANDS = {"predict": predict, "evaluate": evaluate}
+LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"
 
 
 if __name__ == "__main__":

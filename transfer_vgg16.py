@@ -2,13 +2,21 @@
 
     python transfer_vgg16.py --dataset skin  # data/Skin, or a synthetic demo set if absent
     python transfer_vgg16.py --data-dir PATH --weights PATH/vgg16_notop.h5 --folds 5
+    python transfer_vgg16.py --dataset bone --preset recommended   # what learnt best on real data
     python transfer_vgg16.py predict MODEL.keras IMAGE...
 
 VGG16's convolutional base turns every image into a 7x7x512 feature map once (cached on disk);
 only a small head is trained on those features. The lab's from-scratch VGG16-style model is
 trained on the same split for the same number of epochs, and both are scored on the same
 validation images with bootstrap confidence intervals, so the comparison says whether the
-difference is larger than the noise. Edit the parameters below or override any with a flag.
+difference is larger than the noise.
+
+Precedence, lowest first: the lab defaults (declared with their help and ranges in
+medlab/app/transfer_parameters.py), the demo settings (only on generated data), your edits in
+PARAMETERS below (any value that differs from the lab default), --preset, and the flags typed
+(`--help` lists them). So `"epochs": 10` edited below trains 10 epochs on the demo set as on real
+data. The run prints each value with its source, and summary.md keeps that table
+(docs/parameters.md).
 """
 
 import json
@@ -18,95 +26,69 @@ from pathlib import Path
 import numpy as np
 
 from medlab import quiet_tensorflow
-from medlab.app import runs
-from medlab.app.checks import check_writable_folder
-from medlab.app.cli import (
-    Parser,
-    add_parameter_flags,
-    add_preset_flag,
-    check_range,
-    resolve_parameters,
-    typed_flags,
-)
+from medlab.app import cli, runs
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
 from medlab.app.report import Report
-from medlab.app.runs import UserError
+from medlab.app.transfer_parameters import DECLARED
 from medlab.atomic import save_model_atomic
+from medlab.checks import check_writable_folder
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, bootstrap_metrics, positive_label
-from medlab.distribute import (
-    SCALING_HELP,
-    SCALING_PARAMETERS,
-    check_scaling,
-    configure_precision,
-    configure_scaling,
-)
+from medlab.distribute import configure_precision, configure_scaling
+from medlab.errors import UserError
 from medlab.images import load_image
-from medlab.lazy import lazy_import
+from medlab.parameters import check_values
 
 # These start TensorFlow (or matplotlib) on first use, so --help and typos answer at once.
-plots = lazy_import("medlab.plots")
-schedules = lazy_import("medlab.schedules")
-skin_bone = lazy_import("medlab.synthetic.skin_bone")
-tensorboard_logs = lazy_import("medlab.app.tensorboard_logs")
-training = lazy_import("medlab.classification.train")
-transfer = lazy_import("medlab.classification.transfer")
-vgg = lazy_import("medlab.classification.vgg")
 
+# Your values; the lab's are the defaults, so an unchanged line is not an edit.
 PARAMETERS = {
-    "dataset": "skin",  # skin or bone: data/Skin or data/Bone (synthetic demo when absent)
-    "data_dir": "",  # any folder Set/{train,validation}/{A,B}/ or Set/{A,B}/; wins over --dataset
-    "weights": "imagenet",  # imagenet, none (random: smoke tests only) or a VGG16 notop file
-    "preprocess": "vgg16",  # vgg16: vgg16.preprocess_input; rescale: the handout's 1/255
-    "image_size": 224,  # backbone input; features are (size/32) x (size/32) x 512
-    "epochs": 150,  # for the head and for the from-scratch model alike
-    "lr": 1e-5,  # Adam learning rate of the head
-    "batch_size": 8,
-    "dense_units": 128,  # head: Flatten -> Dense(128, relu) -> Dropout(0.5) -> Dense(1, sigmoid)
-    "dropout": 0.5,
-    "scratch_size": 128,  # from-scratch VGG16-style model (Lab 2 task 7a): input size,
-    "scratch_channels": 3,  #   channels (1 = grayscale as in the lab's Task 3),
-    "scratch_base": 8,  #   filters of the first block
-    "scratch_lr": 1e-5,
-    "scratch_centre": True,  #   pixels [0, 1] -> [-2, 2] inside the model (False: the lab's [0, 1])
-    "scratch_batch_norm": False,  # BatchNormalization after each convolution (not in the lab's)
-    "scratch_pooling": "flatten",  # flatten (lab's), max or avg: global pooling instead of Flatten
-    "scratch_dropout": 0.4,  #   after each of its 3 Dense(64) layers
-    "scratch_lr_schedule": "constant",  # or cosine: decays to 0 over the run
-    "scratch_epochs": 0,  #   0: the same as --epochs
-    "scratch_batch_size": 0,  #   0: the same as --batch-size
-    "class_weight": "none",  # none or balanced (classes weigh alike in the loss): head and scratch
-    "augment": False,  # train-time rotation/shift/zoom/flip for the from-scratch model
-    "folds": 0,  # K >= 2: stratified K-fold cross-validation on train+validation
-    "seeds": 1,  # repeat every training with seeds seed, seed+1, ...
-    "seed": 0,
-    "val_fraction": 0.2,  # only for a flat Set/{A,B}/ folder: stratified seeded split
-    "positive": "auto",  # class counted as positive for sensitivity; auto: Mel/AFF, else label 1
-    "bootstrap": 2000,  # resamples for the 95% confidence intervals
+    # data
+    "dataset": "skin",
+    "data_dir": "",
+    "val_fraction": 0.2,
+    "folds": 0,
     "cache_dir": "data/cache/vgg16-features",
+    # model: the frozen VGG16 and its head
+    "weights": "imagenet",
+    "preprocess": "vgg16",
+    "image_size": 224,
+    "dense_units": 128,
+    "dropout": 0.5,
+    # model: the from-scratch VGG16-style model
+    "scratch_size": 128,
+    "scratch_channels": 3,
+    "scratch_base": 8,
+    "scratch_centre": True,
+    "scratch_batch_norm": False,
+    "scratch_pooling": "flatten",
+    "scratch_dropout": 0.4,
+    # training
+    "epochs": 150,
+    "lr": 1e-5,
+    "batch_size": 8,
+    "scratch_lr": 1e-5,
+    "scratch_lr_schedule": "constant",
+    "scratch_epochs": 0,
+    "scratch_batch_size": 0,
+    "class_weight": "none",
+    "augment": False,
+    "seed": 0,
+    "seeds": 1,
+    # evaluation and output
+    "positive": "auto",
+    "bootstrap": 2000,
     "out": "results/transfer",
-    **SCALING_PARAMETERS,  # strategy, mixed_precision, jit (README); batch_size is per replica
+    # scaling (docs/scaling.md): batch_size above is per replica
+    "strategy": "auto",
+    "mixed_precision": "off",
+    "jit": False,
 }
 
-HELP = {
-    "dataset": "skin or bone",
-    "data_dir": "data folder in the lab layout",
-    "weights": "imagenet, none, or a path to a VGG16 notop .h5/.weights.h5 file",
-    "preprocess": "vgg16 or rescale",
-    "folds": "K-fold cross-validation (0 = use the split)",
-    "seeds": "number of repeats with different seeds",
-    "positive": "positive class name",
-    "scratch_pooling": "flatten, max or avg",
-    "scratch_lr_schedule": "constant or cosine",
-    "scratch_epochs": "epochs of the from-scratch model (0: --epochs)",
-    "class_weight": "none or balanced",
-    "scratch_batch_size": "batch size of the from-scratch model (0: --batch-size)",
-    **SCALING_HELP,
-}
-
-# Without data, a generated set replaces data/Skin or data/Bone, and these settings replace the
-# defaults above (flags still win) so that the demo finishes in minutes on a laptop CPU.
+# Without data, a generated set replaces data/Skin or data/Bone, and these settings replace the lab
+# defaults (not your edits above, a preset or flags) so that the demo finishes in minutes on a
+# laptop CPU.
 SYNTHETIC_DEMO = {
     "image_size": 128,
     "epochs": 30,
@@ -115,9 +97,9 @@ SYNTHETIC_DEMO = {
     "scratch_lr": 1e-4,
 }
 # Named settings for the from-scratch model and the class weights (--preset; over the demo
-# settings, under the flags), as in cam_vgg16.py: "lab" is the handout's Lab 2 model exactly ([0, 1]
-# pixels without the centring layer, one channel, lr 1e-5, the lab's epochs), "recommended" what
-# learnt best on real data (README, Tasks 1-2).
+# settings and your edits, under the flags), as in cam_vgg16.py: "lab" is the handout's Lab 2
+# model exactly ([0, 1] pixels without the centring layer, one channel, lr 1e-5, the lab's
+# epochs), "recommended" what learnt best on real data (README, Tasks 1-2).
 PRESETS = {
     "lab": {
         "scratch_size": 128,
@@ -147,20 +129,13 @@ PRESETS = {
     },
 }
 
-DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}
+DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}  # the choices of --dataset
 METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
 THRESHOLD = 0.5
 
-# Parameters with a fixed set of values: the flags offer only these.
-CHOICES = {
-    "preprocess": ("vgg16", "rescale"),
-    "scratch_pooling": ("flatten", "max", "avg"),
-    "class_weight": ("none", "balanced"),
-    "scratch_lr_schedule": ("constant", "cosine"),
-}
 PRESET_HELP = (
     "settings of the from-scratch model and the class weights: lab (the handout's Lab 2 model "
-    "exactly) or recommended (README); flags still override"
+    "exactly) or recommended (README)"
 )
 
 
@@ -170,12 +145,12 @@ PRESET_HELP = (
 def train_command(argv):
     """Tasks 1-2: a head on frozen VGG16 features vs the from-scratch model, on the same images."""
     args = parse_train_flags(argv)
-    typed = typed_flags(args, PARAMETERS)
-    # 1. Locate and split the data (the synthetic demo set, with its settings, when there is none).
+    typed = cli.typed_flags(args, DECLARED)
+    # 1. Locate and split the data (the synthetic demo set, with its settings, when there is none);
+    # the parameters are checked and printed with each value's source.
     data_dir, demo = find_data(typed, args.preset)
-    p = resolve_parameters(PARAMETERS, typed, demo, PRESETS.get(args.preset))
-    p["preset"] = args.preset
-    check_parameters(p)
+    resolved = resolve_parameters(typed, demo, args.preset)
+    p = {**resolved.values, "preset": args.preset}
     check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction, not after
     split = load_class_split(data_dir, p["val_fraction"], p["seed"])
     print(split.describe())
@@ -190,7 +165,7 @@ def train_command(argv):
     backbone = load_backbone(p)
     data = prepare_data(split, backbone, p)  # before the run folder: a corrupt image stops here
     facts = run_facts(data_dir, bool(demo), split, positive, data, p)
-    run_dir = start_run(p, facts)
+    run_dir = start_run(p, facts, resolved)
     configure_precision(p["mixed_precision"])
     # 3. Train the head and the from-scratch model on every (seed, fold).
     trained, kept = run_evaluations(data, p, run_dir, scaling)
@@ -208,7 +183,7 @@ def train_command(argv):
     write_predictions(run_dir, trained, data["paths"], data["labels"], split.class_names)
     write_figures(run_dir, trained, truth, scores, metrics, split.class_names, positive)
     save_models(run_dir, kept, backbone, p, split.class_names)
-    write_summary(run_dir, metrics, p, facts)
+    write_summary(run_dir, metrics, p, facts, resolved)
     print(f"\n{metrics['difference']['verdict']}")
     for line in not_learnt_lines(metrics):
         print_bold(line.strip("*"))
@@ -218,8 +193,8 @@ def train_command(argv):
 
 
 def predict_command(argv):
-    """Print the class and its probability for each image, using a model saved by a run."""
-    parser = Parser(
+    """the class and its probability for each image, with a model a run saved"""
+    parser = cli.Parser(
         prog="transfer_vgg16.py predict", description="classify images with a model saved by a run"
     )
     parser.add_argument(
@@ -247,27 +222,43 @@ def predict_command(argv):
 def main(argv=None):
     return runs.run_commands(
         argv,
-        {"train": train_command, "predict": predict_command},
+        {"train": train_command, **COMMANDS},
         lower="--batch-size, --image-size or --scratch-size",
     )
+
+
+COMMANDS = {"predict": predict_command}
 
 
 # ----------------------------------------------------------------------------- flags and data
 
 
 def parse_train_flags(argv):
-    parser = Parser(
-        description="Transfer learning with a frozen VGG16 vs the from-scratch VGG16-style model. "
-        "Use 'transfer_vgg16.py predict MODEL IMAGE...' to classify images."
+    parser = cli.Parser(
+        prog="transfer_vgg16.py",
+        description=__doc__.split("\n")[0],
+        epilog=cli.epilog("transfer_vgg16.py", __doc__, COMMANDS, "preset < flags typed"),
     )
-    add_parameter_flags(parser, PARAMETERS, HELP, choices=CHOICES)
-    add_preset_flag(parser, PRESETS, PRESET_HELP)
+    cli.add_parameter_flags(parser, DECLARED, SYNTHETIC_DEMO)
+    cli.add_preset_flag(parser, PRESETS, PRESET_HELP)
     return parser.parse_args(argv)
+
+
+def resolve_parameters(typed, demo, preset):
+    """The lab's defaults < the demo settings (synthetic data only) < your edits in PARAMETERS <
+    the preset < the flags typed; checked, printed with each value's source."""
+    resolved = cli.resolve(DECLARED, PARAMETERS, typed, demo, PRESETS.get(preset), where=WHERE)
+    check_parameters(resolved.values)
+    cli.print_parameters({"value (source)": resolved}, list(DECLARED))
+    return resolved
+
+
+WHERE = "PARAMETERS in transfer_vgg16.py"
 
 
 def find_data(typed, preset=None):
     """The data folder and the demo settings that apply (only for the synthetic set)."""
-    chosen = resolve_parameters(PARAMETERS, typed)
+    chosen = {**PARAMETERS, **typed}
     dataset = chosen["dataset"]
     if not chosen["data_dir"] and dataset not in DATASETS:
         raise UserError(
@@ -280,52 +271,33 @@ def find_data(typed, preset=None):
         lambda: synthetic_set(dataset),
         f"generated {dataset} images",
         SYNTHETIC_DEMO,
-        {**PRESETS.get(preset, {}), **typed},  # the banner shows what the run will use
+        # The banner shows what the run will use: your edits, the preset and the flags win.
+        {**cli.edits(PARAMETERS, DECLARED, WHERE), **PRESETS.get(preset, {}), **typed},
     )
 
 
 def synthetic_set(dataset):
     quiet_tensorflow()  # before the set's Keras progress bar starts TensorFlow
+    from medlab.synthetic import skin_bone
+
     return skin_bone.synthetic_class_set(dataset)
 
 
 def check_parameters(p):
-    """Every setting in its range, whether it comes from a flag, a preset or the block above."""
-    check_scaling(p)
-    for name, allowed in CHOICES.items():
-        if p[name] not in allowed:
-            raise UserError(
-                f"--{name.replace('_', '-')} {p[name]} is unknown; choose {' or '.join(allowed)}"
-            )
-    for name, low in (
-        ("epochs", 1),
-        ("batch_size", 1),
-        ("seeds", 1),
-        ("image_size", 32),
-        ("dense_units", 1),
-        ("scratch_base", 1),
-        ("bootstrap", 100),
-        ("folds", 0),
-        ("scratch_epochs", 0),
-        ("scratch_batch_size", 0),
-    ):
-        check_range(name, p[name], low)
-    for name in ("lr", "scratch_lr"):
-        check_range(name, p[name], 1e-12, hint=": a learning rate must be positive")
-    for name, low in (("dropout", 0.0), ("scratch_dropout", 0.0), ("val_fraction", 0.01)):
-        check_range(name, p[name], low, 1.0, high_open=True)
+    """Every setting against its declaration, and the combinations the declarations cannot say."""
+    check_values(p, DECLARED)
     if p["folds"] == 1:
         raise UserError("--folds 1 is not cross-validation; use 0 (the split) or K >= 2")
-    if p["scratch_size"] < 32 or p["scratch_size"] % 32:
+    if p["scratch_size"] % 32:
         raise UserError(
             f"--scratch-size {p['scratch_size']} must be a multiple of 32 (five poolings)"
         )
-    if p["scratch_channels"] not in (1, 3):
-        raise UserError(f"--scratch-channels {p['scratch_channels']} must be 1 or 3")
 
 
 def check_weights(weights):
     """A weights file must exist and be a Keras file (imagenet and none need nothing)."""
+    from medlab.classification import transfer
+
     if weights in ("imagenet", "none"):
         return
     path = Path(weights)
@@ -354,6 +326,8 @@ def positive_class(class_names, positive):
 
 def load_backbone(p):
     """The frozen VGG16 base; without internet, the error names the offline alternatives."""
+    from medlab.classification import transfer
+
     check_weights(p["weights"])
     try:
         return transfer.load_backbone(p["weights"], p["image_size"])
@@ -366,6 +340,8 @@ def load_backbone(p):
 
 def prepare_data(split, backbone, p):
     """Features and scratch-model images of train + validation, with their labels, in one order."""
+    from medlab.classification import transfer
+
     paths = list(split.train_paths) + list(split.val_paths)
     labels = np.concatenate([split.train_labels, split.val_labels]).astype(np.int32)
     start = time.perf_counter()
@@ -396,6 +372,8 @@ def prepare_data(split, backbone, p):
 
 def plan_evaluations(split, folds, seed):
     """(name, train indices, validation indices) into the list train paths + validation paths."""
+    from medlab.classification import train as training
+
     labels = np.concatenate([split.train_labels, split.val_labels])
     if folds >= 2:
         return [
@@ -427,8 +405,8 @@ def run_facts(data_dir, synthetic, split, positive, data, p):
     }
 
 
-def start_run(p, facts):
-    """A new run folder with the run's config.json."""
+def start_run(p, facts, resolved):
+    """A new run folder with the run's config.json (each value's source included)."""
     run_dir = runs.new_run_dir(p["out"], facts["data_name"].lower())
     print(f"writing results to {run_dir}")
     runs.save_config(
@@ -439,6 +417,7 @@ def start_run(p, facts):
             "synthetic": facts["synthetic"],
             "class_names": facts["class_names"],
             "positive_class": facts["positive_name"],
+            "sources": {name: resolved.source(name) for name in DECLARED},
         },
     )
     return run_dir
@@ -493,6 +472,10 @@ def run_evaluations(data, p, run_dir, scaling):
 
 def train_transfer(features, labels, train, val, p, csv_path, scaling):
     """A fresh head trained on cached features; returns it with validation scores and seconds."""
+    from medlab.app import tensorboard_logs
+    from medlab.classification import train as training
+    from medlab.classification import transfer
+
     with scaling.scope():
         head = training.compile_classifier(
             transfer.build_head(features.shape[1:], p["dense_units"], p["dropout"]),
@@ -507,12 +490,17 @@ def train_transfer(features, labels, train, val, p, csv_path, scaling):
         csv_path,
         scaling.global_batch(p["batch_size"]),
         class_weight=training.class_weights(labels[train], p["class_weight"]),
+        callbacks=[tensorboard_logs.epoch_logger(tensorboard_dir(csv_path))],
     )
     return head, training.class_one_scores(head, features[val]), seconds
 
 
 def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
     """A fresh from-scratch model trained on the images; returns it, its scores and seconds."""
+    from medlab import schedules
+    from medlab.app import tensorboard_logs
+    from medlab.classification import train as training
+
     batch_size = scaling.global_batch(scratch_batch_size(p))
     steps = scratch_epochs(p) * int(np.ceil(len(train) / batch_size))
     lr = schedules.learning_rate(p["scratch_lr"], p["scratch_lr_schedule"], steps)
@@ -530,12 +518,15 @@ def train_scratch(images, labels, train, val, p, seed, csv_path, scaling):
         scratch_epochs(p),
         csv_path,
         class_weight=training.class_weights(labels[train], p["class_weight"]),
+        callbacks=[tensorboard_logs.epoch_logger(tensorboard_dir(csv_path))],
     )
     return model, training.class_one_scores(model, images[val]), seconds
 
 
 def build_scratch(p):
     """The lab's VGG16-style model, fed pixels centred on 0 (`vgg.CENTRING`)."""
+    from medlab.classification import vgg
+
     return vgg.build_vgg16_style(
         (p["scratch_size"], p["scratch_size"], p["scratch_channels"]),
         base=p["scratch_base"],
@@ -696,16 +687,28 @@ def evaluation_facts(facts, data, p):
 
 def log_hparams(run_dir, p, metrics):
     """Both models' parameters and pooled scores for TensorBoard's HParams dashboard."""
+    from medlab.app import tensorboard_logs
+
     for model in ("transfer", "scratch"):
         tensorboard_logs.write_hparams(
-            training.tensorboard_model_dir(run_dir / f"history_{model}.csv"),
+            tensorboard_dir(run_dir / f"history_{model}.csv"),
             {**p, "model": model},
             metrics[model],
             f"{run_dir.name}/{model}",
         )
 
 
+def tensorboard_dir(csv_path):
+    """`history_transfer.csv` logs to TensorBoard in `tensorboard/transfer` beside it."""
+    from medlab.app import tensorboard_logs
+
+    csv_path = Path(csv_path)
+    return tensorboard_logs.log_dir_for(csv_path.parent, csv_path.stem.removeprefix("history_"))
+
+
 def write_predictions(run_dir, runs, paths, labels, class_names):
+    from medlab import plots
+
     rows = [
         {
             "run": r["name"],
@@ -727,11 +730,16 @@ def write_predictions(run_dir, runs, paths, labels, class_names):
 
 def mean_history(paths):
     """Epoch-wise mean of several CSVLogger histories of equal length."""
+    from medlab import plots
+
     histories = [plots.read_history(p) for p in paths]
     return {key: list(np.mean([h[key] for h in histories], axis=0)) for key in histories[0]}
 
 
 def write_figures(run_dir, runs, truth, scores, metrics, class_names, positive):
+    from medlab import plots
+    from medlab.classification import transfer
+
     curves = {
         method: mean_history([run_dir / f"history_{method}{r['tag']}.csv" for r in runs])
         for method in ("transfer", "scratch")
@@ -750,6 +758,8 @@ def write_figures(run_dir, runs, truth, scores, metrics, class_names, positive):
 
 def save_models(run_dir, kept, backbone, p, class_names):
     """The exported transfer model, the head and the scratch model, each with a small info file."""
+    from medlab.classification import transfer
+
     full = transfer.export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
     models = {
         "transfer_vgg16": (full, 255.0, 3),
@@ -791,7 +801,7 @@ def load_saved_model(path):
 # ----------------------------------------------------------------------------- summary.md
 
 
-def write_summary(run_dir, metrics, p, facts):
+def write_summary(run_dir, metrics, p, facts, resolved):
     """summary.md: warnings first, then the setup, the compared metrics, the figures and files."""
     report = Report(run_dir, f"Transfer learning vs training from scratch: {facts['data_name']}")
     if facts["synthetic"]:
@@ -827,6 +837,8 @@ def write_summary(run_dir, metrics, p, facts):
         ]
     )
     report.text("Predict: `python transfer_vgg16.py predict transfer_vgg16.keras IMAGE...`")
+    report.heading("Parameters")
+    report.table(*cli.parameter_rows({"value (source)": resolved}, list(DECLARED)))
     report.write()
 
 

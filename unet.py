@@ -27,10 +27,10 @@ import tensorflow as tf
 from keras import layers
 from scipy import ndimage
 
-from medlab.app.checks import check_pairs
-from medlab.app.runs import UserError
 from medlab.augment import augment_pair, augmented_batches
 from medlab.checkpoints import EpochCheckpoint
+from medlab.checks import check_pairs
+from medlab.errors import UserError
 from medlab.images import decode, load_all, load_image, resize, to_channels, to_unit_range
 from medlab.pairs import find_pairs, validation_count
 from medlab.plots import fit_label

@@ -45,12 +45,13 @@ def seed_list(text):
 
 def validation_scores(params, split, train_images, val_images, seed):
     """Class-1 probabilities for the validation images of one network trained with `seed`."""
-    cam = cam_vgg16.cam
+    from medlab.classification import cam
+
     params = {**params, "seed": seed}
     runs.set_seed(seed)
     model, _, global_batch = cam_vgg16.build(params, len(train_images))
     batches = {**params, "batch_size": global_batch}
-    with tempfile.TemporaryDirectory() as logs:  # cam.train's history and TensorBoard files
+    with tempfile.TemporaryDirectory() as logs:  # cam.train's history
         cam.train(
             model,
             cam.training_dataset(train_images, split.train_labels, batches),
@@ -96,7 +97,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2, 3])
     ours, rest = parser.parse_known_args(argv)
     args = cam_vgg16.train_parser().parse_args(rest)
-    typed = typed_flags(args, cam_vgg16.PARAMETERS)
+    typed = typed_flags(args, cam_vgg16.DECLARED)
     folder, demo = cam_vgg16.locate_task_data(typed, args.preset)
     params = cam_vgg16.run_parameters(typed, demo, args.preset)
     if params["strategy"] == "multiworker":  # one strategy per process, and it trains several

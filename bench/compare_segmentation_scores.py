@@ -21,9 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medlab.app.runs import UserError, main_guard  # noqa: E402
+from medlab.app.comparisons import compare_runs  # noqa: E402
+from medlab.app.runs import main_guard  # noqa: E402
 from medlab.app.segmentation.summary import COMPARED  # noqa: E402
-from medlab.comparisons import compare_runs  # noqa: E402
+from medlab.errors import UserError  # noqa: E402
 
 
 def parse_arguments(argv):

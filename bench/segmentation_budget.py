@@ -32,7 +32,6 @@ from medlab import quiet_tensorflow  # noqa: E402
 from medlab.app.collapse import print_bold  # noqa: E402
 from medlab.app.report import Report, markdown_table  # noqa: E402
 from medlab.app.runs import (  # noqa: E402
-    banner,
     main_guard,
     mark_complete,
     new_run_dir,
@@ -41,6 +40,7 @@ from medlab.app.runs import (  # noqa: E402
 )
 from medlab.app.segmentation.grouping import check_grouping  # noqa: E402
 from medlab.app.segmentation.run import data_splits  # noqa: E402
+from medlab.synthetic.common import banner  # noqa: E402
 
 # --tiny: a smoke test of the whole script in seconds, on generated pairs.
 TINY = {"size": 32, "depth": 2, "base": 4, "batch_size": 4, "epochs": 8}

@@ -1,5 +1,5 @@
 """Shared code for the lab scripts, so that no logic is written twice: the application layer
-(`medlab.app`: flags, run folders, reports, errors), two-class classification
+(`medlab.app`: flags, parameter declarations, run folders, reports), two-class classification
 (`medlab.classification`), the synthetic demo data (`medlab.synthetic`), image I/O, augmentation,
 plots and training helpers. Importing `medlab` starts nothing; entry points call
 `quiet_tensorflow()` before TensorFlow is first used."""
@@ -24,8 +24,7 @@ def quiet_tensorflow():
     try:
         import tensorflow as tf
 
-        # Device discovery is where CUDA complains; reading `tf.config` also loads a module that
-        # `medlab.lazy` has only announced.
+        # Device discovery is where CUDA complains.
         tf.config.list_physical_devices()
     finally:
         os.dup2(saved, 2)

@@ -6,9 +6,12 @@ while writing leaves at most a `*.partial.*` file behind, which no reader ever o
 """
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 
 def partial_name(path):
@@ -55,3 +58,32 @@ def save_model_atomic(model, path):
     """`model.save(path)` (a .keras file) that a kill never leaves half written."""
     with replacing(path) as temp:
         model.save(temp)
+
+
+def jsonable(value):
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def write_json(path, data):
+    """Write `data` as indented JSON; NaN becomes null so every JSON reader accepts it."""
+
+    def clean(value):
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    write_text_atomic(path, json.dumps(clean(jsonable(data)), indent=2) + "\n")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import keras
 
-from medlab.app.faults import crash_point
-from medlab.app.runs import UserError, write_json
-from medlab.atomic import copy_atomic, replacing
+from medlab.atomic import copy_atomic, replacing, write_json
+from medlab.errors import UserError
+from medlab.faults import crash_point
 from medlab.plots import write_csv
 
 STATE = "state.json"

@@ -11,9 +11,8 @@ CPU or on eight GPUs:
         model = compile_unet(build_unet(...), "bce", 1e-4, jit_compile=scaling.jit)
     train_data = make_dataset(..., batch_size=scaling.global_batch(p["batch_size"]))
 
-Scripts with a parameter block add `SCALING_PARAMETERS` to it (one flag each through
-`medlab.app.cli.add_parameter_flags`, help texts in `SCALING_HELP`) and call `check_scaling` with
-their other parameter checks, so a typo fails before any data is read.
+Scripts declare `SCALING` with their other parameters (`medlab.parameters`), so each gets its
+flag, help and check from one place, and a typo fails before any data is read.
 
 TensorFlow and Keras are imported inside the functions that use them: the scripts import this
 module for its flags and checks, which must answer without starting TensorFlow.
@@ -23,7 +22,8 @@ import dataclasses
 import json
 import os
 
-from medlab.app.runs import UserError
+from medlab.errors import UserError
+from medlab.parameters import Param, check_values
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("off", "float16", "bfloat16")
@@ -35,14 +35,27 @@ BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # (see check_keras_trains_on_several_workers).
 KERAS_MULTIWORKER_BROKEN_THROUGH = (3, 15)
 
-SCALING_PARAMETERS = {"strategy": "auto", "mixed_precision": "off", "jit": False}
-SCALING_HELP = {
-    "strategy": "auto (mirrored when several GPUs are visible, else default), "
-    "default (one device), mirrored (all local GPUs, or all logical CPUs) or multiworker "
-    "(machines listed in TF_CONFIG); BATCH_SIZE is per replica",
-    "mixed_precision": "off, float16 (GPU) or bfloat16 (GPU, or a CPU with AVX512-BF16/AMX); "
-    "the output layer stays float32",
-    "jit": "compile the training step with XLA (model.compile(jit_compile=True))",
+# The scaling parameters of every script, declared once (medlab.parameters): each gets a flag in the
+# help's "scaling" group; BATCH_SIZE is per replica.
+SCALING = {
+    "strategy": Param(
+        "auto",
+        "auto (mirrored when several GPUs are visible, else default), default (one device), "
+        "mirrored (all local GPUs, or all logical CPUs) or multiworker (machines listed in "
+        "TF_CONFIG); BATCH_SIZE is per replica",
+        "scaling",
+        choices=STRATEGIES,
+    ),
+    "mixed_precision": Param(
+        "off",
+        "off, float16 (GPU) or bfloat16 (GPU, or a CPU with AVX512-BF16/AMX); the output layer "
+        "stays float32",
+        "scaling",
+        choices=PRECISIONS,
+    ),
+    "jit": Param(
+        False, "compile the training step with XLA (model.compile(jit_compile=True))", "scaling"
+    ),
 }
 
 
@@ -73,12 +86,7 @@ def single_device():
 
 def check_scaling(p):
     """Reject unknown --strategy / --mixed-precision values with a one-line `UserError`."""
-    for name, choices in (("strategy", STRATEGIES), ("mixed_precision", PRECISIONS)):
-        if p[name] not in choices:
-            raise UserError(
-                f"--{name.replace('_', '-')} {p[name]} is unknown; "
-                f"choose one of {', '.join(choices)}"
-            )
+    check_values(p, SCALING)
 
 
 def configure_scaling(strategy="auto", mixed_precision="off", jit=False, batch_size=None):
@@ -94,7 +102,7 @@ def configure_scaling(strategy="auto", mixed_precision="off", jit=False, batch_s
 
 
 def make_strategy(name, batch_size=None):
-    """A tf.distribute strategy by name (see `SCALING_HELP`), announced with its replicas."""
+    """A tf.distribute strategy by name (see `SCALING`), announced with its replicas."""
     import tensorflow as tf
 
     check_scaling({"strategy": name, "mixed_precision": "off"})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 
 PREFIX = "prefix"
 CSV_COLUMNS = ("image", "group")

@@ -10,10 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medlab.app.runs import UserError
-from medlab.lazy import lazy_import
-
-progress_bars = lazy_import("medlab.progress")  # Keras progress bars: TensorFlow on first use
+from medlab.errors import UserError
 
 # OpenCV warns about harmless TIFF tag quirks on stderr; real decoding failures still raise below.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -156,7 +153,9 @@ def save_image(path, image):
 def load_all(paths, loader, shape, title):
     """Apply `loader` to each path, one at a time with a progress bar, into one float32 array."""
     array = np.empty((len(paths), *shape), dtype=np.float32)
-    bar = progress_bars.progress(len(paths), title)
+    from medlab.progress import progress  # Keras' progress bar: TensorFlow starts here
+
+    bar = progress(len(paths), title)
     for i, path in enumerate(paths):
         array[i] = loader(path)
         bar.update(i + 1)

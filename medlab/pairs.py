@@ -6,8 +6,8 @@ before the application loads anything.
 
 from pathlib import Path
 
-from medlab.app.checks import unique_stems
-from medlab.app.runs import UserError
+from medlab.checks import unique_stems
+from medlab.errors import UserError
 from medlab.images import list_images
 
 

@@ -1,12 +1,16 @@
-"""The learning-rate schedules of `--lr-schedule` (every script) and `--scratch-lr-schedule`."""
+"""The learning-rate schedules of `--lr-schedule` (every script) and `--scratch-lr-schedule`.
 
-import keras
+Keras is imported where a schedule is made, so the flags can list `SCHEDULES` without it."""
+
+SCHEDULES = ("constant", "cosine")
 
 
 def learning_rate(lr, schedule, total_steps=None):
     """`lr` as it is ("constant"), or a cosine decay from `lr` to 0 over the run's `total_steps`
     training steps ("cosine"): the last epochs take small steps, so the final weights, the ones
     scored, are settled rather than mid-jump."""
+    import keras
+
     if schedule == "constant":
         return lr
     if schedule != "cosine":

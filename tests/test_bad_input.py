@@ -13,11 +13,12 @@ import cam_vgg16
 import main_segmentation as ms
 import transfer_vgg16 as tv
 import unet
-from medlab.app.checks import check_pairs
-from medlab.app.runs import UserError, main_guard
+from medlab.app.runs import main_guard
 from medlab.app.segmentation import predict_command
 from medlab.app.segmentation.setup import unet_activations, unet_weights
 from medlab.app.segmentation.summary import collapse_message
+from medlab.checks import check_pairs
+from medlab.errors import UserError
 from medlab.synthetic.xray import write_chest_xrays
 
 

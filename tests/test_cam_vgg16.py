@@ -282,7 +282,7 @@ def test_pointing_game_leaves_out_images_without_a_region():
 def resolve(argv, synthetic):
     """The run's parameters as cam_vgg16.py resolves them from `argv`."""
     args = cam_vgg16.train_parser().parse_args(argv)
-    typed = typed_flags(args, cam_vgg16.PARAMETERS)
+    typed = typed_flags(args, cam_vgg16.DECLARED)
     demo = cam_vgg16.demo_settings(args.shortcut) if synthetic else {}
     return cam_vgg16.run_parameters(typed, demo, args.preset)
 
@@ -346,12 +346,12 @@ def test_the_synthetic_banner_shows_the_presets_settings(tmp_path, monkeypatch, 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--zoom", "1.5"], r"--zoom 1.5 must be in \[0, 1\)"),
-        (["--colour-jitter", "-0.1"], r"--colour-jitter -0.1 must be in \[0, 1\)"),
+        (["--zoom", "1.5"], r"--zoom 1.5 is out of range \[0, 1\)"),
+        (["--colour-jitter", "-0.1"], r"--colour-jitter -0.1 is out of range \[0, 1\)"),
     ],
 )
 def test_augmentation_strengths_out_of_range_are_refused(flags, message):
-    from medlab.app.runs import UserError
+    from medlab.errors import UserError
 
     with pytest.raises(UserError, match=message):
         resolve(flags, synthetic=False)

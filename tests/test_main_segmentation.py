@@ -7,13 +7,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, tensorboard_events, xray_folder
+from helpers import ROOT, run_script, tensorboard_events, xray_folder
 
 import main_segmentation
 import unet
-from medlab.app.runs import UserError
 from medlab.app.segmentation import evaluate_command
-from medlab.app.segmentation.setup import setting_keys
+from medlab.errors import UserError
 from medlab.synthetic.xray import chest_xray
 
 TINY = "--epochs 1 --size 32 --depth 2 --base 2 --batch-size 4".split()
@@ -220,18 +219,41 @@ def test_folds_score_every_image_once_compare_pooled_scores_and_resume_per_fold(
     assert sorted(r["image"] for r in per_image(out / f"{stamp}-4b" / "per_image.csv")) == names
 
 
-def test_demo_generates_synthetic_data_and_says_so(tmp_path, script):
-    result = script(
-        "main_segmentation.py",
+def test_demo_generates_synthetic_data_and_says_so_and_keeps_an_edited_value(tmp_path):
+    """As a new user does it: `"epochs": 1` edited in PARAMETERS wins over the demo's 16 epochs,
+    `loss` edited is overridden by the experiment's, and the table says both."""
+    source = (ROOT / "main_segmentation.py").read_text()
+    edited = source.replace('"epochs": 150,', '"epochs": 1,').replace(
+        '"loss": "bce",', '"loss": "dice",'
+    )
+    assert edited.count('"epochs": 1,') == 1 and '"loss": "dice",\n    "augment"' in edited
+    (tmp_path / "main_segmentation.py").write_text(edited)
+    result = run_script(
+        tmp_path / "main_segmentation.py",
         "--experiments",
         "4a",
-        *TINY,
+        *[flag for flag in TINY if flag not in ("--epochs", "1")],
         "--out",
         tmp_path / "out",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SYNTHETIC DATA" in result.stdout
+    table = {
+        line.split()[0]: line.split(None, 1)[1]
+        for line in result.stdout.splitlines()[1:40]
+        if line.split() and line.split()[0] in ("epochs", "loss", "lr", "base")
+    }
+    assert table == {
+        "epochs": "1 (edited)",
+        "loss": "bce (experiment; edited dice overridden)",
+        "lr": "0.0007 (demo)",
+        "base": "2 (flag)",
+    }, result.stdout
+    (run,) = folders(tmp_path / "out", "-4a")
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 1
+    (summary,) = folders(tmp_path / "out", "-summary")
+    assert "| epochs | 1 (edited) |" in (summary / "summary.md").read_text()
     marker = json.loads((tmp_path / "data" / "synthetic" / "X_ray" / "SYNTHETIC.json").read_text())
     assert marker["generator"] == "chest_xray"
     assert (
@@ -297,11 +319,7 @@ def test_corrupt_image_gives_one_line_exit_2_and_writes_nothing(tmp_path, script
     assert not out.exists()
 
 
-def test_summary_columns_follow_the_experiments_and_evaluate_refuses_a_missing_model(tmp_path):
-    assert setting_keys({"a": {"loss": "bce"}, "b": {"loss": "dice", "depth": 3}}) == [
-        "loss",
-        "depth",
-    ]
+def test_evaluate_refuses_a_missing_model(tmp_path):
     data = xray_folder(tmp_path, count=2)
     with pytest.raises(UserError, match="model file .*nowhere.keras does not exist"):
         evaluate_command(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import unet
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 
 
 def write(path, array):

@@ -10,9 +10,9 @@ import pytest
 from scipy.special import expit
 
 import unet
-from medlab.app.runs import UserError
 from medlab.app.segmentation import evaluate_command, predict_command
 from medlab.app.segmentation.ensemble import model_files, split_models
+from medlab.errors import UserError
 
 SIZE = 16
 

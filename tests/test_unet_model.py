@@ -4,7 +4,7 @@ import keras
 import pytest
 
 import unet
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 
 
 def layer_types(model, kind):

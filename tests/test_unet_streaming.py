@@ -9,7 +9,7 @@ from helpers import xray_folder
 
 import main_segmentation
 import unet
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 
 SIZE = 32
 

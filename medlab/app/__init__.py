@@ -1,5 +1,9 @@
-"""The application layer the three scripts share: flags from a parameter block (`cli`), run
-folders, saved configuration and the one-line error contract (`runs`), Markdown reports
-(`report`), the input gate (`checks`), TensorBoard logs, the "has not learnt" check (`collapse`)
-and fault injection for the crash tests (`faults`).
-Nothing here imports TensorFlow at import time."""
+"""The application layer the three scripts share: flags, help pages, precedence and the
+effective-parameter table (`cli`), each task's parameter declarations (`cam_parameters`,
+`transfer_parameters`, `segmentation.parameters`), run folders, saved configuration and the
+one-line error contract (`runs`), Markdown reports (`report`), paired comparisons of runs
+(`comparisons`), TensorBoard logs and the "has not learnt" check (`collapse`).
+
+It sits between the entry scripts above and the library below (unet.py and the rest of `medlab`),
+which never imports it (`lint-imports`). Nothing here imports TensorFlow at import time, except
+`tensorboard_logs` and `segmentation.run`, which are imported where the pipelines need them."""

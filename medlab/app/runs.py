@@ -7,7 +7,6 @@ stderr and exit code 2, so users never see a traceback for a mistake they can fi
 import datetime
 import errno
 import functools
-import json
 import os
 import platform
 import random
@@ -18,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.atomic import write_text_atomic
+from medlab.atomic import write_json
+from medlab.errors import UserError, first_line
 
 PACKAGES = (
     "tensorflow",
@@ -30,10 +30,6 @@ PACKAGES = (
     "opencv-python",
     "scipy",
 )
-
-
-class UserError(Exception):
-    """A problem with the user's input or parameters: reported in one line, exit code 2."""
 
 
 def main_guard(main, lower="--batch-size or the image size"):
@@ -112,35 +108,6 @@ def package_versions():
     return versions
 
 
-def jsonable(value):
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def write_json(path, data):
-    """Write `data` as indented JSON; NaN becomes null so every JSON reader accepts it."""
-
-    def clean(value):
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    write_text_atomic(path, json.dumps(clean(jsonable(data)), indent=2) + "\n")
-
-
 def save_config(run_dir, config):
     """Save every parameter of a run with the command line and package versions."""
     write_json(
@@ -152,15 +119,6 @@ def save_config(run_dir, config):
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
         },
     )
-
-
-def banner(lines):
-    """Print a framed block, for facts a user must not miss (e.g. synthetic data)."""
-    width = max(len(line) for line in lines) + 4
-    print("#" * width)
-    for line in lines:
-        print(f"# {line.ljust(width - 4)} #")
-    print("#" * width)
 
 
 def check_model_file(path, made_by):
@@ -204,12 +162,6 @@ def mark_incomplete(folder):
         "--resume.\n"
     )
     return Path(folder)
-
-
-def first_line(error, limit=160):
-    """An exception's first line (or its type), short enough for a one-line message."""
-    text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 def mark_complete(folder):

@@ -12,7 +12,6 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
 from medlab.classification.gradcam import (
     as_rgb,
     class_map_correlation,
@@ -83,8 +82,9 @@ def validation_dataset(images, labels, params):
     return image_dataset(images, tf.one_hot(labels, 2), params["batch_size"])
 
 
-def train(model, train_data, val_data, params, run_dir, labels):
-    """Fit for `params["epochs"]` epochs, logging each to run_dir/history.csv and TensorBoard."""
+def train(model, train_data, val_data, params, run_dir, labels, callbacks=()):
+    """Fit for `params["epochs"]` epochs, logging each to run_dir/history.csv and to the caller's
+    `callbacks` (the script's TensorBoard logger)."""
     # shuffle=False: the tf.data pipeline already reshuffles every epoch.
     model.fit(
         train_data,
@@ -93,10 +93,7 @@ def train(model, train_data, val_data, params, run_dir, labels):
         verbose=2,
         shuffle=False,
         class_weight=class_weights(labels, params["class_weight"]),
-        callbacks=[
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-            epoch_logger(log_dir_for(run_dir)),
-        ],
+        callbacks=[keras.callbacks.CSVLogger(str(run_dir / "history.csv")), *callbacks],
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 from medlab.images import list_images, load_all, load_image
 
 SPLIT_NAMES = ("train", "validation")

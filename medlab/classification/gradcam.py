@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from scipy.stats import spearmanr
 
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 
 DEFAULT_LAYER = "Last_ConvLayer"
 OVERLAY_ALPHA = 0.4

@@ -7,15 +7,13 @@ both, so every script scores its models the same way.
 
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from medlab.app.runs import UserError
-from medlab.app.tensorboard_logs import epoch_logger, log_dir_for
 from medlab.augment import augmented_batches, random_affine, random_colour
+from medlab.errors import UserError
 
 # Retracing notices (each new model or last partial batch) are noise to the scripts' users.
 tf.get_logger().setLevel("ERROR")
@@ -82,9 +80,11 @@ def class_weights(labels, mode):
     return {label: float(counts.sum() / (2 * n)) for label, n in enumerate(counts) if n}
 
 
-def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None, class_weight=None):
-    """Fit for exactly `epochs` epochs, logging every epoch to `csv_path` and to TensorBoard (a
-    folder named after the CSV file, see `tensorboard_model_dir`); returns seconds taken.
+def fit_logged(
+    model, train_data, val_data, epochs, csv_path, batch_size=None, class_weight=None, callbacks=()
+):
+    """Fit for exactly `epochs` epochs, logging every epoch to `csv_path` and to the caller's
+    `callbacks` (the scripts' TensorBoard logger); returns seconds taken.
 
     `train_data`/`val_data` are `tf.data` pipelines or (inputs, targets) array pairs. The final
     model is what the caller evaluates: picking the best validation epoch would make the
@@ -104,21 +104,12 @@ def fit_logged(model, train_data, val_data, epochs, csv_path, batch_size=None, c
         targets,
         validation_data=val_data,
         epochs=epochs,
-        callbacks=[
-            keras.callbacks.CSVLogger(str(csv_path)),
-            epoch_logger(tensorboard_model_dir(csv_path)),
-        ],
+        callbacks=[keras.callbacks.CSVLogger(str(csv_path)), *callbacks],
         class_weight=class_weight,
         verbose=1 if sys.stdout.isatty() else 2,
         **options,
     )
     return time.perf_counter() - start
-
-
-def tensorboard_model_dir(csv_path):
-    """`history_transfer.csv` logs to TensorBoard in `tensorboard/transfer` beside it."""
-    csv_path = Path(csv_path)
-    return log_dir_for(csv_path.parent, csv_path.stem.removeprefix("history_"))
 
 
 def class_one_scores(model, inputs, batch_size=32):

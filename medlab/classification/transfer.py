@@ -19,8 +19,8 @@ import numpy as np
 from keras import layers
 from keras.applications.vgg16 import preprocess_input
 
-from medlab.app.runs import UserError, first_line
 from medlab.classification.metrics import roc_curve
+from medlab.errors import UserError, first_line
 from medlab.images import load_image
 from medlab.plots import plt  # pyplot with the file-only backend that medlab.plots selects
 from medlab.progress import progress

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medlab.app.runs import UserError, banner
+from medlab.errors import UserError
 
 SYNTHETIC_ROOT = Path("data") / "synthetic"
 MARKER = "SYNTHETIC.json"
@@ -40,6 +40,15 @@ def ensure_synthetic(folder, recipe, write):
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+def banner(lines):
+    """Print a framed block, for facts a user must not miss (e.g. synthetic data)."""
+    width = max(len(line) for line in lines) + 4
+    print("#" * width)
+    for line in lines:
+        print(f"# {line.ljust(width - 4)} #")
+    print("#" * width)
 
 
 def synthetic_banner(what, folder, settings):

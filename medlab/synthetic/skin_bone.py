@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 from medlab.progress import progress
 from medlab.synthetic.common import SYNTHETIC_ROOT, blob_polygon, ensure_synthetic, smooth_noise
 

@@ -11,9 +11,9 @@ from helpers import ROOT
 
 import unet
 from medlab import distribute
-from medlab.app.runs import UserError
 from medlab.classification.train import compile_classifier
 from medlab.classification.vgg import build_vgg16_style
+from medlab.errors import UserError
 
 
 def test_mirrored_on_two_cpus_matches_one_device_for_the_same_seed_and_global_batch():
@@ -131,13 +131,11 @@ def test_jit_reaches_the_compiled_model():
 def test_transfer_and_cam_take_the_same_flags_and_refuse_unknown_values():
     import cam_vgg16
     import transfer_vgg16
+    from medlab.app import cam_parameters, transfer_parameters
+    from medlab.app.segmentation import parameters as segmentation_parameters
 
-    assert {
-        name: cam_vgg16.PARAMETERS[name] for name in distribute.SCALING_PARAMETERS
-    } == distribute.SCALING_PARAMETERS
-    assert {
-        name: transfer_vgg16.PARAMETERS[name] for name in distribute.SCALING_PARAMETERS
-    } == distribute.SCALING_PARAMETERS
+    for declared in (cam_parameters, transfer_parameters, segmentation_parameters):
+        assert {n: declared.DECLARED[n] for n in distribute.SCALING} == distribute.SCALING
     with pytest.raises(UserError, match="--strategy tpu is unknown"):
         transfer_vgg16.check_parameters({**transfer_vgg16.PARAMETERS, "strategy": "tpu"})
     with pytest.raises(UserError, match="--mixed-precision fp8 is unknown"):

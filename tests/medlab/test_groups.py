@@ -8,8 +8,8 @@ import pytest
 from helpers import xray_folder
 
 import main_segmentation
-from medlab.app.runs import UserError
 from medlab.app.segmentation.run import data_splits
+from medlab.errors import UserError
 from medlab.groups import csv_groups, group_folds, holdout_split, prefix_groups
 
 NAMES = [

@@ -23,12 +23,8 @@ from medlab.app.segmentation.ensemble import (
     split_models,
     validated_indices,
 )
-from medlab.app.segmentation.setup import HELP
-from medlab.app.segmentation.summary import write_per_image
+from medlab.app.segmentation.parameters import DECLARED
 from medlab.images import decode, save_image, to_channels, to_unit_range
-from medlab.lazy import lazy_import
-
-unet = lazy_import("unet")
 
 
 def predict_command(argv, parameters):
@@ -42,15 +38,19 @@ def predict_command(argv, parameters):
         "images", nargs="+", metavar="IMAGE", help="image files, after more models if any"
     )
     parser.add_argument(
-        "--out", default=parameters["out"], help="folder for the new predict-* folder"
+        "--out",
+        default=parameters["out"],
+        help="folder for the new predict-* folder (default: %(default)s)",
     )
-    parser.add_argument("--postprocess", action="store_true", help=HELP["postprocess"])
+    parser.add_argument("--postprocess", action="store_true", help=DECLARED["postprocess"].help)
     parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     args = parser.parse_args(argv)
     model_paths, images = split_models(args.model, args.images)
     for path in images:  # all checked before any folder is made (decoded again below)
         decode(path)
     quiet_tensorflow()
+    import unet  # TensorFlow starts here, once the command line and the images are checked
+
     models, files = load_ensemble(model_paths, load_segmentation_model)
     out_dir = new_run_dir(args.out, "predict")
     print(f"masks of {describe_models(files, args.tta)}")
@@ -66,9 +66,8 @@ def predict_command(argv, parameters):
 
 def load_segmentation_model(path, compile=True):
     """A U-Net saved by an experiment, or a one-line `UserError` naming the file."""
-    # Keras finds the U-Net's losses and metrics only once unet.py has run and registered them;
-    # it is imported lazily, so run it now.
-    unet.LOSSES  # noqa: B018
+    import unet  # noqa: F401  registers the losses and metrics Keras needs to load the model
+
     model = load_keras_model(path, "main_segmentation.py", compile=compile)
     check_segmentation_model(model, path)
     return model
@@ -99,15 +98,20 @@ def evaluate_command(argv, parameters):
         "--batch-size",
         type=int,
         default=parameters["batch_size"],
-        help="images per prediction step",
+        help="images per prediction step (default: %(default)s)",
     )
     parser.add_argument(
-        "--out", default=parameters["out"], help="folder for the new evaluate-* folder"
+        "--out",
+        default=parameters["out"],
+        help="folder for the new evaluate-* folder (default: %(default)s)",
     )
     parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     parser.add_argument("--held-out", action="store_true", help=HELD_OUT_HELP)
     args = parser.parse_args(argv)
     quiet_tensorflow()
+    import unet  # TensorFlow starts here, once the command line is checked
+    from medlab.app.segmentation.summary import write_per_image
+
     models, files = load_ensemble(args.model, lambda p: load_segmentation_model(p, compile=False))
     every = unet.load_every_pair(
         args.data_dir, models[0].input_shape[1], "auto", parameters["memory_budget_gb"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 
 MODEL_FILE = "model.keras"
 

@@ -5,20 +5,11 @@ so that a model is scored on pairs of a source it never saw (`medlab.groups` doe
     --groups prefix --folds 2                each fold holds out whole groups; pooled scores
 """
 
-from medlab.app.runs import UserError
+from medlab.errors import UserError
 from medlab.groups import PREFIX, describe_groups, group_folds, holdout_split, pair_groups
 from medlab.pairs import find_pairs
 
 NO_GROUPS = "none"
-
-GROUPING_HELP = {
-    "groups": "what group (hospital, scanner, data set) each pair comes from, for splits that "
-    "keep a group on one side: none, prefix (the file name up to its first _, CHNCXR_0001.png -> "
-    "CHNCXR) or a CSV file with the columns image,group; with --folds K, each fold holds out "
-    "whole groups",
-    "holdout_group": "with --groups: validate on every pair of this group and train on the "
-    "others (leave-one-group-out), instead of the --val-fraction split",
-}
 
 
 def check_grouping(p):

@@ -1,8 +1,9 @@
 """The run of `main_segmentation.py`'s pipeline: the summary folder and one folder per experiment
 (or per fold), resume, what each trained model leaves behind, and the pooled scores of folds.
 
-The pipeline asks `SegmentationRun.pending()` for the experiments still to train and hands each
-trained model back to `save()`; experiments an earlier invocation completed are read back here.
+The pipeline gets the experiments to train from `SegmentationRun.open_folders()` as a plain list,
+asks `is_complete` (an earlier invocation finished it) and `make_folder` for each, hands each
+trained model to `save()`, and ends with `finish()`, which pools folds and writes the summary.
 """
 
 import csv
@@ -13,106 +14,108 @@ from pathlib import Path
 
 import numpy as np
 
+import unet
+from medlab import plots
+from medlab.app import tensorboard_logs
+from medlab.app.cli import parameter_rows
 from medlab.app.collapse import print_bold
-from medlab.app.faults import crash_point
-from medlab.app.runs import (
-    UserError,
-    mark_complete,
-    mark_incomplete,
-    new_run_dir,
-    save_config,
-    set_seed,
-    write_json,
-)
+from medlab.app.runs import mark_complete, mark_incomplete, save_config, write_json
 from medlab.app.segmentation.grouping import group_splits
+from medlab.app.segmentation.parameters import DECLARED
+from medlab.app.segmentation.setup import save_plan, summary_folder
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
 from medlab.atomic import save_model_atomic
-from medlab.lazy import lazy_import
-
-unet = lazy_import("unet")
-plots = lazy_import("medlab.plots")
-tensorboard_logs = lazy_import("medlab.app.tensorboard_logs")
+from medlab.faults import crash_point
 
 
 @dataclasses.dataclass
 class Experiment:
     """One model to train: an experiment, or one fold of it."""
 
-    name: str
+    name: str  # "4a", or "4a-fold2"
+    experiment: str  # "4a"
     parameters: dict
     split: tuple  # (training indices, validation indices) into the pairs
     folder: Path
     cache_dir: Path = None  # where --cache disk keeps the decoded pairs
-    result: tuple = None  # (metrics, per-image scores), set by `SegmentationRun.save`
+    fold: int = 0  # 1, 2, ... with --folds; 0 without
+    result: tuple = None  # (metrics, per-image scores), set by `save` or `is_complete`
 
 
 class SegmentationRun:
     """The experiments of one invocation (or of the one being resumed) and their folders."""
 
-    def __init__(self, plan, setting_keys, comparisons, scaling, resume=None):
-        self.plan, self.setting_keys, self.comparisons = plan, setting_keys, comparisons
+    def __init__(self, plan, comparisons, scaling, resume=None):
+        self.plan, self.comparisons = plan, comparisons  # plan: {name: cli.Resolved}
         self.scaling, self.resume = scaling, resume
-        self.first = next(iter(plan.values()))
-        self.runs = {}  # name: (metrics, scores, folder, parameters)
-
-    def pending(self, pairs):
-        """The experiments (or folds) still to train, in order, once the summary folder is made
-        (the pairs have proved good); complete ones of a resumed run are read back instead."""
-        self.open_folders(pairs)
-        for name, p in self.plan.items():
-            folder = self.summary_dir.parent / f"{self.stamp}-{name}"
-            if len(self.splits) > 1:
-                result = yield from self.folds(name, p, folder)
-            else:
-                result = yield from self.single(name, p, self.splits[0], folder, self.cache_dir)
-            self.runs[name] = (*result, folder, p)
+        self.first = next(iter(plan.values())).values
+        self.experiments = []
 
     def open_folders(self, pairs):
+        """Make the summary folder (the pairs have proved good) and return the experiments to
+        train, in order, as a plain list: each experiment, or each fold of it with --folds."""
         self.pairs = pairs
         self.splits = data_splits(pairs["names"], self.first)
         self.summary_dir = summary_folder(self.first["out"], self.resume)
         self.stamp = self.summary_dir.name.removesuffix("-summary")
-        write_json(self.summary_dir / "runs.json", self.plan)
+        save_plan(self.summary_dir, self.plan)
         disk = pairs["cache"] == "disk"
         self.cache_dir = fresh_folder(self.summary_dir / "cache") if disk else None
+        self.experiments = []
+        for name, resolved in self.plan.items():
+            folder = self.summary_dir.parent / f"{self.stamp}-{name}"
+            if len(self.splits) == 1:
+                entry = Experiment(
+                    name, name, resolved.values, self.splits[0], folder, self.cache_dir
+                )
+                self.experiments.append(entry)
+                continue
+            for k, split in enumerate(self.splits, 1):
+                cache = self.cache_dir / f"fold{k}" if self.cache_dir else None
+                entry = Experiment(
+                    f"{name}-fold{k}", name, resolved.values, split, folder / f"fold{k}", cache, k
+                )
+                self.experiments.append(entry)
+        return self.experiments
 
-    def single(self, name, p, split, folder, cache_dir):
-        """Yields the experiment to train unless it is complete; returns its (metrics, scores)."""
+    def is_complete(self, experiment):
+        """True when an earlier invocation finished `experiment` (its results are read back), or
+        the whole cross-validated experiment it is a fold of."""
+        train, val = experiment.split
         print(
-            f"{len(self.pairs['names'])} pairs from {self.pairs['data_dir']}: {len(split[0])} "
-            f"training, {len(split[1])} validation (--cache {self.pairs['cache']})"
+            f"{len(self.pairs['names'])} pairs from {self.pairs['data_dir']}: {len(train)} "
+            f"training, {len(val)} validation (--cache {self.pairs['cache']})"
         )
-        finished = reload_if_complete(name, folder, self.resume)
-        if finished:
-            return finished
-        experiment = Experiment(name, p, split, folder, cache_dir)
-        print(f"\n=== experiment {name} -> {folder}")
+        if experiment.fold and (experiment.folder.parent / "metrics.json").is_file():
+            return True  # `finish` reads the pooled results back
+        if not (experiment.folder / "metrics.json").is_file():
+            return False
+        print(f"{experiment.name}: already complete in {experiment.folder}")
+        mark_complete(experiment.folder)  # in case the kill came between metrics.json and this
+        experiment.result = reload_run(experiment.folder)
+        return True
+
+    def make_folder(self, experiment):
+        """The experiment's folder (marked incomplete until its metrics.json), its config.json
+        and, with --cache disk, an empty cache folder."""
+        if experiment.fold:
+            experiment.folder.parent.mkdir(exist_ok=True)
+            mark_incomplete(experiment.folder.parent)
+        experiment.folder.mkdir(exist_ok=bool(self.resume))
+        mark_incomplete(experiment.folder)
+        if experiment.cache_dir is not None and experiment.fold:
+            fresh_folder(experiment.cache_dir)
+        print(f"\n=== experiment {experiment.name} -> {experiment.folder}")
         save_config(
-            folder,
+            experiment.folder,
             {
-                "experiment": name,
-                **p,
+                "experiment": experiment.name,
+                **experiment.parameters,
                 "data_dir": self.pairs["data_dir"],
                 "cache_used": self.pairs["cache"],
                 "replicas": self.scaling.replicas,
             },
         )
-        set_seed(p["seed"])
-        yield experiment
-        return experiment.result
-
-    def folds(self, name, p, folder):
-        """One run per fold in folder/fold<k>, then every held-out image's scores pooled (each
-        image is scored once, by the model that did not see it); --resume keeps complete folds."""
-        finished = reload_if_complete(name, folder, self.resume)
-        if finished:
-            return finished
-        results = []
-        for k, split in enumerate(self.splits, 1):
-            cache = fresh_folder(self.cache_dir / f"fold{k}") if self.cache_dir else None
-            fold = yield from self.single(f"{name}-fold{k}", p, split, folder / f"fold{k}", cache)
-            results.append(fold)
-        return finish_folds(name, folder, results)
 
     def batch_size(self, experiment):
         """The global batch: the per-replica batch times the replicas of the strategy."""
@@ -185,13 +188,33 @@ class SegmentationRun:
         return metrics, history
 
     def finish(self):
-        """The summary of every experiment and their comparisons; the run is then complete."""
+        """Each cross-validated experiment's folds pooled, then the summary of every experiment,
+        its parameter table and the comparisons; the run is then complete."""
+        runs = {}
+        for name, resolved in self.plan.items():
+            entries = [e for e in self.experiments if e.experiment == name]
+            folder = self.summary_dir.parent / f"{self.stamp}-{name}"
+            unsaved = [e.name for e in entries if e.result is None]
+            if unsaved and not (folder / "metrics.json").is_file():
+                raise RuntimeError(
+                    f"{', '.join(unsaved)}: neither complete nor saved; the pipeline's loop must "
+                    "call run.save(experiment, ...) for every experiment it trains"
+                )
+            if not entries[0].fold:
+                result = entries[0].result
+            elif (folder / "metrics.json").is_file():
+                print(f"{name}: already complete in {folder}")
+                mark_complete(folder)
+                result = reload_run(folder)
+            else:
+                result = finish_folds(name, folder, [e.result for e in entries])
+            runs[name] = (*result, folder, resolved.values)
+        table = parameter_rows(self.plan, list(DECLARED))
         seed = self.first["seed"]
-        write_summary(self.summary_dir, self.runs, self.setting_keys, self.comparisons, seed)
+        write_summary(self.summary_dir, runs, table, self.comparisons, seed)
         if self.cache_dir is not None:
-            shutil.rmtree(
-                self.cache_dir
-            )  # as large as the decoded data set; rebuilt if ever needed
+            # As large as the decoded data set; rebuilt if ever needed.
+            shutil.rmtree(self.cache_dir)
         mark_complete(self.summary_dir)
         print(f"\nsummary: {self.summary_dir / 'summary.md'}")
 
@@ -207,19 +230,6 @@ def print_scores(name, metrics, seconds, postprocess):
             f"{name}: without --postprocess: Dice {raw['val_dice']:.3f}, "
             f"HD95 {raw['val_hd95']:.1f} px"
         )
-
-
-def summary_folder(out, resume):
-    """A new folder for this invocation (or the one being resumed) and the stamp its runs share."""
-    if resume:
-        folder = Path(resume)
-        if not (folder / "runs.json").is_file():
-            raise UserError(
-                f"{folder} is not a summary folder of an earlier run (no runs.json); "
-                "pass the *-summary folder that the interrupted run printed"
-            )
-        return folder
-    return new_run_dir(out, "summary")
 
 
 def data_splits(names, p):
@@ -238,18 +248,6 @@ def fresh_folder(path):
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir()
     return path
-
-
-def reload_if_complete(name, run_dir, resume):
-    """The saved results of a run an earlier invocation completed, else None once `run_dir` is
-    made and marked incomplete for the run about to start."""
-    if (run_dir / "metrics.json").is_file():
-        print(f"{name}: already complete in {run_dir}")
-        mark_complete(run_dir)  # in case the kill came between metrics.json and this mark
-        return reload_run(run_dir)
-    run_dir.mkdir(exist_ok=resume)
-    mark_incomplete(run_dir)
-    return None
 
 
 def reload_run(run_dir):

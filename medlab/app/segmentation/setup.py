@@ -1,150 +1,135 @@
 """Before the pipeline of `main_segmentation.py` runs: its flags, the plan of experiments (new, or
-the saved one of `--resume`), and every check that can fail fast, before TensorFlow starts."""
+the saved one of `--resume`) with each value's source, and every check that can fail fast, before
+TensorFlow starts."""
 
 import json
+from pathlib import Path
 
 from medlab import quiet_tensorflow
-from medlab.app.cli import Parser, add_parameter_flags, check_range, resolve_parameters, typed_flags
+from medlab.app.cli import (
+    Parser,
+    Resolved,
+    add_parameter_flags,
+    epilog,
+    print_parameters,
+    resolve,
+    typed_flags,
+)
+from medlab.app.comparisons import check_names, parse_compare
 from medlab.app.data import locate_data
-from medlab.app.runs import UserError
-from medlab.app.segmentation.grouping import GROUPING_HELP, check_grouping, check_groups
-from medlab.app.segmentation.run import SegmentationRun, summary_folder
-from medlab.comparisons import check_names, parse_compare
-from medlab.distribute import SCALING_HELP, check_scaling, configure_scaling
-from medlab.lazy import lazy_import
+from medlab.app.runs import new_run_dir, write_json
+from medlab.app.segmentation.grouping import check_grouping, check_groups
+from medlab.app.segmentation.parameters import DECLARED
+from medlab.distribute import configure_scaling
+from medlab.errors import UserError
 from medlab.pairs import find_pairs, validation_count
+from medlab.parameters import defaults
 
-xray = lazy_import("medlab.synthetic.xray")
-
-HELP = {
-    "data_dir": "folder with Image/ and Mask/ subfolders (identical file names)",
-    "size": "images and masks are resized to SIZE x SIZE",
-    "base": "filters of the first U-Net level",
-    "depth": "number of U-Net levels; SIZE must be divisible by 2**DEPTH",
-    "dropout": "dropout rate after each pooling and skip concatenation, in [0, 1)",
-    "batch_norm": "batch normalisation between each convolution and its ReLU",
-    "augment": "joint random rotation 10 deg, shift 0.1, zoom 0.2 and flip of image and mask",
-    "loss": "training loss: bce, dice or bce_dice (their sum)",
-    "batch_size": "pairs per training step",
-    "lr": "Adam learning rate",
-    "lr_schedule": "constant, or cosine: decays from --lr to 0 over the run",
-    "postprocess": "keep the two largest connected regions of each predicted mask and fill their "
-    "holes (metrics.json also reports the scores without it)",
-    "epochs": "training epochs per experiment",
-    "val_fraction": "share of pairs held out for validation",
-    "folds": "K-fold cross-validation over all pairs (0 = the --val-fraction split); every image "
-    "is scored once by the fold model that did not see it",
-    "seed": "seed of the split, the weights, the shuffling and the augmentation",
-    "out": "folder that receives one new folder per run",
-    "cache": "auto (memory when preloading fits --memory-budget-gb, else none), memory (decode all "
-    "pairs once), disk (decode while training, cache to a file) or none (decode every epoch)",
-    "memory_budget_gb": "memory the decoded data set may use before --cache auto streams it",
-    **SCALING_HELP,
-    **GROUPING_HELP,
-}
+# Parameters newer than the first runs.json plans: an older plan (resumed) gets the lab's values.
+ADDED_PARAMETERS = ("lr_schedule", "postprocess", "groups", "holdout_group")
+# Next to runs.json: where each value of the plan came from, for the table of a resumed run.
+SOURCES_FILE = "sources.json"
+EXPERIMENT_LAYERS = "the experiment's own settings < flags typed"
 
 
-LOSS_NAMES = ("bce", "dice", "bce_dice")  # the keys of unet.LOSSES, known without TensorFlow
-CACHE_MODES = ("auto", "memory", "disk", "none")
-LR_SCHEDULES = ("constant", "cosine")
-
-
-# Parameters newer than the first runs.json plans: an older plan (resumed) or a partial block gets
-# the lab's behaviour.
-ADDED_PARAMETERS = {
-    "lr_schedule": "constant",
-    "postprocess": False,
-    "groups": "none",
-    "holdout_group": "",
-}
-
-
-def start(argv, parameters, experiments, demo, comparisons=(), default_experiments=None):
+def start(argv, script):
     """Everything before the pipeline: the flags, the plan, checks of every parameter and of the
     data folder, then TensorFlow and the distribution strategy.
 
     Args:
         argv: the command line after the script's name.
-        parameters, experiments, demo, comparisons: the blocks at the top of main_segmentation.py.
-        default_experiments: those run without --experiments (all when None).
+        script: main_segmentation.py as a module: its PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO,
+            COMPARISONS, DEFAULT_EXPERIMENTS, COMMANDS and docstring.
     Returns:
-        The `SegmentationRun` whose `pending()` experiments the pipeline trains.
+        The `SegmentationRun` whose experiments the pipeline trains.
     """
-    args = parse_arguments(argv, parameters, experiments, default_experiments)
-    flags = typed_flags(args, parameters)
+    args = parse_arguments(argv, script)
+    flags = typed_flags(args, DECLARED)
     comparisons = [
-        *check_names(comparisons, experiments, "the COMPARISONS block:"),
-        *parse_compare(args.compare, experiments),
+        *check_names(script.COMPARISONS, script.EXPERIMENTS, "the COMPARISONS block:"),
+        *parse_compare(args.compare, script.EXPERIMENTS),
     ]
-    if args.resume:
-        plan = resume_plan(args, flags, parameters)
-    else:
-        plan = new_plan(args.experiments, flags, parameters, experiments, demo, default_experiments)
-    for p in plan.values():
-        check_parameters(p)
-    first = next(iter(plan.values()))
+    plan = resume_plan(args, flags) if args.resume else new_plan(args.experiments, flags, script)
+    for resolved in plan.values():
+        check_parameters(resolved.values)
+    print_parameters(plan, list(DECLARED))
+    first = next(iter(plan.values())).values
     check_split(first, len(find_pairs(first["data_dir"])[0]))  # a wrong folder answers at once
     check_groups(first)
     quiet_tensorflow()
     scaling = configure_scaling(
         first["strategy"], first["mixed_precision"], first["jit"], first["batch_size"]
     )
-    return SegmentationRun(plan, setting_keys(experiments), comparisons, scaling, args.resume)
+    from medlab.app.segmentation.run import SegmentationRun  # loads unet, and so TensorFlow
+
+    return SegmentationRun(plan, comparisons, scaling, args.resume)
 
 
-def parse_arguments(argv, parameters, experiments, default=None):
+def parse_arguments(argv, script):
+    demo = {k: v for k, v in script.SYNTHETIC_DEMO.items() if k in DECLARED}
     parser = Parser(
         prog="main_segmentation.py",
-        description="U-Net lung segmentation experiments 4a-4e (Task 4). "
-        "Use 'predict MODEL IMAGE...' to segment new images with a saved model, 'evaluate MODEL "
-        "--data-dir DIR' to score it on a folder of pairs.",
+        description=script.__doc__.split("\n")[0],
+        epilog=epilog("main_segmentation.py", script.__doc__, script.COMMANDS, EXPERIMENT_LAYERS),
     )
-    parser.add_argument(
+    runs = parser.add_argument_group("experiments")
+    default = script.DEFAULT_EXPERIMENTS
+    runs.add_argument(
         "--experiments",
-        help=f"comma-separated subset of {', '.join(experiments)} "
-        f"(default: {', '.join(default) if default else 'all'})",
+        metavar="A,B,...",
+        help=f"comma-separated experiments of {', '.join(script.EXPERIMENTS)} "
+        f"(default: {', '.join(default)})",
     )
-    parser.add_argument(
+    runs.add_argument(
         "--compare",
         action="append",
         metavar="A:B",
         help="also compare experiment A with B "
         "on the same images (repeatable); the lab's comparisons are always made",
     )
-    parser.add_argument(
+    runs.add_argument(
         "--resume",
         metavar="SUMMARY_DIR",
         help="finish an interrupted invocation: "
         "completed experiments are kept, an interrupted one resumes from its last epoch",
     )
-    add_parameter_flags(parser, parameters, HELP)
+    add_parameter_flags(parser, DECLARED, demo)
     return parser.parse_args(argv)
 
 
-def new_plan(names, flags, parameters, experiments, demo, default_experiments):
-    """{experiment: its parameters}: defaults < demo settings (synthetic data) < the experiment's
-    own settings < the flags typed."""
-    seed = flags.get("seed", parameters["seed"])
+def new_plan(names, flags, script):
+    """{experiment: its `Resolved` parameters}: lab defaults < demo settings (synthetic data) <
+    the edits in PARAMETERS < the experiment's own settings < the flags typed."""
+    block, demo = script.PARAMETERS, script.SYNTHETIC_DEMO
+    seed = flags.get("seed", block.get("seed", DECLARED["seed"].default))
     data_dir, demo_settings = locate_data(
         flags.get("data_dir"),
-        parameters["data_dir"],
+        block.get("data_dir", DECLARED["data_dir"].default),
         lambda: synthetic_xrays(demo["pairs"], seed),
         f"{demo['pairs']} generated chest X-rays",
         {k: v for k, v in demo.items() if k != "pairs"},
         flags,
     )
+    if demo_settings:  # the generated set is where the data comes from
+        demo_settings["data_dir"] = str(data_dir)
     return {
-        name: {
-            **resolve_parameters(parameters, flags, demo_settings, experiments[name]),
-            "data_dir": str(data_dir),
-        }
-        for name in choose_experiments(names, experiments, default_experiments)
+        name: resolve(
+            DECLARED,
+            block,
+            flags,
+            demo=demo_settings,
+            experiment=script.EXPERIMENTS[name],
+            where="PARAMETERS in main_segmentation.py",
+        )
+        for name in choose_experiments(names, script.EXPERIMENTS, script.DEFAULT_EXPERIMENTS)
     }
 
 
 def synthetic_xrays(count, seed):
     """The demo set, generated on first use; its progress bar starts TensorFlow, silenced here."""
     quiet_tensorflow()
+    from medlab.synthetic import xray
+
     return xray.synthetic_xray_set(count=count, seed=seed)
 
 
@@ -165,7 +150,7 @@ def choose_experiments(names, experiments, default=None):
     return chosen
 
 
-def resume_plan(args, flags, parameters):
+def resume_plan(args, flags):
     """The saved plan of the summary folder being resumed; flags cannot change it midway."""
     given = [f"--{name.replace('_', '-')}" for name in flags] + (
         ["--experiments"] if args.experiments else []
@@ -175,45 +160,60 @@ def resume_plan(args, flags, parameters):
             f"--resume continues a run with the settings it started with, so {' '.join(given)} "
             "cannot be applied; drop them, or start a new run to change settings"
         )
-    path = summary_folder(None, args.resume) / "runs.json"
+    folder = summary_folder(None, args.resume)
+    path = folder / "runs.json"
+    required = set(DECLARED) - set(ADDED_PARAMETERS)
     try:
         plan = json.loads(path.read_text())
-        if not plan or not all(
-            isinstance(p, dict) and set(parameters) <= set(p) for p in plan.values()
-        ):
+        if not plan or not all(isinstance(p, dict) and required <= set(p) for p in plan.values()):
             raise ValueError("no experiments, or parameters missing")
     except (ValueError, AttributeError) as error:
         raise UserError(
             f"{path} is damaged ({error}); start a new run, or restore the file "
             "(it lists each experiment's parameters)"
         ) from None
-    return {name: {**ADDED_PARAMETERS, **p} for name, p in plan.items()}
+    sources = saved_sources(folder)
+    return {
+        name: Resolved(
+            {**defaults(DECLARED), **p},
+            {key: sources.get(name, {}).get(key, "saved") for key in DECLARED},
+            {},
+        )
+        for name, p in plan.items()
+    }
 
 
-def setting_keys(experiments):
-    """Every parameter some experiment sets, in order of first appearance: the settings columns."""
-    return list(dict.fromkeys(key for settings in experiments.values() for key in settings))
+def saved_sources(folder):
+    """{experiment: {parameter: source}} as the resumed run recorded them (older runs: none)."""
+    try:
+        return json.loads((Path(folder) / SOURCES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def summary_folder(out, resume):
+    """A new folder for this invocation (or the one being resumed) and the stamp its runs share."""
+    if resume:
+        folder = Path(resume)
+        if not (folder / "runs.json").is_file():
+            raise UserError(
+                f"{folder} is not a summary folder of an earlier run (no runs.json); "
+                "pass the *-summary folder that the interrupted run printed"
+            )
+        return folder
+    return new_run_dir(out, "summary")
+
+
+def save_plan(folder, plan):
+    """runs.json (each experiment's values, which --resume reads) and sources.json."""
+    write_json(folder / "runs.json", {name: r.values for name, r in plan.items()})
+    sources = {name: {key: r.source(key) for key in r.values} for name, r in plan.items()}
+    write_json(folder / SOURCES_FILE, sources)
 
 
 def check_parameters(p):
-    """Reject nonsense parameters with a one-line message before any work starts."""
-    p = {**ADDED_PARAMETERS, **p}
-    if p["loss"] not in LOSS_NAMES:
-        raise UserError(f"--loss {p['loss']} is unknown; choose one of {', '.join(LOSS_NAMES)}")
-    if p["lr_schedule"] not in LR_SCHEDULES:
-        raise UserError(
-            f"--lr-schedule {p['lr_schedule']} is unknown; choose one of {', '.join(LR_SCHEDULES)}"
-        )
-    check_range("epochs", p["epochs"], 1, hint="; train for at least one epoch")
-    check_range("dropout", p["dropout"], 0.0, 1.0, high_open=True)
-    check_range("val_fraction", p["val_fraction"], 0.01, 0.9)
-    check_range("lr", p["lr"], 1e-12)
-    check_range("memory_budget_gb", p["memory_budget_gb"], 0.01)
-    if p["cache"] not in CACHE_MODES:
-        raise UserError(f"--cache {p['cache']} is unknown; choose one of {', '.join(CACHE_MODES)}")
-    check_scaling(p)
-    for name in ("batch_size", "base", "depth", "size"):
-        check_range(name, p[name], 1)
+    """Reject combinations of parameters that cannot train, before any work starts (each value
+    on its own was checked against its declaration)."""
     if p["size"] % 2 ** p["depth"]:
         raise UserError(
             f"--size {p['size']} must be divisible by 2**depth = {2 ** p['depth']}; "

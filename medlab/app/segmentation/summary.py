@@ -4,9 +4,9 @@ the run writes for each experiment."""
 
 import os
 
-from medlab.app.report import Report
-from medlab.app.runs import write_json
-from medlab.comparisons import (
+import unet
+from medlab import plots
+from medlab.app.comparisons import (
     compare_runs,
     comparison_figure,
     comparison_rows,
@@ -14,10 +14,8 @@ from medlab.comparisons import (
     select_comparisons,
     with_two_run_default,
 )
-from medlab.lazy import lazy_import
-
-unet = lazy_import("unet")
-plots = lazy_import("medlab.plots")
+from medlab.app.report import Report
+from medlab.atomic import write_json
 
 # Metrics of the paired comparisons: (per-image score, its words, higher is better).
 COMPARED = (("dice", "Dice", True), ("hd95", "px HD95", False))
@@ -31,15 +29,16 @@ CURVE_PANELS = {
 }
 
 
-def write_summary(summary_dir, runs, settings, comparisons=(), seed=0):
+def write_summary(summary_dir, runs, parameters, comparisons=(), seed=0):
     """Compare the experiments of one invocation: summary.csv, summary.md, summary.json, a Dice bar
     chart, and the paired `comparisons` (comparisons.csv and one figure of overlaid curves each).
 
     Args:
         runs: {experiment: (metrics, per-image scores, run folder, parameters)}.
-        settings: the parameters shown as columns (those the experiments set).
+        parameters: (rows, columns) of the effective-parameter table, one column per experiment
+            (`medlab.app.cli.parameter_rows`).
     """
-    rows = [summary_row(summary_dir, name, run, settings) for name, run in runs.items()]
+    rows = [summary_row(summary_dir, name, run) for name, run in runs.items()]
     columns = list(dict.fromkeys(column for row in rows for column in row))
     plots.write_csv(summary_dir / "summary.csv", rows, columns)
     plots.plot_spread(
@@ -70,20 +69,26 @@ def write_summary(summary_dir, runs, settings, comparisons=(), seed=0):
                 runs[row["experiment"]][3]["loss"],
             )
             report.bold(f"Collapsed: {message}")
-    report.table(rows, summary_columns(settings, folds), summary_formats(settings, folds))
+    report.table(rows, summary_columns(folds), summary_formats(folds))
     report.figure(summary_dir / "dice.png", "Dice per image").text(compared.rstrip("\n"))
     for row in [] if folds else rows:
         report.heading(row["experiment"], level=3).text(
             f"![curves]({row['folder']}/curves.png)\n![overlays]({row['folder']}/overlays.png)"
         )
+    report.heading("Parameters")
+    report.text(
+        "Each value with its source: lab (the default), demo (the synthetic demo's setting), "
+        "edited (your PARAMETERS block), experiment or flag; an edit that an experiment or a flag "
+        "replaced is named (docs/parameters.md)."
+    )
+    report.table(*parameters)
     report.write()
 
 
-def summary_row(summary_dir, name, run, settings):
+def summary_row(summary_dir, name, run):
     metrics, _, run_dir, p = run
     return {
         "experiment": name,
-        **{key: p.get(key, "") for key in settings},
         "postprocess": p.get("postprocess", False),
         **{k: v for k, v in metrics.items() if k.startswith(("val_", "folds_"))},
         "best_val_dice": metrics["best_checkpoint"]["val_dice"],
@@ -96,11 +101,10 @@ def summary_row(summary_dir, name, run, settings):
     }
 
 
-def summary_columns(settings, folds):
+def summary_columns(folds):
     scores = ["val_dice", "val_dice_std", *folds, "val_iou", "val_hd95", "val_precision"]
     return [
         "experiment",
-        *settings,
         *scores,
         "val_recall",
         "best_val_dice",
@@ -109,8 +113,8 @@ def summary_columns(settings, folds):
     ]
 
 
-def summary_formats(settings, folds):
-    columns = summary_columns(settings, folds)
+def summary_formats(folds):
+    columns = summary_columns(folds)
     return {c: ".3f" for c in columns if c.startswith(("val_", "best_", "folds_"))}
 
 

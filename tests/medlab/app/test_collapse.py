@@ -89,7 +89,7 @@ def test_transfer_reports_which_of_its_models_has_not_learnt():
 
 def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
     args = cam_vgg16.train_parser().parse_args(["--preset", "lab"])
-    typed = typed_flags(args, cam_vgg16.PARAMETERS)
+    typed = typed_flags(args, cam_vgg16.DECLARED)
     # On the synthetic set too: the preset beats the demo settings.
     params = cam_vgg16.run_parameters(typed, cam_vgg16.DEMO_SETTINGS, args.preset)
     assert (params["lr"], params["epochs"], params["batch_size"], params["class_weight"]) == (
@@ -115,7 +115,7 @@ def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
     assert model.loss == "categorical_crossentropy"
     args = cam_vgg16.train_parser().parse_args(["--preset", "lab", "--epochs", "3"])
-    flags = cam_vgg16.run_parameters(typed_flags(args, cam_vgg16.PARAMETERS), {}, args.preset)
+    flags = cam_vgg16.run_parameters(typed_flags(args, cam_vgg16.DECLARED), {}, args.preset)
     assert flags["epochs"] == 3 and flags["lr"] == 1e-5  # flags win over the preset
 
 
@@ -176,7 +176,7 @@ def test_a_model_that_predicts_one_class_is_reported(tmp_path, monkeypatch, caps
 
 def test_recommended_preset_builds_colour_constancy_and_recolours_training_photos():
     args = cam_vgg16.train_parser().parse_args(["--preset", "recommended", "--channels", "3"])
-    params = cam_vgg16.run_parameters(typed_flags(args, cam_vgg16.PARAMETERS), {}, args.preset)
+    params = cam_vgg16.run_parameters(typed_flags(args, cam_vgg16.DECLARED), {}, args.preset)
     params = {**params, "size": 32, "base": 2}
     model = cam.build_model(params, steps_per_epoch=1)
     assert model.layers[1].name == "colour_constancy" and model.layers[2].name == "centre_pixels"

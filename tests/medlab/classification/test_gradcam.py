@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from keras import layers
 
-from medlab.app.runs import UserError
 from medlab.classification import gradcam
 from medlab.classification.gradcam import GradCAM
+from medlab.errors import UserError
 
 BRIGHT = (slice(2, 8), slice(3, 9))  # 6x6: more evidence, so class 1 is predicted
 DARK = (slice(22, 26), slice(20, 24))  # 4x4

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import transfer_vgg16 as tv
-from medlab.app.runs import UserError
 from medlab.classification import transfer
 from medlab.classification.data import load_class_split
 from medlab.distribute import single_device
+from medlab.errors import UserError
 from medlab.images import load_image
 
 SIZE = 32  # the smallest input VGG16 accepts: tests stay fast

@@ -144,7 +144,7 @@ def test_skin_gets_markers_only_in_shortcut_sets(tmp_path):
 
 
 def test_unknown_dataset_is_a_user_error(tmp_path):
-    from medlab.app.runs import UserError
+    from medlab.errors import UserError
 
     with pytest.raises(UserError, match="unknown synthetic data set"):
         sc.synthetic_class_set("lung", root=tmp_path)

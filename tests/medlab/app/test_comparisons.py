@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from medlab.app.runs import UserError
-from medlab.comparisons import (
+from medlab.app.comparisons import (
     compare_runs,
     comparisons_markdown,
     paired_difference,
@@ -16,6 +15,7 @@ from medlab.comparisons import (
     verdict,
     with_two_run_default,
 )
+from medlab.errors import UserError
 
 DICE = [("dice", "Dice", True)]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medlab.app.runs import UserError
-from medlab.images import decode, progress_bars, to_channels, to_unit_range
+from medlab.errors import UserError
+from medlab.images import decode, to_channels, to_unit_range
 
 # An image whose grey levels spread less than this (standard deviation on [0, 1]) looks blank:
 # a real X-ray spreads over about 0.2, a slightly noisy empty frame over 0.001.
@@ -33,7 +33,9 @@ def check_pairs(image_paths, mask_paths, warn=print):
     """Decode every image and mask once (a bad file stops here with one line) and warn about data
     that looks wrong. Returns True when every mask is empty."""
     resized, blank, lung = [], [], False
-    bar = progress_bars.progress(len(image_paths), f"checking {len(image_paths)} image/mask pairs")
+    from medlab.progress import progress  # Keras' progress bar: TensorFlow starts here
+
+    bar = progress(len(image_paths), f"checking {len(image_paths)} image/mask pairs")
     for i, (image_path, mask_path) in enumerate(zip(image_paths, mask_paths)):
         image, mask = decode(image_path), decode(mask_path)
         if image.shape[:2] != mask.shape[:2]:

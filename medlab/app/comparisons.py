@@ -10,11 +10,8 @@ when its 95% interval excludes 0, and here also only when the Wilcoxon test agre
 import numpy as np
 
 from medlab.app.report import markdown_table
-from medlab.app.runs import UserError
 from medlab.classification.metrics import bootstrap_mean_interval
-from medlab.lazy import lazy_import
-
-plots = lazy_import("medlab.plots")  # matplotlib loads only when a figure is drawn
+from medlab.errors import UserError
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -190,6 +187,8 @@ def comparison_rows(results):
 
 def comparison_figure(histories, path, first, second, question, panels):
     """Training (solid) and validation (dashed) curves of both runs on the same axes."""
+    from medlab import plots
+
     plots.plot_curves(
         {first: histories[first], second: histories[second]},
         path,
