@@ -33,6 +33,8 @@ PARAMETERS = {
     "data_dir": "data/X_ray",
     "val_fraction": 0.2,
     "folds": 0,
+    "groups": "none",
+    "holdout_group": "",
     "cache": "auto",
     "memory_budget_gb": 4.0,
     # model

@@ -523,19 +523,48 @@ def train(model, train_data, val_data, epochs, run_dir, callbacks=(), verbose=No
 # ----------------------------------------------------------------------------- evaluation
 
 
-def predict_masks(model, images, batch_size=8, postprocess=False):
-    """Binary masks (N, H, W, 1) for `images`, the sigmoid output thresholded at 0.5, then cleaned
-    by `keep_lungs` when `postprocess` is set."""
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+def predict_probabilities(models, images, tta=False, batch_size=8):
+    """Lung probabilities (N, H, W, 1) of `images` (N, H, W, 1): the mean over `models` (one model,
+    or several, e.g. the fold models of a cross-validation) and, with `tta`, over each image and its
+    left-right mirror image, whose prediction is mirrored back before averaging.
+
+    Only the horizontal mirror: a mirrored chest still looks like a chest X-ray (lungs of similar
+    shape, the heart's shadow on the other side; augmentation trains on such flips too), so the
+    network's errors on the two views partly cancel. A film is never taken upside down, so a
+    vertical flip would ask the network about images it was never meant to see.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    views = (False, True) if tta else (False,)
+    total = np.zeros(images.shape[:3] + (1,), np.float32)
+    models = as_models(models)
+    for model in models:
+        for mirrored in views:
+            view = np.ascontiguousarray(images[:, :, ::-1]) if mirrored else images
+            probabilities = model.predict(view, batch_size=batch_size, verbose=0)
+            total += probabilities[:, :, ::-1] if mirrored else probabilities
+    return total / (len(models) * len(views))
+
+
+def as_models(models):
+    """One Keras model or a sequence of them, as a list."""
+    return list(models) if isinstance(models, (list, tuple)) else [models]
+
+
+def predict_masks(model, images, batch_size=8, postprocess=False, tta=False):
+    """Binary masks (N, H, W, 1) for `images`: the probabilities of `predict_probabilities` (one
+    model or several, mirrored with `tta`) thresholded at 0.5, then cleaned by `keep_lungs` when
+    `postprocess` is set."""
+    probabilities = predict_probabilities(model, images, tta, batch_size)
     masks = (probabilities >= THRESHOLD).astype(np.float32)
     return keep_lungs(masks) if postprocess else masks
 
 
-def predict_full_size(model, image, postprocess=False):
+def predict_full_size(model, image, postprocess=False, tta=False):
     """The binary mask (H, W, 1) of one grey image (H, W, 1) in [0, 1] at its own size: the image
-    is resized to the model's input, and the probabilities back to the image before thresholding."""
-    size = model.input_shape[1]
-    probability = model.predict(resize(image, (size, size))[None], verbose=0)[0]
+    is resized to the models' input, and the probabilities (averaged as `predict_probabilities`
+    does) back to the image before thresholding."""
+    size = as_models(model)[0].input_shape[1]
+    probability = predict_probabilities(model, resize(image, (size, size))[None], tta)[0]
     mask = (resize(probability, image.shape[:2]) >= THRESHOLD).astype(np.float32)
     return keep_lungs(mask[None])[0] if postprocess else mask
 
@@ -561,15 +590,16 @@ def keep_lungs(masks, keep=2):
     return cleaned
 
 
-def evaluate(model, images, masks, batch_size=8, postprocess=False):
-    """Per-image Dice, IoU, precision, recall and HD95 of `model` on `images` against `masks`."""
-    predictions = predict_masks(model, images, batch_size, postprocess)
+def evaluate(model, images, masks, batch_size=8, postprocess=False, tta=False):
+    """Per-image Dice, IoU, precision, recall and HD95 of `model` (or of several models averaged,
+    mirrored with `tta`: `predict_masks`) on `images` against `masks`."""
+    predictions = predict_masks(model, images, batch_size, postprocess, tta)
     scores = similarity_scores(masks, predictions)
     scores["hd95"] = np.array([hd95(t[..., 0], p[..., 0]) for t, p in zip(masks, predictions)])
     return scores, predictions
 
 
-def evaluate_batches(model, batches, keep=8, postprocess=False):
+def evaluate_batches(model, batches, keep=8, postprocess=False, tta=False):
     """`evaluate` over a dataset of (images, masks) batches, holding one batch at a time.
 
     Returns the per-image scores and the first `keep` images, masks and predictions (for figures).
@@ -579,7 +609,9 @@ def evaluate_batches(model, batches, keep=8, postprocess=False):
     try:
         for images, masks in batches:
             images, masks = images.numpy(), masks.numpy()
-            batch_scores, predictions = evaluate(model, images, masks, len(images), postprocess)
+            batch_scores, predictions = evaluate(
+                model, images, masks, len(images), postprocess, tta
+            )
             for metric, values in batch_scores.items():
                 scores.setdefault(metric, []).append(values)
             for kept, arrays in zip(shown, (images, masks, predictions)):

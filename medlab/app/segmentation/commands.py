@@ -19,8 +19,18 @@ from medlab.app.runs import (
     save_config,
     write_json,
 )
+from medlab.app.segmentation.ensemble import (
+    HELD_OUT_HELP,
+    MODELS_HELP,
+    TTA_HELP,
+    describe_models,
+    load_ensemble,
+    score_pairs,
+    split_models,
+    validated_indices,
+)
 from medlab.app.segmentation.parameters import DECLARED
-from medlab.app.sidecars import load_model_and_settings
+from medlab.app.sidecars import load_model_and_settings, read_sidecar
 from medlab.images import decode, save_image, to_channels, to_unit_range
 
 
@@ -30,8 +40,10 @@ def predict_command(argv, parameters):
         prog="main_segmentation.py predict",
         description="Segment new chest X-rays with a saved U-Net.",
     )
-    parser.add_argument("model", help="a model.keras written by an experiment")
-    parser.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
+    parser.add_argument("model", metavar="MODEL", help=MODELS_HELP)
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files, after more models if any"
+    )
     parser.add_argument(
         "--out",
         default=parameters["out"],
@@ -44,26 +56,45 @@ def predict_command(argv, parameters):
         help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
         ".json)",
     )
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
     args = parser.parse_args(argv)
-    for path in args.images:  # all checked before any folder is made (decoded again below)
+    model_paths, images = split_models(args.model, args.images)
+    for path in images:  # all checked before any folder is made (decoded again below)
         decode(path)
     quiet_tensorflow()
     import unet  # TensorFlow starts here, once the command line and the images are checked
 
-    model, settings = load_segmentation_model(args.model, with_settings=True)
-    # Not a property of the model's input, so the flag may override what the experiment used.
-    postprocess = (settings or {}).get("postprocess", False)
-    postprocess = postprocess if args.postprocess is None else args.postprocess
+    models, files = load_ensemble(model_paths, load_segmentation_model)
+    postprocess = ensemble_postprocess(files, args.postprocess)
     out_dir = new_run_dir(args.out, "predict")
-    names = write_output_names(out_dir, args.images, ("_mask.png", "_overlay.png"))
-    for path, name in zip(map(Path, args.images), names):
+    print(f"masks of {describe_models(files, args.tta)}")
+    names = write_output_names(out_dir, images, ("_mask.png", "_overlay.png"))
+    for path, name in zip(map(Path, images), names):
         original = to_channels(to_unit_range(decode(path)), 1)
-        mask = unet.predict_full_size(model, original, postprocess)
+        mask = unet.predict_full_size(models, original, postprocess, args.tta)
         save_image(out_dir / f"{name}_mask.png", mask)
         save_image(out_dir / f"{name}_overlay.png", unet.overlay_mask(original, mask))
         print(f"{path}: lung area {mask.mean():.1%} of the image")
     mark_complete(out_dir)
     print(f"masks and overlays: {out_dir}")
+
+
+def ensemble_postprocess(files, flag):
+    """Whether to clean the masks: the flag if given, else what the models' experiments used
+    (their sidecars); models that disagree need the flag. Not a property of the model's input,
+    so the flag may override what the experiments used."""
+    if flag is not None:
+        return flag
+    used = {
+        (read_sidecar(file, "main_segmentation.py") or {}).get("postprocess", False)
+        for file in files
+    }
+    if len(used) > 1:
+        raise UserError(
+            f"the models {', '.join(map(str, files))} were trained with and without --postprocess; "
+            "say which with --postprocess or --no-postprocess"
+        )
+    return used.pop()
 
 
 def load_segmentation_model(path, compile=True, with_settings=False):
@@ -93,7 +124,7 @@ def evaluate_command(argv, parameters):
         prog="main_segmentation.py evaluate",
         description="Score a saved U-Net on a folder of X-rays and lung masks.",
     )
-    parser.add_argument("model", help="a model.keras (or best.keras) written by an experiment")
+    parser.add_argument("model", nargs="+", metavar="MODEL", help=f"{MODELS_HELP}; or best.keras")
     parser.add_argument(
         "--data-dir", required=True, help="folder with Image/ and Mask/ (identical file names)"
     )
@@ -108,6 +139,8 @@ def evaluate_command(argv, parameters):
         default=parameters["out"],
         help="folder for the new evaluate-* folder (default: %(default)s)",
     )
+    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
+    parser.add_argument("--held-out", action="store_true", help=HELD_OUT_HELP)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is out of range: at least 1")
@@ -115,35 +148,44 @@ def evaluate_command(argv, parameters):
     import unet  # TensorFlow starts here, once the command line is checked
     from medlab.app.segmentation.summary import write_per_image
 
-    model = load_segmentation_model(args.model, compile=False)
+    models, files = load_ensemble(args.model, lambda p: load_segmentation_model(p, compile=False))
     every = unet.load_every_pair(
-        args.data_dir, model.input_shape[1], "auto", parameters["memory_budget_gb"]
+        args.data_dir, models[0].input_shape[1], "auto", parameters["memory_budget_gb"]
     )
+    held_out = validated_indices(files, every["names"]) if args.held_out else None
     out_dir = new_run_dir(args.out, "evaluate")  # only once model and data proved good
-    save_config(
-        out_dir, {"model": str(args.model), "data_dir": str(args.data_dir), "size": every["size"]}
+    used = {"model": describe_models(files, False), "models": [str(f) for f in files]}
+    used.update(tta=args.tta, held_out=args.held_out)
+    save_config(out_dir, {**used, "data_dir": str(args.data_dir), "size": every["size"]})
+    scores, shown, names = score_pairs(models, every, args.batch_size, args.tta, held_out)
+    # With --held-out every model scores only its own validation images: none are seen ones.
+    trained = (
+        set()
+        if args.held_out
+        else set().union(*(training_images(file, args.data_dir) for file in files))
     )
-    batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", args.batch_size)
-    scores, shown = unet.evaluate_batches(model, batches)
-    seen = np.isin(every["names"], sorted(training_images(args.model, args.data_dir)))
+    seen = np.isin(names, sorted(trained))
     metrics = {
         **unet.score_summary(scores, prefix=""),
-        "images": len(every["names"]),
-        "model": str(args.model),
-        "training_images": int(seen.sum()),  # the model's own: its scores on them are optimistic
+        "images": len(names),
+        **used,
+        "training_images": int(seen.sum()),  # the models' own: their scores there are optimistic
         "unseen": unseen_scores(scores, ~seen) if seen.any() else None,
     }
     write_json(out_dir / "metrics.json", metrics)
-    write_per_image(out_dir / "per_image.csv", every["names"], scores)
-    unet.plot_overlays(*shown, scores["dice"], out_dir / "overlays.png", every["names"])
+    write_per_image(out_dir / "per_image.csv", names, scores)
+    unet.plot_overlays(*shown, scores["dice"], out_dir / "overlays.png", names)
     mark_complete(out_dir)
     if seen.any():
         print_bold(
-            f"warning: {seen.sum()} of the {seen.size} pairs in {args.data_dir} are {args.model}'s "
-            "own training images, so the scores over all of them are optimistic; the scores on "
-            "the unseen images alone follow."
+            f"warning: {seen.sum()} of the {seen.size} pairs in {args.data_dir} are the "
+            f"{describe_models(files, False)}'s own training images, so the scores over all of "
+            "them are optimistic; the scores on the unseen images alone follow."
         )
-    print(f"{args.model} on {len(every['names'])} pairs of {args.data_dir}: {score_line(metrics)}")
+    print(
+        f"{describe_models(files, args.tta, args.held_out)} on {len(names)} pairs of "
+        f"{args.data_dir}: {score_line(metrics)}"
+    )
     if seen.any():
         unseen = metrics["unseen"]
         line = score_line(unseen) if unseen["images"] else "none: every pair was used in training"

@@ -31,6 +31,20 @@ DECLARED = {
         "data",
         low=0,
     ),
+    "groups": Param(
+        "none",
+        "what group (hospital, scanner, data set) each pair comes from, for splits that keep a "
+        "group on one side: none, prefix (the file name up to its first _, CHNCXR_0001.png -> "
+        "CHNCXR) or a CSV file with the columns image,group; with --folds K, each fold holds out "
+        "whole groups (docs/validation.md)",
+        "data",
+    ),
+    "holdout_group": Param(
+        "",
+        "with --groups: validate on every pair of this group and train on the others "
+        "(leave-one-group-out), instead of the --val-fraction split",
+        "data",
+    ),
     "cache": Param(
         "auto",
         "auto (memory when preloading fits --memory-budget-gb, else none), memory (decode all "

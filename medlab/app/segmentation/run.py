@@ -32,6 +32,7 @@ from medlab.app.runs import (
     save_config,
     write_json,
 )
+from medlab.app.segmentation.grouping import group_splits
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.app.segmentation.setup import save_plan, summary_folder
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
@@ -70,7 +71,7 @@ class SegmentationRun:
         """Make the summary folder (the pairs have proved good) and return the experiments to
         train, in order, as a plain list: each experiment, or each fold of it with --folds."""
         self.pairs = pairs
-        self.splits = data_splits(len(pairs["names"]), self.first)
+        self.splits = data_splits(pairs["names"], self.first)
         if self.scratch:
             self.summary_dir = scratch_copy(self.first["out"], self.resume, self.scratch)
         else:
@@ -304,8 +305,12 @@ def scratch_copy(out, resume, scratch):
     return scratch / source.name
 
 
-def data_splits(count, p):
-    """[(train, validation)] indices: the seeded split, or the seeded folds when --folds K >= 2."""
+def data_splits(names, p):
+    """[(train, validation)] indices of the pairs named `names`: the seeded split, or the seeded
+    folds when --folds K >= 2; with --groups, splits that keep each group on one side."""
+    if p.get("groups", "none") != "none":
+        return group_splits(names, p)
+    count = len(names)
     if p.get("folds", 0) >= 2:
         return unet.fold_indices(count, p["folds"], p["seed"])
     return [unet.split_indices(count, p["val_fraction"], p["seed"])]

@@ -19,6 +19,7 @@ from medlab.app.comparisons import check_names, parse_compare
 from medlab.app.data import locate_data
 from medlab.app.resume import lock
 from medlab.app.runs import check_saved_parameters, new_run_dir, resume_with, write_json
+from medlab.app.segmentation.grouping import check_grouping, check_groups
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.distribute import configure_scaling
 from medlab.errors import UserError
@@ -26,7 +27,7 @@ from medlab.pairs import find_pairs, validation_count
 from medlab.parameters import defaults
 
 # Parameters newer than the first runs.json plans: an older plan (resumed) gets the lab's values.
-ADDED_PARAMETERS = ("lr_schedule", "postprocess")
+ADDED_PARAMETERS = ("lr_schedule", "postprocess", "groups", "holdout_group")
 # Next to runs.json: where each value of the plan came from, for the table of a resumed run.
 SOURCES_FILE = "sources.json"
 EXPERIMENT_LAYERS = "the experiment's own settings < flags typed"
@@ -55,6 +56,7 @@ def start(argv, script):
     print_parameters(plan, list(DECLARED))
     first = next(iter(plan.values())).values
     check_split(first, len(find_pairs(first["data_dir"])[0]))  # a wrong folder answers at once
+    check_groups(first)
     quiet_tensorflow()
     scaling = configure_scaling(
         first["strategy"], first["mixed_precision"], first["jit"], first["batch_size"]
@@ -225,6 +227,7 @@ def check_parameters(p):
             f"try --size {max(2 ** p['depth'], p['size'] - p['size'] % 2 ** p['depth'])}"
         )
     check_folds(p.get("folds", 0))
+    check_grouping(p)
     check_training_memory(p)
 
 
