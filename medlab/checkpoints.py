@@ -159,8 +159,12 @@ def fit_resumable(model, train_data, val_data, epochs, checkpoint, callbacks=(),
     committing each epoch; returns the training seconds over every run of it.
 
     `train_data` must be a `tf.data` pipeline that reshuffles (and draws augmentation seeds) anew
-    on each pass: the passes already done are replayed, so the resumed epochs see the batches an
-    uninterrupted run would. `fit_options` go to `fit` (class_weight, verbose).
+    on each pass: the passes already done are replayed, so the resumed epochs see batches drawn
+    as an uninterrupted run's are. Keras may start a pass ahead of the epoch that uses it, so the
+    replay is not always bit-exact: a resumed run ends within the seed noise of an uninterrupted
+    one. (A repeated dataset with `steps_per_epoch` is exact on one device, but over several
+    replicas it splits the last, partial batch otherwise than one device does.)
+    `fit_options` go to `fit` (class_weight, verbose).
     """
     done = checkpoint.restore(model)
     if done:
@@ -171,12 +175,6 @@ def fit_resumable(model, train_data, val_data, epochs, checkpoint, callbacks=(),
     if done < epochs:
         for _ in range(done):  # each pass moves the shuffling and augmentation seeds on
             iter(train_data)
-        steps = int(train_data.cardinality())
-        if steps > 0:
-            # One pass of the repeated data per epoch, in one iterator: how often Keras itself
-            # starts a pass (it starts the next one ahead) then cannot change the replay.
-            fit_options = {"steps_per_epoch": steps, **fit_options}
-            train_data = train_data.repeat()
         model.fit(
             train_data,
             validation_data=val_data,

@@ -63,7 +63,9 @@ def start_pair(*args, crash_process_1=None):
         }
         if index == 1 and crash_process_1:
             env["MEDLAB_CRASH_AT"] = crash_process_1
-        processes.append(start("--strategy", "multiworker", *args, env=env))
+        # A resumed run takes its strategy from the plan it saved, like every other setting.
+        strategy = [] if "--resume" in args else ["--strategy", "multiworker"]
+        processes.append(start(*strategy, *args, env=env))
     return processes
 
 
