@@ -19,12 +19,8 @@ from medlab.checkpoints import read_state
 from medlab.plots import read_history
 from medlab.synthetic.xray import write_chest_xrays
 
-# Several minutes each on 2 cores, and not yet passing after the merge with resume's stricter
-# flags: run them with MEDLAB_MULTIPROCESS_TESTS=1 (docs/scaling.md says what is left).
-pytestmark = pytest.mark.skipif(
-    os.environ.get("MEDLAB_MULTIPROCESS_TESTS") != "1",
-    reason="two-process JAX training: set MEDLAB_MULTIPROCESS_TESTS=1 to run",
-)
+# One xdist worker runs both tests in turn, so the second compiles nothing the first compiled.
+pytestmark = pytest.mark.xdist_group("jax-processes")
 
 # 8 training pairs, 2 validation: with a global batch of 4, two steps an epoch.
 TINY = "--size 32 --depth 2 --base 2 --experiments 4a --lr 0.01".split()
@@ -36,6 +32,23 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One JAX compilation cache for every process of this module: the pairs, the one-process run
+    and the resumed pair all train the same tiny U-Net, and XLA compiling it takes most of a
+    tiny run's minute on 2 cores."""
+    folder = tmp_path_factory.mktemp("jax-cache")
+    cache = {
+        "JAX_COMPILATION_CACHE_DIR": str(folder),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in cache.items():
+            patch.setenv(name, value)
+        yield folder
 
 
 def start(*args, env=None):

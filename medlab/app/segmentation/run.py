@@ -34,7 +34,7 @@ from medlab.app.runs import (
 )
 from medlab.app.segmentation.grouping import group_splits
 from medlab.app.segmentation.parameters import DECLARED
-from medlab.app.segmentation.setup import save_plan, summary_folder
+from medlab.app.segmentation.setup import checked_summary_folder, save_plan, summary_folder
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
 from medlab.app.sidecars import write_sidecar
 from medlab.atomic import save_model_atomic
@@ -298,7 +298,8 @@ def scratch_copy(out, resume, scratch):
     next to it (process 0 may change them meanwhile)."""
     if not resume:
         return new_run_dir(scratch, "summary")
-    source = summary_folder(out, resume)
+    # Process 0 holds the folder's lock and marks it; this process only reads it.
+    source = checked_summary_folder(resume)
     stamp = source.name.removesuffix("-summary")
     for folder in source.parent.glob(f"{stamp}-*"):
         shutil.copytree(folder, scratch / folder.name)

@@ -161,7 +161,8 @@ def resume_plan(args, flags):
             f"--resume continues a run with the settings it started with, so {' '.join(given)} "
             "cannot be applied; drop them, or start a new run to change settings"
         )
-    folder = summary_folder(None, args.resume)
+    # Only read here: the lock is taken where the run's folders open, by the process that writes.
+    folder = checked_summary_folder(args.resume)
     path = folder / "runs.json"
     required = set(DECLARED) - set(ADDED_PARAMETERS)
     try:
@@ -197,17 +198,20 @@ def saved_sources(folder):
 def summary_folder(out, resume):
     """A new folder for this invocation (or the one being resumed) and the stamp its runs share;
     locked while this process works in it, and marked with the command that resumes it."""
-    if resume:
-        folder = Path(resume)
-        if not (folder / "runs.json").is_file():
-            raise UserError(
-                f"{folder} is not a summary folder of an earlier run (no runs.json); "
-                "pass the *-summary folder that the interrupted run printed"
-            )
-    else:
-        folder = new_run_dir(out, "summary")
+    folder = checked_summary_folder(resume) if resume else new_run_dir(out, "summary")
     lock(folder)  # held while this process works in it: a second --resume is refused
     resume_with(f"python main_segmentation.py --resume {folder}", folder)
+    return folder
+
+
+def checked_summary_folder(resume):
+    """The summary folder `resume` names, or a one-line `UserError` when it is none."""
+    folder = Path(resume)
+    if not (folder / "runs.json").is_file():
+        raise UserError(
+            f"{folder} is not a summary folder of an earlier run (no runs.json); "
+            "pass the *-summary folder that the interrupted run printed"
+        )
     return folder
 
 
