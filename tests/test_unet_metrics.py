@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import unet
+from medlab.app.segmentation.commands import mask_warning
 from medlab.app.segmentation.summary import collapse_message
 
 
@@ -89,6 +90,12 @@ def test_collapse_tells_the_empty_mask_from_the_whole_image():
     empty, full = (collapse_message("4b", kind, 14) for kind in ("empty mask", "whole image"))
     assert "no lung in any of its 14" in empty and "empty mask" in empty
     assert "whole image as lung in all 14" in full and "--experiments best" in full
+    assert "--epochs" not in full and "only" not in empty
+    # After a handful of epochs, too short a training is the cause named, whatever the loss.
+    for kind in ("empty mask", "whole image"):
+        short = collapse_message("4b", kind, 14, "dice", epochs=2)
+        assert "After only 2 epoch(s)" in short and "more --epochs" in short
+        assert "Dice loss" not in short
 
 
 def test_bce_dice_loss_is_the_sum_of_its_parts():
@@ -119,3 +126,10 @@ def test_postprocessing_keeps_the_two_largest_regions_and_fills_their_holes():
     np.testing.assert_array_equal(cleaned[0], truth)
     lonely = unet.keep_lungs(speck[None])  # fewer regions than two: kept as they are
     np.testing.assert_array_equal(lonely[0], speck)
+
+
+def test_predict_calls_an_empty_or_full_mask_what_it_is():
+    lungs = square(4, 4, 12)  # a quarter of the image
+    assert mask_warning(lungs, unet.FULL_SHARE) == ""
+    assert "**(empty: no lung found" in mask_warning(np.zeros_like(lungs), unet.FULL_SHARE)
+    assert "this is no lung mask)**" in mask_warning(np.ones_like(lungs), unet.FULL_SHARE)

@@ -74,9 +74,20 @@ def predict_command(argv, parameters):
         mask = unet.predict_full_size(models, original, postprocess, args.tta)
         save_image(out_dir / f"{name}_mask.png", mask)
         save_image(out_dir / f"{name}_overlay.png", unet.overlay_mask(original, mask))
-        print(f"{path}: lung area {mask.mean():.1%} of the image")
+        warning = mask_warning(mask, unet.FULL_SHARE)
+        print(f"{path}: lung area {mask.mean():.1%} of the image{warning}")
     mark_complete(out_dir)
     print(f"masks and overlays: {out_dir}")
+
+
+def mask_warning(mask, full_share):
+    """Bold words for a mask that cannot be a lung segmentation: empty, or at least `full_share`
+    of the image."""
+    if not mask.any():
+        return " **(empty: no lung found; a model that predicts this everywhere has not learnt)**"
+    if mask.mean() >= full_share:
+        return " **(nearly the whole image: this is no lung mask)**"
+    return ""
 
 
 def ensemble_postprocess(files, flag):

@@ -192,7 +192,7 @@ class SegmentationRun:
         metrics, history = self.metrics(experiment, model, val_data, seconds, scores)
         if metrics["collapsed"]:
             message = collapse_message(
-                name, metrics["collapsed_to"], len(scores["dice"]), p["loss"]
+                name, metrics["collapsed_to"], len(scores["dice"]), p["loss"], p["epochs"]
             )
             print_bold(f"warning: {message}")
         write_per_image(folder / "per_image.csv", val_names, scores)

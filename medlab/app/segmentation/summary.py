@@ -67,6 +67,7 @@ def write_summary(summary_dir, runs, parameters, comparisons=(), seed=0):
                 row["collapsed_to"],
                 row["validation_images"],
                 runs[row["experiment"]][3]["loss"],
+                runs[row["experiment"]][3]["epochs"],
             )
             report.bold(f"Collapsed: {message}")
     report.table(rows, summary_columns(folds), summary_formats(folds))
@@ -152,27 +153,37 @@ def collapse_kind(metrics):
     return "empty mask" if metrics.get("collapsed") else None
 
 
-def collapse_message(name, kind, count, loss="bce"):
+# Fewer epochs than this are the likeliest reason a U-Net predicts one mask everywhere: it first
+# learns the class balance (all background), then the lungs.
+FEW_EPOCHS = 20
+
+
+def collapse_message(name, kind, count, loss="bce", epochs=None):
     """The sentence that says what a collapsed experiment predicts, why, and what to run instead."""
-    if kind == "empty mask":
-        cause = (
+    if epochs is not None and epochs < FEW_EPOCHS:
+        advice = (
+            f"After only {epochs} epoch(s) the likely cause is a training too short: rerun with "
+            "more --epochs (the lab's default is 150), or run --experiments best."
+        )
+    elif kind == "empty mask" and "dice" in loss:
+        advice = (
             "Dice loss does this when a high learning rate saturates the sigmoid (its gradient "
-            "then vanishes, unlike BCE's); rerun"
-            if "dice" in loss
-            else "Rerun"
+            "then vanishes, unlike BCE's); rerun with a lower --lr, or run --experiments best."
         )
-        return (
-            f"{name} predicts no lung in any of its {count} validation images: it has collapsed "
-            f"to the empty mask and has not learnt the task. {cause} with a lower --lr, or run "
-            "--experiments best."
+    elif kind == "empty mask":
+        advice = "Rerun with a lower --lr or more --epochs, or run --experiments best."
+    else:
+        advice = (
+            "Check that the masks show the lungs white on black (inverted masks teach exactly "
+            "this), then rerun with a lower --lr, or run --experiments best."
         )
-    return (
-        f"{name} marks (almost) the whole image as lung in all {count} validation images: it has "
-        "collapsed to the full mask and has not learnt the task. Check that the masks show the "
-        "lungs white on black (inverted masks teach exactly this), then rerun with a lower --lr, "
-        "or run "
-        "--experiments best."
-    )
+    if kind == "empty mask":
+        what = f"predicts no lung in any of its {count} validation images: it has collapsed to "
+        what += "the empty mask"
+    else:
+        what = f"marks (almost) the whole image as lung in all {count} validation images: it has "
+        what += "collapsed to the full mask"
+    return f"{name} {what} and has not learnt the task. {advice}"
 
 
 def write_per_image(path, names, scores, columns=None):
