@@ -26,6 +26,9 @@ def quiet_tensorflow():
 
         # Device discovery is where CUDA complains.
         tf.config.list_physical_devices()
+        # Predicting on batches of another size (the overlays of a few images, a second
+        # experiment's model) traces again, as it should; the warning reads like a fault.
+        tf.get_logger().addFilter(lambda record: "tf.function retracing" not in record.getMessage())
     finally:
         os.dup2(saved, 2)
         os.close(saved)
