@@ -16,7 +16,6 @@ unless --keep is given.
 """
 
 import argparse
-import csv
 import json
 import random
 import shutil
@@ -28,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from medlab.plots import read_history  # noqa: E402
+
 SKIPPED = ("second", "minute", "time")  # timings differ between any two runs
 
 
@@ -52,8 +55,8 @@ def run_folder(out):
 
 def epochs_committed(out):
     """Epochs committed so far, from the published history files of the run under `out`."""
-    histories = list(Path(out).glob("*/history*.csv"))
-    return sum(len(list(csv.DictReader(path.open()))) for path in histories if path.stat().st_size)
+    histories = Path(out).glob("*/history*.csv")
+    return sum(len(read_history(path).get("epoch", [])) for path in histories)
 
 
 def killed_and_resumed(script, flags, seed, out, epochs, rng):
@@ -88,10 +91,10 @@ def killed_and_resumed(script, flags, seed, out, epochs, rng):
 def scores(folder):
     """The final row of each history file and the top-level numbers of metrics.json."""
     found = {}
-    for history in sorted(folder.glob("history*.csv")):
-        rows = list(csv.DictReader(history.open()))
-        found[f"{history.stem}.epochs"] = len(rows)
-        found.update({f"{history.stem}.{k}": float(v) for k, v in rows[-1].items() if k != "epoch"})
+    for path in sorted(folder.glob("history*.csv")):
+        history = read_history(path)
+        found[f"{path.stem}.epochs"] = len(history["epoch"])
+        found.update({f"{path.stem}.{k}": v[-1] for k, v in history.items() if k != "epoch"})
     for key, value in json.loads((folder / "metrics.json").read_text()).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             found[f"metrics.{key}"] = float(value)

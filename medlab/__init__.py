@@ -26,10 +26,15 @@ def quiet_tensorflow():
 
         # Device discovery is where CUDA complains.
         tf.config.list_physical_devices()
-        # Predicting on batches of another size (the overlays of a few images, a second
-        # experiment's model) traces again, as it should; the warning reads like a fault.
-        tf.get_logger().addFilter(lambda record: "tf.function retracing" not in record.getMessage())
+        tf.get_logger().addFilter(not_a_retracing_notice)  # once, however often it is called
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def not_a_retracing_notice(record):
+    """False for TensorFlow's retracing warning: predicting on batches of another size (the
+    overlays of a few images, a second experiment's model) traces again, as it should, and the
+    warning reads like a fault."""
+    return "tf.function retracing" not in record.getMessage()

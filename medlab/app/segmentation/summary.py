@@ -177,12 +177,13 @@ def collapse_message(name, kind, count, loss="bce", epochs=None):
             "Check that the masks show the lungs white on black (inverted masks teach exactly "
             "this), then rerun with a lower --lr, or run --experiments best."
         )
-    if kind == "empty mask":
-        what = f"predicts no lung in any of its {count} validation images: it has collapsed to "
-        what += "the empty mask"
-    else:
-        what = f"marks (almost) the whole image as lung in all {count} validation images: it has "
-        what += "collapsed to the full mask"
+    what = (
+        f"predicts no lung in any of its {count} validation images: it has collapsed to the "
+        "empty mask"
+        if kind == "empty mask"
+        else f"marks (almost) the whole image as lung in all {count} validation images: it has "
+        "collapsed to the full mask"
+    )
     return f"{name} {what} and has not learnt the task. {advice}"
 
 
