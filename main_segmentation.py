@@ -43,9 +43,11 @@ PARAMETERS = {
     "depth": 4,
     "dropout": 0.0,
     "batch_norm": False,
+    "normalize": "none",
     # training
     "loss": "bce",
     "augment": False,
+    "augment_intensity": False,
     "batch_size": 8,
     "lr": 1e-4,
     "lr_schedule": "constant",
@@ -53,6 +55,7 @@ PARAMETERS = {
     "seed": 42,
     # evaluation and output
     "postprocess": False,
+    "tta": False,
     "out": "results/segmentation",
     # scaling (docs/scaling.md): batch_size above is per replica
     "strategy": "auto",
@@ -138,7 +141,12 @@ def train_experiments(argv):
         # The model's variables on every replica of the strategy, and its data spread over them
         with run.scaling.scope():
             model = unet.build_unet(
-                (p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"], p["batch_norm"]
+                (p["size"], p["size"], 1),
+                p["base"],
+                p["depth"],
+                p["dropout"],
+                p["batch_norm"],
+                p["normalize"],
             )
             unet.compile_unet(
                 model,
@@ -154,7 +162,9 @@ def train_experiments(argv):
                 experiment.folder,
                 run.callbacks(experiment),
             )
-        scores, shown = unet.evaluate_batches(model, val_data, postprocess=p["postprocess"])
+        scores, shown = unet.evaluate_batches(
+            model, val_data, postprocess=p["postprocess"], tta=p["tta"]
+        )
         run.save(experiment, model, val_data, seconds, scores, shown)
     run.finish()  # folds pooled, summary.md with every experiment and the comparisons
 

@@ -17,6 +17,7 @@ Metric semantics (used everywhere, stated once):
   smoothing makes both-empty images score 1 and keeps the gradient finite.
 """
 
+import functools
 from pathlib import Path
 
 import keras
@@ -49,6 +50,10 @@ MULTI_LABEL_SHARE = 0.01
 # Lungs cover about a quarter of a chest X-ray; a prediction over 90% of every image is no lung
 # mask.
 FULL_SHARE = 0.9
+# Added to each image's pixel variance before `StandardizeImage` divides by its square root, so a
+# blank image stays finite (a film's variance is about 0.05 in [0, 1] units).
+STANDARDIZE_EPSILON = 1e-4
+NORMALIZATIONS = ("none", "image")
 
 
 # ----------------------------------------------------------------------------- data
@@ -228,12 +233,25 @@ def shuffled(dataset, buffer, seed):
 
 def batched(pairs, batch_size, augment, seed):
     """Batches of pairs, with one shared random transform per pair when `augment` is set."""
-    dataset = augmented_batches(pairs, batch_size, augment_pair if augment else None, seed)
+    dataset = augmented_batches(pairs, batch_size, pair_transform(augment), seed)
     options = tf.data.Options()
     # Pairs come from arrays or decoded file names, not from files TensorFlow can split between
     # workers, so each worker of a multi-worker run keeps its share of the elements.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def pair_transform(augment):
+    """The transform of each training batch: None, or `augment_pair` with `augment`'s options.
+
+    `augment` is False, True (geometry: rotation, shift, zoom, flip) or a dict of `augment_pair`'s
+    switches, {"geometry": bool, "intensity": bool}.
+    """
+    if augment is True:
+        augment = {"geometry": True}
+    if not augment or not any(augment.values()):
+        return None
+    return functools.partial(augment_pair, **augment)
 
 
 def decoded(paths, size):
@@ -311,7 +329,7 @@ def experiment_datasets(p, data, batch_size, cache_dir=None):
             "train",
             batch_size,
             shuffle=True,
-            augment=p["augment"],
+            augment={"geometry": p["augment"], "intensity": p["augment_intensity"]},
             seed=p["seed"],
             cache_dir=cache_dir,
         ),
@@ -445,11 +463,25 @@ def conv_block(x, filters, batch_norm, name):
     return x
 
 
-def build_unet(input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_norm=False):
+@keras.saving.register_keras_serializable(package="medlab")
+class StandardizeImage(layers.Layer):
+    """Each image to zero mean and unit variance over its pixels (nnU-Net's normalisation of
+    images whose grey levels have no fixed meaning), so that films of another exposure and
+    contrast reach the first convolution alike. Inside the model, so that predict does it too."""
+
+    def call(self, images):
+        mean, variance = keras.ops.moments(images, axes=(1, 2, 3), keepdims=True)
+        return (images - mean) * keras.ops.rsqrt(variance + STANDARDIZE_EPSILON)
+
+
+def build_unet(
+    input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_norm=False, normalize="none"
+):
     """The lab's U-Net: `depth` levels of base * 2**level filters, a bottleneck of base * 2**depth.
 
     Dropout (when > 0) follows every pooling and every skip concatenation; the decoder upsamples
-    with Conv2DTranspose; the output is one sigmoid channel.
+    with Conv2DTranspose; the output is one sigmoid channel. `normalize` "image" standardises
+    each input image first (`StandardizeImage`); "none" feeds the [0, 1] pixels as loaded.
     """
     size = input_shape[0]
     if size % 2**depth or input_shape[1] % 2**depth:
@@ -458,7 +490,8 @@ def build_unet(input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_no
             f"2**depth = {2**depth}; choose a size of {size - size % 2**depth or 2**depth}"
         )
     inputs = keras.Input(shape=input_shape, name="image")
-    x, skips = inputs, []
+    x = StandardizeImage(name="standardize")(inputs) if normalize == "image" else inputs
+    skips = []
     for level in range(depth):
         x = conv_block(x, base * 2**level, batch_norm, f"down{level}")
         skips.append(x)

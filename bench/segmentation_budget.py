@@ -108,7 +108,12 @@ def train_with_curve(unet, p, data, out, every):
     train_data, val_data = unet.experiment_datasets(p, data, p["batch_size"])
     steps = p["epochs"] * int(train_data.cardinality())
     model = unet.build_unet(
-        (p["size"], p["size"], 1), p["base"], p["depth"], p["dropout"], p["batch_norm"]
+        (p["size"], p["size"], 1),
+        p["base"],
+        p["depth"],
+        p["dropout"],
+        p["batch_norm"],
+        p["normalize"],
     )
     unet.compile_unet(model, p["loss"], unet.learning_rate(p["lr"], p["lr_schedule"], steps))
     curve = budget_curve(unet, val_data, p["epochs"], every, p["postprocess"])

@@ -1,9 +1,11 @@
-"""Random geometric augmentation for `tf.data`, one transform per call for every channel.
+"""Random augmentation for `tf.data`: geometry shared by every channel, and the look of a film.
 
 The segmentation pipeline stacks image and mask along the channel axis before calling
 `random_affine`, so both receive exactly the same rotation, shift, zoom and flip; the mask is then
 re-thresholded to stay binary. A single projective resampling replaces the four separate
 interpolations that a chain of Keras Random* layers would apply, which keeps images sharper.
+`random_intensity` then changes the image alone (never the mask), as X-ray films of other
+hospitals differ: exposure, contrast, gamma, sharpness and noise.
 """
 
 import math
@@ -12,6 +14,9 @@ import tensorflow as tf
 
 # Red times t, green unchanged, blue divided by t: a warmer or cooler light.
 TINT_EXPONENTS = (1.0, 0.0, -1.0)
+# The ranges of `random_intensity`.
+INTENSITY = {"gamma": 0.5, "contrast": 0.25, "brightness": 0.25, "blur": 0.5, "noise": 0.03}
+BLUR_SIGMA = 1.0  # pixels
 
 
 def affine_matrix(height, width, angle, shift_y, shift_x, zoom, flip):
@@ -88,12 +93,59 @@ def random_colour(images, seed, strength):
     return tf.clip_by_value(contrasted * gain, 0.0, 1.0)
 
 
-def augment_pair(image, mask, seed, **options):
-    """Transform images and masks together (one or a batch); masks come back binary (>= 0.5)."""
-    channels = tf.shape(image)[-1]
-    stacked = random_affine(tf.concat([image, mask], axis=-1), seed, **options)
-    new_mask = tf.cast(stacked[..., channels:] >= 0.5, mask.dtype)
-    return stacked[..., :channels], new_mask
+def random_intensity(images, seed, strength=INTENSITY):
+    """Random gamma, contrast, brightness, blur or sharpening and noise, one draw per image of a
+    batch (B, H, W, C) or of one image (H, W, C) in [0, 1]; pixels stay in [0, 1].
+
+    The ranges of `strength` (INTENSITY by default, nnU-Net's for gamma and contrast): gamma
+    log-uniform in [1/(1+g), 1+g]; contrast about the image mean and brightness as factors in
+    [1 - c, 1 + c] and [1 - b, 1 + b]; a blend weight in [-s, s] with a Gaussian-blurred copy
+    (negative weights sharpen); Gaussian noise of a standard deviation in [0, n].
+    """
+    single = images.shape.rank == 3
+    batch = images[None] if single else images
+    count = tf.shape(batch)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    uniform = lambda i, low, high: tf.random.stateless_uniform(
+        [count, 1, 1, 1], seeds[i], low, high, dtype=batch.dtype
+    )
+    log_gamma = math.log(1.0 + strength["gamma"])
+    out = tf.pow(batch, tf.exp(uniform(0, -log_gamma, log_gamma)))
+    mean = tf.reduce_mean(out, axis=(1, 2, 3), keepdims=True)
+    out = (out - mean) * uniform(1, 1.0 - strength["contrast"], 1.0 + strength["contrast"]) + mean
+    out = out * uniform(2, 1.0 - strength["brightness"], 1.0 + strength["brightness"])
+    blend = uniform(3, -strength["blur"], strength["blur"])
+    out = out + blend * (gaussian_blur(out) - out)
+    sigma = uniform(4, 0.0, strength["noise"])
+    out = out + sigma * tf.random.stateless_normal(tf.shape(out), seeds[5], dtype=out.dtype)
+    out = tf.clip_by_value(out, 0.0, 1.0)
+    return out[0] if single else out
+
+
+def gaussian_blur(images, sigma=BLUR_SIGMA):
+    """Each channel of a batch (B, H, W, C) blurred by a 5x5 Gaussian, edges reflected."""
+    taps = tf.exp(-0.5 * (tf.range(-2.0, 3.0, dtype=images.dtype) / sigma) ** 2)
+    taps = taps / tf.reduce_sum(taps)
+    channels = images.shape[-1]
+    kernel = tf.tile((taps[:, None] * taps[None, :])[:, :, None, None], [1, 1, channels, 1])
+    padded = tf.pad(images, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="REFLECT")
+    return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
+
+
+def augment_pair(image, mask, seed, geometry=True, intensity=False, **options):
+    """Transform images and masks together (one or a batch); masks come back binary (>= 0.5).
+
+    `geometry`: the same `random_affine` of image and mask (`options` are its ranges);
+    `intensity`: then `random_intensity` of the image alone, from a seed of its own.
+    """
+    if geometry:
+        channels = tf.shape(image)[-1]
+        stacked = random_affine(tf.concat([image, mask], axis=-1), seed, **options)
+        mask = tf.cast(stacked[..., channels:] >= 0.5, mask.dtype)
+        image = stacked[..., :channels]
+    if intensity:
+        image = random_intensity(image, tf.random.experimental.stateless_split(seed, 2)[1])
+    return image, mask
 
 
 def augmented_batches(pairs, batch_size, transform=None, seed=0):

@@ -123,6 +123,39 @@ def test_evaluate_and_predict_use_every_fold_model_of_an_experiment_folder(tmp_p
     np.testing.assert_array_equal(mask > 0, quadrant_image()[1][0, ..., 0] > 0)
 
 
+def test_evaluate_makes_masks_as_the_experiments_did_unless_a_flag_says_otherwise(tmp_path):
+    """The sidecars' tta and postprocess are evaluate's defaults; models that disagree on one
+    need its flag, in one line, before any folder is made."""
+    from medlab.app.sidecars import write_sidecar
+
+    def sidecar(path, postprocess):
+        write_sidecar(
+            path,
+            **{"channels": 1, "input_scale": 1.0, "class_names": ["background", "lung"]},
+            **{"postprocess": postprocess, "tta": True, "made_by": "main_segmentation.py"},
+        )
+
+    data, paths = pair_folder(tmp_path / "pairs"), []
+    for name, model in zip(("sharp", "timid"), ensemble_pair()):
+        paths.append(tmp_path / f"{name}.keras")
+        model.save(paths[-1])
+        sidecar(paths[-1], postprocess=False)
+    settings = {"batch_size": 2, "out": str(tmp_path / "e"), "memory_budget_gb": 1.0}
+
+    def evaluated(*flags):
+        evaluate_command([*map(str, paths), "--data-dir", str(data), *flags], settings)
+        folder = max((tmp_path / "e").iterdir())
+        return json.loads((folder / "metrics.json").read_text())
+
+    assert evaluated()["tta"] is True
+    assert evaluated("--no-tta")["tta"] is False
+    sidecar(paths[1], postprocess=True)
+    with pytest.raises(UserError, match="with and without --postprocess; say which"):
+        evaluated()
+    assert len(list((tmp_path / "e").iterdir())) == 2
+    assert evaluated("--postprocess")["postprocess"] is True
+
+
 def test_models_of_different_input_sizes_are_refused_in_one_line(tmp_path):
     small = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 1)])
     small.save(tmp_path / "small.keras")

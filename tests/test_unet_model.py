@@ -55,3 +55,23 @@ def test_base_scales_the_parameter_count():
     small = unet.build_unet((32, 32, 1), base=4, depth=2).count_params()
     large = unet.build_unet((32, 32, 1), base=8, depth=2).count_params()
     assert 3.5 < large / small < 4.1  # convolution weights grow with base squared
+
+
+def test_normalize_image_standardises_each_input_so_exposure_does_not_matter(tmp_path):
+    import numpy as np
+
+    model = unet.build_unet((32, 32, 1), base=2, depth=2, normalize="image")
+    standardize = keras.Model(model.input, model.get_layer("standardize").output)
+    images = np.random.default_rng(0).uniform(0.2, 0.6, (3, 32, 32, 1)).astype("float32")
+    out = standardize.predict(images, verbose=0)
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 1.0, atol=0.01)
+    brighter = images * 1.5 + 0.1  # another exposure of the same films
+    np.testing.assert_allclose(
+        model.predict(brighter, verbose=0), model.predict(images, verbose=0), atol=1e-3
+    )
+    model.save(tmp_path / "model.keras")
+    loaded = unet.load_unet(tmp_path / "model.keras")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    plain = unet.build_unet((32, 32, 1), base=2, depth=2)
+    assert "standardize" not in [layer.name for layer in plain.layers]

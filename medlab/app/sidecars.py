@@ -7,9 +7,11 @@
   class_names     the name of each output class, in label order
   positive_class  the class counted as positive (sensitivity is its recall)
   postprocess     segmentation only: the predicted masks are cleaned as in training
+  tta             segmentation only: masks are predicted with mirrored test-time augmentation
   made_by         the script that saved the model
 Every command that loads a model reads its sidecar, whichever script saved it, so it can never feed
-the model other pixels than it was trained on. A flag that a sidecar also sets must agree with it.
+the model other pixels than it was trained on. A flag that a sidecar also sets must agree with it,
+except postprocess and tta: they say how masks are made, not what the model takes.
 """
 
 import json
@@ -25,6 +27,7 @@ KEYS = {
     "class_names": ((list,), True),
     "positive_class": ((str,), False),
     "postprocess": ((bool,), False),
+    "tta": ((bool,), False),
     "made_by": ((str,), False),
 }
 

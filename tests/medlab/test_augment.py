@@ -1,9 +1,11 @@
-"""medlab.augment.random_colour: per-image brightness, contrast and tint, pixels kept in [0, 1]."""
+"""medlab.augment.random_colour (per-image brightness, contrast and tint) and random_intensity
+(gamma, contrast, brightness, blur and noise of an X-ray, never of its mask): pixels kept in
+[0, 1]."""
 
 import numpy as np
 import tensorflow as tf
 
-from medlab.augment import random_colour
+from medlab.augment import augment_pair, gaussian_blur, random_colour, random_intensity
 
 SEED = tf.constant([3, 4], tf.int64)
 
@@ -46,3 +48,49 @@ def test_grayscale_images_get_brightness_and_contrast_only():
 def test_float64_colour_images_keep_their_type():
     images = tf.random.uniform((2, 4, 4, 3), dtype=tf.float64, seed=4)
     assert random_colour(images, SEED, 0.3).dtype == tf.float64
+
+
+def test_intensity_changes_each_image_differently_repeatably_and_stays_in_range():
+    images = tf.random.uniform((8, 32, 32, 1), 0.1, 0.9, seed=5)
+    first, again = random_intensity(images, SEED), random_intensity(images, SEED)
+    np.testing.assert_array_equal(first.numpy(), again.numpy())
+    assert 0.0 <= float(tf.reduce_min(first)) and float(tf.reduce_max(first)) <= 1.0
+    change = np.abs(first.numpy() - images.numpy()).mean(axis=(1, 2, 3))
+    assert change.min() > 0.005 and np.ptp(change) > 0.005  # every image, each its own draw
+    other = random_intensity(images, tf.constant([5, 6], tf.int64))
+    assert not np.allclose(first.numpy(), other.numpy())
+
+
+def test_intensity_with_only_gamma_keeps_the_order_of_grey_levels():
+    ramp = tf.reshape(tf.linspace(0.0, 1.0, 64), (1, 8, 8, 1))
+    gamma_only = {"gamma": 0.5, "contrast": 0.0, "brightness": 0.0, "blur": 0.0, "noise": 0.0}
+    out = random_intensity(tf.tile(ramp, (6, 1, 1, 1)), SEED, gamma_only).numpy()
+    flat = out.reshape(6, -1)
+    assert np.all(np.diff(flat, axis=1) >= 0)  # monotonic: a gamma curve
+    assert np.allclose(flat[:, [0, -1]], [0.0, 1.0])  # black stays black, white white
+    exponents = np.log(flat[:, 32]) / np.log(ramp.numpy().ravel()[32])
+    assert np.all((exponents >= 1 / 1.5 - 1e-4) & (exponents <= 1.5 + 1e-4))
+    assert np.ptp(exponents) > 0.05
+
+
+def test_blur_keeps_a_flat_image_and_the_mean_and_smooths_an_edge():
+    flat = tf.fill((1, 8, 8, 1), 0.25)
+    np.testing.assert_allclose(gaussian_blur(flat).numpy(), 0.25, rtol=1e-6)
+    edge = tf.concat([tf.zeros((1, 16, 8, 1)), tf.ones((1, 16, 8, 1))], axis=2)
+    blurred = gaussian_blur(edge).numpy()[0, 8, :, 0]
+    assert 0.0 < blurred[7] < 0.5 < blurred[8] < 1.0  # the step is now a ramp
+    np.testing.assert_allclose(blurred[[0, -1]], [0.0, 1.0], atol=1e-6)  # far from the edge
+
+
+def test_intensity_augmentation_leaves_the_mask_and_the_shared_geometry_alone():
+    image = tf.random.uniform((4, 32, 32, 1), seed=6)
+    mask = tf.cast(tf.random.uniform((4, 32, 32, 1), seed=7) > 0.5, tf.float32)
+    geometry_only = augment_pair(image, mask, SEED)
+    both = augment_pair(image, mask, SEED, intensity=True)
+    np.testing.assert_array_equal(both[1].numpy(), geometry_only[1].numpy())
+    assert not np.allclose(both[0].numpy(), geometry_only[0].numpy())
+    look_only = augment_pair(image, mask, SEED, geometry=False, intensity=True)
+    np.testing.assert_array_equal(look_only[1].numpy(), mask.numpy())
+    # no geometric change: the image keeps its structure, pixel for pixel
+    correlation = np.corrcoef(look_only[0].numpy().ravel(), image.numpy().ravel())[0, 1]
+    assert correlation > 0.8

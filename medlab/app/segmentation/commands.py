@@ -56,7 +56,7 @@ def predict_command(argv, parameters):
         help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
         ".json)",
     )
-    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
+    add_tta_flag(parser)
     args = parser.parse_args(argv)
     model_paths, images = split_models(args.model, args.images)
     for path in images:  # all checked before any folder is made (decoded again below)
@@ -65,7 +65,8 @@ def predict_command(argv, parameters):
     import unet  # TensorFlow starts here, once the command line and the images are checked
 
     models, files = load_ensemble(model_paths, load_segmentation_model)
-    postprocess = ensemble_postprocess(files, args.postprocess)
+    postprocess = ensemble_setting(files, "postprocess", args.postprocess)
+    args.tta = ensemble_setting(files, "tta", args.tta)
     out_dir = new_run_dir(args.out, "predict")
     print(f"masks of {describe_models(files, args.tta)}")
     names = write_output_names(out_dir, images, ("_mask.png", "_overlay.png"))
@@ -90,20 +91,27 @@ def mask_warning(mask, full_share):
     return ""
 
 
-def ensemble_postprocess(files, flag):
-    """Whether to clean the masks: the flag if given, else what the models' experiments used
-    (their sidecars); models that disagree need the flag. Not a property of the model's input,
-    so the flag may override what the experiments used."""
+def add_tta_flag(parser):
+    parser.add_argument(
+        "--tta",
+        action=BooleanOptionalAction,
+        default=None,
+        help=f"{TTA_HELP} (default: as in the experiment, from the model's .json)",
+    )
+
+
+def ensemble_setting(files, name, flag):
+    """How to make the masks (`postprocess`, `tta`): the flag if given, else what the models'
+    experiments used (their sidecars, False without one); models that disagree need the flag.
+    Neither is a property of the model's input, so the flag may override the experiments."""
     if flag is not None:
         return flag
-    used = {
-        (read_sidecar(file, "main_segmentation.py") or {}).get("postprocess", False)
-        for file in files
-    }
+    used = {(read_sidecar(file, "main_segmentation.py") or {}).get(name, False) for file in files}
     if len(used) > 1:
+        option = name.replace("_", "-")
         raise UserError(
-            f"the models {', '.join(map(str, files))} were trained with and without --postprocess; "
-            "say which with --postprocess or --no-postprocess"
+            f"the models {', '.join(map(str, files))} were trained with and without --{option}; "
+            f"say which with --{option} or --no-{option}"
         )
     return used.pop()
 
@@ -150,7 +158,14 @@ def evaluate_command(argv, parameters):
         default=parameters["out"],
         help="folder for the new evaluate-* folder (default: %(default)s)",
     )
-    parser.add_argument("--tta", action="store_true", help=TTA_HELP)
+    parser.add_argument(
+        "--postprocess",
+        action=BooleanOptionalAction,
+        default=None,
+        help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
+        ".json)",
+    )
+    add_tta_flag(parser)
     parser.add_argument("--held-out", action="store_true", help=HELD_OUT_HELP)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -160,15 +175,19 @@ def evaluate_command(argv, parameters):
     from medlab.app.segmentation.summary import write_per_image
 
     models, files = load_ensemble(args.model, lambda p: load_segmentation_model(p, compile=False))
+    args.postprocess = ensemble_setting(files, "postprocess", args.postprocess)
+    args.tta = ensemble_setting(files, "tta", args.tta)
     every = unet.load_every_pair(
         args.data_dir, models[0].input_shape[1], "auto", parameters["memory_budget_gb"]
     )
     held_out = validated_indices(files, every["names"]) if args.held_out else None
     out_dir = new_run_dir(args.out, "evaluate")  # only once model and data proved good
     used = {"model": describe_models(files, False), "models": [str(f) for f in files]}
-    used.update(tta=args.tta, held_out=args.held_out)
+    used.update(tta=args.tta, postprocess=args.postprocess, held_out=args.held_out)
     save_config(out_dir, {**used, "data_dir": str(args.data_dir), "size": every["size"]})
-    scores, shown, names = score_pairs(models, every, args.batch_size, args.tta, held_out)
+    scores, shown, names = score_pairs(
+        models, every, args.batch_size, args.tta, args.postprocess, held_out
+    )
     # With --held-out every model scores only its own validation images: none are seen ones.
     trained = (
         set()

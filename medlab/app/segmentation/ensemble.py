@@ -112,21 +112,23 @@ def describe_models(files, tta, held_out=False):
     return what + (" with mirrored test-time augmentation" if tta else "")
 
 
-def score_pairs(models, every, batch_size, tta=False, held_out=None):
+def score_pairs(models, every, batch_size, tta=False, postprocess=False, held_out=None):
     """Per-image scores of the pairs of `every` (`unet.load_every_pair`), the first images, masks
     and predictions (for figures) and the names of the pairs scored, in the order scored: every
     pair by the mean of `models`, or, given `held_out` (`validated_indices`), each model's own
-    validation pairs by that model alone."""
+    validation pairs by that model alone. The masks are made as `predict` makes them."""
     import unet  # TensorFlow has started: the models are loaded
 
     if held_out is None:
         batches = unet.pairs_dataset({**every, "val": every["pairs"]}, "val", batch_size)
-        return (*unet.evaluate_batches(models, batches, tta=tta), every["names"])
+        scored = unet.evaluate_batches(models, batches, tta=tta, postprocess=postprocess)
+        return (*scored, every["names"])
     parts = [
         unet.evaluate_batches(
             model,
             unet.pairs_dataset(unet.split_pairs(every, NONE, indices), "val", batch_size),
             tta=tta,
+            postprocess=postprocess,
         )
         for model, indices in zip(models, held_out)
     ]

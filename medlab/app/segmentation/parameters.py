@@ -12,6 +12,7 @@ from medlab.schedules import SCHEDULES
 # unet.LOSSES and unet.choose_cache implement these; named here so that `--help` answers without
 # starting TensorFlow (tests/test_main_segmentation.py checks that the two agree).
 LOSS_NAMES = ("bce", "dice", "bce_dice")
+NORMALIZATIONS = ("none", "image")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 
 DECLARED = {
@@ -71,6 +72,13 @@ DECLARED = {
     "batch_norm": Param(
         False, "batch normalisation between each convolution and its ReLU", "model"
     ),
+    "normalize": Param(
+        "none",
+        "input normalisation inside the model: none (pixels in [0, 1] as loaded) or image (each "
+        "image to zero mean and unit variance, so that films of another exposure look alike)",
+        "model",
+        choices=NORMALIZATIONS,
+    ),
     "loss": Param(
         "bce",
         "training loss: bce (binary cross-entropy), dice (soft Dice) or bce_dice (their sum)",
@@ -80,6 +88,12 @@ DECLARED = {
     "augment": Param(
         False,
         "joint random rotation 10 deg, shift 0.1, zoom 0.2 and flip of image and mask",
+        "training",
+    ),
+    "augment_intensity": Param(
+        False,
+        "random gamma, contrast, brightness, blur or sharpening and noise of each training image "
+        "(never its mask), as films of other hospitals differ (medlab/augment.py)",
         "training",
     ),
     "batch_size": Param(8, "pairs per training step, per replica", "training", 1),
@@ -103,6 +117,12 @@ DECLARED = {
         False,
         "keep the two largest connected regions of each predicted mask and fill their holes "
         "(metrics.json also reports the scores without it)",
+        "evaluation",
+    ),
+    "tta": Param(
+        False,
+        "mirrored test-time augmentation: each validation image's probabilities averaged with "
+        "those of its left-right mirror image; predict and evaluate then use it too",
         "evaluation",
     ),
     "out": Param("results/segmentation", "folder that receives one new folder per run", "output"),

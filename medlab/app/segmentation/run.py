@@ -187,6 +187,7 @@ class SegmentationRun:
                 class_names=["background", "lung"],
                 positive_class="lung",
                 postprocess=p["postprocess"],
+                tta=p["tta"],
                 made_by="main_segmentation.py",
             )
         metrics, history = self.metrics(experiment, model, val_data, seconds, scores)
@@ -218,7 +219,9 @@ class SegmentationRun:
         """metrics.json of a trained experiment, and its history."""
         p, folder = experiment.parameters, experiment.folder
         best = unet.load_unet(folder / "best.keras")
-        best_scores, _ = unet.evaluate_batches(best, val_data, postprocess=p["postprocess"])
+        best_scores, _ = unet.evaluate_batches(
+            best, val_data, postprocess=p["postprocess"], tta=p["tta"]
+        )
         history = plots.read_history(folder / "history.csv")
         metrics = {
             "experiment": experiment.name,
@@ -233,7 +236,7 @@ class SegmentationRun:
             },
         }
         if p["postprocess"]:
-            raw_scores, _ = unet.evaluate_batches(model, val_data)
+            raw_scores, _ = unet.evaluate_batches(model, val_data, tta=p["tta"])
             metrics["without_postprocess"] = unet.score_summary(raw_scores)
         metrics["collapsed_to"] = unet.collapsed(scores, masks_empty=self.pairs["masks_empty"])
         metrics["collapsed"] = metrics["collapsed_to"] is not None

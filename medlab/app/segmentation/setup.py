@@ -27,7 +27,15 @@ from medlab.pairs import find_pairs, validation_count
 from medlab.parameters import defaults
 
 # Parameters newer than the first runs.json plans: an older plan (resumed) gets the lab's values.
-ADDED_PARAMETERS = ("lr_schedule", "postprocess", "groups", "holdout_group")
+ADDED_PARAMETERS = (
+    "lr_schedule",
+    "postprocess",
+    "groups",
+    "holdout_group",
+    "normalize",
+    "augment_intensity",
+    "tta",
+)
 # Next to runs.json: where each value of the plan came from, for the table of a resumed run.
 SOURCES_FILE = "sources.json"
 EXPERIMENT_LAYERS = "the experiment's own settings < flags typed"

@@ -208,4 +208,5 @@ def test_the_declared_choices_are_the_ones_the_library_implements():
     from medlab.classification import vgg
 
     assert SEGMENTATION["loss"].choices == tuple(unet.LOSSES)
+    assert SEGMENTATION["normalize"].choices == unet.NORMALIZATIONS
     assert set(POOLINGS) == {"flatten", *vgg.POOLING}
