@@ -10,7 +10,8 @@ flags below), and every --every epochs scores the model on the validation images
 does (thresholded per-image Dice and HD95, with the experiment's postprocess). The clock counts
 what a user waits for in a run (epochs with their validation pass and checkpoints), not these
 extra scorings. Prints the curve as a table and writes summary.md, curve.csv and curve.png into
-a new folder.
+a new folder, with per_image.csv of the last row's scores (for bench/compare_segmentation_scores.py,
+e.g. against a main_segmentation.py run of another experiment on the same validation images).
 
 Read it with the schedule in mind: with --lr-schedule cosine (as `best`), a row of the curve is a
 point in the middle of a longer run, whose learning rate had not yet decayed; a run given that
@@ -82,6 +83,7 @@ def main(argv=None):
     p = budget_parameters(args)
     quiet_tensorflow()
     import unet  # TensorFlow starts here, once the command line is checked
+    from medlab.app.segmentation.summary import write_per_image
 
     data_dir = args.data_dir or p["data_dir"]
     if args.tiny:
@@ -94,12 +96,13 @@ def main(argv=None):
     data = unet.split_pairs(every, train_idx, val_idx)
     out = new_run_dir(args.out, f"budget-{args.experiment}")
     save_config(out, {**p, "data_dir": str(data_dir), "every": args.every})
-    rows = train_with_curve(unet, p, data, out, max(1, args.every))
+    rows, final_scores = train_with_curve(unet, p, data, out, max(1, args.every))
+    write_per_image(out / "per_image.csv", [every["names"][i] for i in val_idx], final_scores)
     title = f"{args.experiment}, {len(train_idx)} training and {len(val_idx)} validation pairs"
     write_curve(rows, out, ("SYNTHETIC: " if args.tiny else "") + title)
     print("\n" + write_report(rows, out, title, args.tiny))
     mark_complete(out)
-    print(f"summary.md, curve.csv and curve.png: {out}")
+    print(f"summary.md, curve.csv, curve.png and per_image.csv: {out}")
 
 
 def train_with_curve(unet, p, data, out, every):
@@ -116,13 +119,13 @@ def train_with_curve(unet, p, data, out, every):
         p["normalize"],
     )
     unet.compile_unet(model, p["loss"], unet.learning_rate(p["lr"], p["lr_schedule"], steps))
-    curve = budget_curve(unet, val_data, p["epochs"], every, p["postprocess"])
+    curve = budget_curve(unet, val_data, p["epochs"], every, p["postprocess"], p["tta"])
     unet.train(model, train_data, val_data, p["epochs"], out, callbacks=[curve], verbose=0)
     shutil.rmtree(out / "backup", ignore_errors=True)  # only an interrupted run needs it
-    return curve.rows
+    return curve.rows, curve.final_scores
 
 
-def budget_curve(unet, val_data, epochs, every, postprocess):
+def budget_curve(unet, val_data, epochs, every, postprocess, tta):
     """A Keras callback: the clocks of the epochs themselves, and scores every `every` epochs."""
     import keras
 
@@ -139,7 +142,10 @@ def budget_curve(unet, val_data, epochs, every, postprocess):
             self.cpu += time.process_time() - self.started[1]
             if (epoch + 1) % every and epoch + 1 != epochs:
                 return
-            scores, _ = unet.evaluate_batches(self.model, val_data, postprocess=postprocess)
+            scores, _ = unet.evaluate_batches(
+                self.model, val_data, postprocess=postprocess, tta=tta
+            )
+            self.final_scores = scores  # the last row's, for per_image.csv
             self.rows.append(
                 {
                     "epoch": epoch + 1,
