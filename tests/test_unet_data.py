@@ -143,3 +143,25 @@ def test_validation_data_is_untouched_and_in_order():
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), images)
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), masks)
     assert [len(b[0]) for b in batches] == [4, 2]  # the last partial batch is kept
+
+
+def test_experiment_datasets_change_the_look_of_training_images_only_when_asked():
+    """--augment-intensity alone: training images get another look (masks and geometry kept);
+    validation images never do."""
+    images, masks = pattern_pairs()
+    data = {"cache": "memory", "train": (images, masks), "val": (images, masks)}
+    p = {"augment": False, "augment_intensity": True, "seed": 4}
+    train, val = unet.experiment_datasets(p, data, batch_size=8)
+    ((image_batch, mask_batch),) = list(train)
+    order = [next(i for i, m in enumerate(masks) if np.array_equal(m, seen)) for seen in mask_batch]
+    changed = np.abs(image_batch.numpy() - images[order]).mean(axis=(1, 2, 3))
+    assert changed.min() > 0.001  # every training image looks different, its mask is the same
+    ((val_images, val_masks),) = list(val)
+    np.testing.assert_array_equal(val_images, images)
+    np.testing.assert_array_equal(val_masks, masks)
+    plain, _ = unet.experiment_datasets({**p, "augment_intensity": False}, data, batch_size=8)
+    ((plain_images, plain_masks),) = list(plain)
+    order = [
+        next(i for i, m in enumerate(masks) if np.array_equal(m, seen)) for seen in plain_masks
+    ]
+    np.testing.assert_array_equal(plain_images, images[order])
