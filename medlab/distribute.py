@@ -203,11 +203,17 @@ def local_devices():
 
 def describe_strategy(name, strategy, batch_size=None):
     replicas = strategy.num_replicas_in_sync
-    kind = strategy.describe() if hasattr(strategy, "describe") else type(strategy).__name__
+    kind = strategy.describe() if hasattr(strategy, "describe") else strategy_kind(strategy)
     line = f"strategy {name}: {kind}, {replicas} replica(s)"
     if batch_size is not None:
         line += f"; global batch {batch_size * replicas} = {batch_size} per replica x {replicas}"
     print(line)
+
+
+def strategy_kind(strategy):
+    """TensorFlow's class name in words: `_DefaultDistributionStrategy` is "one device"."""
+    name = type(strategy).__name__
+    return "one device (no distribution)" if name == "_DefaultDistributionStrategy" else name
 
 
 def check_tf_config(text):

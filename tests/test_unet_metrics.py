@@ -94,7 +94,7 @@ def test_collapse_tells_the_empty_mask_from_the_whole_image():
     # After a handful of epochs, too short a training is the cause named, whatever the loss.
     for kind in ("empty mask", "whole image"):
         short = collapse_message("4b", kind, 14, "dice", epochs=2)
-        assert "After only 2 epoch(s)" in short and "more --epochs" in short
+        assert "After only 2 epoch(s)" in short and "--epochs 20 or more" in short
         assert "Dice loss" not in short
 
 

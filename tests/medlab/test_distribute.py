@@ -27,7 +27,7 @@ def test_mirrored_on_two_cpus_matches_one_device_for_the_same_seed_and_global_ba
     assert result.returncode == 0, result.stderr[-3000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert (
-        "strategy auto: _DefaultDistributionStrategy, 1 replica(s)" in result.stdout
+        "strategy auto: one device (no distribution), 1 replica(s)" in result.stdout
     )  # CPUs are not GPUs
     assert (
         "strategy mirrored: MirroredStrategy, 2 replica(s); global batch 8 = 4 per replica x 2"
@@ -44,7 +44,7 @@ def test_default_strategy_has_one_replica_and_the_global_batch_is_printed(capsys
     scaling = distribute.configure_scaling("default", batch_size=6)
     assert scaling.replicas == 1 and scaling.global_batch(6) == 6 and not scaling.jit
     assert (
-        "strategy default: _DefaultDistributionStrategy, 1 replica(s); "
+        "strategy default: one device (no distribution), 1 replica(s); "
         "global batch 6 = 6 per replica x 1" in capsys.readouterr().out
     )
 

@@ -163,7 +163,7 @@ def collapse_message(name, kind, count, loss="bce", epochs=None):
     if epochs is not None and epochs < FEW_EPOCHS:
         advice = (
             f"After only {epochs} epoch(s) the likely cause is a training too short: rerun with "
-            "more --epochs (the lab's default is 150), or run --experiments best."
+            f"--epochs {FEW_EPOCHS} or more, or run --experiments best."
         )
     elif kind == "empty mask" and "dice" in loss:
         advice = (
