@@ -26,7 +26,8 @@ LAB_EXPERIMENTS = "4a,4b,4c-bce,4c-dice,4d-bce,4d-dice,4e-bce,4e-dice"
 
 
 def segmentation_commands(data_dir, out, epochs, lab=LAB_EXPERIMENTS):
-    """The documented commands: the lab's experiments `lab` for `epochs` epochs, then `split-tuned`."""
+    """The documented commands: the lab's experiments `lab` for `epochs` epochs, then the
+    recipe `split-tuned`."""
     common = [
         sys.executable,
         str(ROOT / "main_segmentation.py"),
@@ -56,7 +57,8 @@ def segmentation_rows(data_dir, out, epochs=60, lab="4a"):
 
 
 def summary_rows(summary_dir):
-    """The table's columns from one invocation's summary.csv (and a postprocessed recipe's raw Dice)."""
+    """The table's columns from one invocation's summary.csv (and a postprocessed recipe's raw
+    Dice)."""
     with open(summary_dir / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     table = []

@@ -10,8 +10,9 @@ flags below), and every --every epochs scores the model on the validation images
 does (thresholded per-image Dice and HD95, with the experiment's postprocess). The clock counts
 what a user waits for in a run (epochs with their validation pass and checkpoints), not these
 extra scorings. Prints the curve as a table and writes summary.md, curve.csv and curve.png into
-a new folder, with per_image.csv of the last row's scores (for bench/compare_segmentation_scores.py,
-e.g. against a main_segmentation.py run of another experiment on the same validation images).
+a new folder, with per_image.csv and overlays.png of the last row's scores (per_image.csv for
+bench/compare_segmentation_scores.py, e.g. against a main_segmentation.py run of another
+experiment on the same validation images).
 
 Read it with the schedule in mind: with --lr-schedule cosine (as `best`), a row of the curve is a
 point in the middle of a longer run, whose learning rate had not yet decayed; a run given that
@@ -96,13 +97,15 @@ def main(argv=None):
     data = unet.split_pairs(every, train_idx, val_idx)
     out = new_run_dir(args.out, f"budget-{args.experiment}")
     save_config(out, {**p, "data_dir": str(data_dir), "every": args.every})
-    rows, final_scores = train_with_curve(unet, p, data, out, max(1, args.every))
-    write_per_image(out / "per_image.csv", [every["names"][i] for i in val_idx], final_scores)
+    rows, (scores, shown) = train_with_curve(unet, p, data, out, max(1, args.every))
+    val_names = [every["names"][i] for i in val_idx]
+    write_per_image(out / "per_image.csv", val_names, scores)
+    unet.plot_overlays(*shown, scores["dice"], out / "overlays.png", val_names)
     title = f"{args.experiment}, {len(train_idx)} training and {len(val_idx)} validation pairs"
     write_curve(rows, out, ("SYNTHETIC: " if args.tiny else "") + title)
     print("\n" + write_report(rows, out, title, args.tiny))
     mark_complete(out)
-    print(f"summary.md, curve.csv, curve.png and per_image.csv: {out}")
+    print(f"summary.md, curve.csv, curve.png, per_image.csv and overlays.png: {out}")
 
 
 def train_with_curve(unet, p, data, out, every):
@@ -122,7 +125,7 @@ def train_with_curve(unet, p, data, out, every):
     curve = budget_curve(unet, val_data, p["epochs"], every, p["postprocess"], p["tta"])
     unet.train(model, train_data, val_data, p["epochs"], out, callbacks=[curve], verbose=0)
     shutil.rmtree(out / "backup", ignore_errors=True)  # only an interrupted run needs it
-    return curve.rows, curve.final_scores
+    return curve.rows, curve.final
 
 
 def budget_curve(unet, val_data, epochs, every, postprocess, tta):
@@ -142,10 +145,10 @@ def budget_curve(unet, val_data, epochs, every, postprocess, tta):
             self.cpu += time.process_time() - self.started[1]
             if (epoch + 1) % every and epoch + 1 != epochs:
                 return
-            scores, _ = unet.evaluate_batches(
+            scores, shown = unet.evaluate_batches(
                 self.model, val_data, postprocess=postprocess, tta=tta
             )
-            self.final_scores = scores  # the last row's, for per_image.csv
+            self.final = (scores, shown)  # the last row's, for per_image.csv and the overlays
             self.rows.append(
                 {
                     "epoch": epoch + 1,
