@@ -85,7 +85,7 @@ EXPERIMENTS = {
         "augment_intensity": True,
         "lr": 1e-3,
         "lr_schedule": "cosine",
-        "epochs": 100,
+        "epochs": 60,
         "postprocess": True,
         "tta": True,
     },
