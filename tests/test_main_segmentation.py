@@ -43,6 +43,8 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
         "--compare",
         "4a:4e-dice",
         *TINY,
+        # best's additions, saved with the model: evaluate and predict below must repeat them
+        *("--normalize", "image", "--augment-intensity", "--tta"),
         "--out",
         tmp_path / "out",
     )
@@ -102,8 +104,11 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
     ).read_text()
     assert len(per_image(summary / "comparisons.csv")) == 2  # Dice and HD95
 
-    # evaluate: the saved model scored on its own validation images gives the run's own scores.
+    # evaluate: the saved model scored on its own validation images gives the run's own scores,
+    # its masks made as the run made them (standardised input inside the model, mirrored TTA).
     run = tmp_path / "out" / f"{stamp}-4a"
+    assert json.loads((run / "model.json").read_text())["tta"] is True
+    assert "standardize" in [layer.name for layer in unet.load_unet(run / "model.keras").layers]
     validation = per_image(run / "per_image.csv")
     for row in validation:
         for folder in ("Image", "Mask"):
@@ -134,7 +139,8 @@ def test_experiments_write_every_output_predict_and_resume(tmp_path, script):
             [float(r[metric]) for r in again], [float(r[metric]) for r in validation]
         )
     assert "training images" not in result.stdout  # a folder of unseen images: no warning
-    assert json.loads((evaluated / "metrics.json").read_text())["training_images"] == 0
+    evaluated_metrics = json.loads((evaluated / "metrics.json").read_text())
+    assert evaluated_metrics["training_images"] == 0 and evaluated_metrics["tta"] is True
 
     # evaluate on the training folder itself: a warning, and the unseen images scored apart.
     result = script(

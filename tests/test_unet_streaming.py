@@ -38,7 +38,10 @@ def batches(dataset, epochs=1):
 def pipelines(data_dir, cache, cache_dir, augment=False):
     data = unet.load_pairs(data_dir, SIZE, 0.3, seed=1, cache=cache)
     train, val = unet.experiment_datasets(
-        {"augment": augment, "seed": 4}, data, batch_size=3, cache_dir=cache_dir
+        {"augment": augment, "augment_intensity": False, "seed": 4},
+        data,
+        batch_size=3,
+        cache_dir=cache_dir,
     )
     return data, train, val
 

@@ -42,6 +42,7 @@ PARAMETERS = {
     "lr_schedule": "constant",
     "epochs": 2,
     "augment": True,
+    "augment_intensity": False,
     "seed": 3,
 }
 
