@@ -49,14 +49,7 @@ def predict_command(argv, parameters):
         default=parameters["out"],
         help="folder for the new predict-* folder (default: %(default)s)",
     )
-    parser.add_argument(
-        "--postprocess",
-        action=BooleanOptionalAction,
-        default=None,
-        help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
-        ".json)",
-    )
-    add_tta_flag(parser)
+    add_mask_flags(parser)
     args = parser.parse_args(argv)
     model_paths, images = split_models(args.model, args.images)
     for path in images:  # all checked before any folder is made (decoded again below)
@@ -91,7 +84,15 @@ def mask_warning(mask, full_share):
     return ""
 
 
-def add_tta_flag(parser):
+def add_mask_flags(parser):
+    """--postprocess and --tta, whose defaults are the experiments' own (`ensemble_setting`)."""
+    parser.add_argument(
+        "--postprocess",
+        action=BooleanOptionalAction,
+        default=None,
+        help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
+        ".json)",
+    )
     parser.add_argument(
         "--tta",
         action=BooleanOptionalAction,
@@ -158,14 +159,7 @@ def evaluate_command(argv, parameters):
         default=parameters["out"],
         help="folder for the new evaluate-* folder (default: %(default)s)",
     )
-    parser.add_argument(
-        "--postprocess",
-        action=BooleanOptionalAction,
-        default=None,
-        help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
-        ".json)",
-    )
-    add_tta_flag(parser)
+    add_mask_flags(parser)
     parser.add_argument("--held-out", action="store_true", help=HELD_OUT_HELP)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
