@@ -76,13 +76,15 @@ EXPERIMENTS = {
     "4e-dice": {"loss": "dice", "dropout": 0.2, "base": 16, "batch_norm": True, "augment": True},
     # The recipe for real chest X-rays: nnU-Net's defaults that pay for themselves on a CPU,
     # chosen on a source it is not scored on (docs/validation.md): each image standardised, joint
-    # geometric and image-only intensity augmentation, BCE + Dice, a cosine decay to 0, mirrored
-    # test-time augmentation and the two largest lung regions kept.
+    # geometric and image-only intensity augmentation, BCE + Dice, batches of 4 (twice the steps
+    # for the same CPU time), a cosine decay to 0, mirrored test-time augmentation and the two
+    # largest lung regions kept.
     "best": {
         "normalize": "image",
         "loss": "bce_dice",
         "augment": True,
         "augment_intensity": True,
+        "batch_size": 4,
         "lr": 1e-3,
         "lr_schedule": "cosine",
         "epochs": 60,
