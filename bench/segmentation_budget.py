@@ -7,8 +7,8 @@ minutes it has trained, so that a user can pick a training budget for this machi
 
 Trains the experiment once, with its own parameters from main_segmentation.py (and those of the
 flags below), and every --every epochs scores the model on the validation images exactly as a run
-does (thresholded per-image Dice and HD95, with the experiment's postprocess). The clock counts
-what a user waits for in a run (epochs with their validation pass and checkpoints), not these
+does (thresholded per-image Dice and HD95, with the experiment's postprocess and TTA). The clock
+counts what a user waits for in a run (epochs with their validation pass and checkpoints), not these
 extra scorings. Prints the curve as a table and writes summary.md, curve.csv and curve.png into
 a new folder, with per_image.csv and overlays.png of the last row's scores (per_image.csv for
 bench/compare_segmentation_scores.py, e.g. against a main_segmentation.py run of another
@@ -208,9 +208,9 @@ def write_report(rows, out, title, synthetic):
     if synthetic:
         report.bold("Synthetic data and a tiny U-Net: a smoke test, not a measurement.")
     report.text(
-        "Validation Dice (thresholded, per image, the experiment's postprocess) after each row's "
-        "training time. Wall minutes count what a run waits for (epochs, their validation pass, "
-        "checkpoints); process CPU minutes add up the time of every core. With a cosine "
+        "Validation Dice (thresholded, per image, the experiment's postprocess and TTA) after each "
+        "row's training time. Wall minutes count what a run waits for (epochs, their validation "
+        "pass, checkpoints); process CPU minutes add up the time of every core. With a cosine "
         "schedule a shorter run decays earlier and usually ends above the curve at its budget."
     )
     if rows[-1]["collapsed_to"]:
