@@ -33,7 +33,7 @@ import numpy as np
 
 from medlab import quiet_tensorflow
 from medlab.app import cli, resume, runs, sidecars
-from medlab.app.cam_parameters import DECLARED
+from medlab.app.classification.cam_parameters import DECLARED
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
 from medlab.app.outputs import write_output_names

@@ -26,10 +26,10 @@ import numpy as np
 
 from medlab import quiet_tensorflow
 from medlab.app import cli, resume, runs, sidecars
+from medlab.app.classification.transfer_parameters import DECLARED
 from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
 from medlab.app.data import locate_data
 from medlab.app.report import Report
-from medlab.app.transfer_parameters import DECLARED
 from medlab.atomic import save_model_atomic
 from medlab.checks import check_fits_in_memory, check_writable_folder
 from medlab.classification.data import load_arrays, load_class_split

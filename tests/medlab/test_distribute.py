@@ -132,7 +132,7 @@ def test_jit_reaches_the_compiled_model():
 def test_transfer_and_cam_take_the_same_flags_and_refuse_unknown_values():
     import cam_vgg16
     import transfer_vgg16
-    from medlab.app import cam_parameters, transfer_parameters
+    from medlab.app.classification import cam_parameters, transfer_parameters
     from medlab.app.segmentation import parameters as segmentation_parameters
 
     for declared in (cam_parameters, transfer_parameters, segmentation_parameters):

@@ -5,7 +5,7 @@ The script's `PARAMETERS` block holds the values a user edits; a value there tha
 default declared here is an edit (and then beats the synthetic demo's settings).
 """
 
-from medlab.app.cam_parameters import CLASS_WEIGHTS, DATASETS, POOLINGS
+from medlab.app.classification.cam_parameters import CLASS_WEIGHTS, DATASETS, POOLINGS
 from medlab.distribute import SCALING
 from medlab.parameters import SEED_RANGE, Param
 from medlab.schedules import SCHEDULES

@@ -32,9 +32,9 @@ from medlab.app.runs import (
     save_config,
     write_json,
 )
+from medlab.app.segmentation.folders import checked_summary_folder, save_plan, summary_folder
 from medlab.app.segmentation.grouping import group_splits
 from medlab.app.segmentation.parameters import DECLARED
-from medlab.app.segmentation.setup import checked_summary_folder, save_plan, summary_folder
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
 from medlab.app.sidecars import write_sidecar
 from medlab.atomic import save_model_atomic

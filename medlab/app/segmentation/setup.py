@@ -15,10 +15,10 @@ from medlab.app.cli import (
     resolve,
     typed_flags,
 )
-from medlab.app.comparisons import check_names, parse_compare
 from medlab.app.data import locate_data
-from medlab.app.resume import lock
-from medlab.app.runs import check_saved_parameters, new_run_dir, resume_with, write_json
+from medlab.app.runs import check_saved_parameters
+from medlab.app.segmentation.comparisons import check_names, parse_compare
+from medlab.app.segmentation.folders import SOURCES_FILE, checked_summary_folder
 from medlab.app.segmentation.grouping import check_grouping, check_groups
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.distribute import configure_scaling
@@ -36,8 +36,6 @@ ADDED_PARAMETERS = (
     "augment_intensity",
     "tta",
 )
-# Next to runs.json: where each value of the plan came from, for the table of a resumed run.
-SOURCES_FILE = "sources.json"
 EXPERIMENT_LAYERS = "the experiment's own settings < flags typed"
 
 
@@ -201,33 +199,6 @@ def saved_sources(folder):
         return json.loads((Path(folder) / SOURCES_FILE).read_text())
     except (OSError, ValueError):
         return {}
-
-
-def summary_folder(out, resume):
-    """A new folder for this invocation (or the one being resumed) and the stamp its runs share;
-    locked while this process works in it, and marked with the command that resumes it."""
-    folder = checked_summary_folder(resume) if resume else new_run_dir(out, "summary")
-    lock(folder)  # held while this process works in it: a second --resume is refused
-    resume_with(f"python main_segmentation.py --resume {folder}", folder)
-    return folder
-
-
-def checked_summary_folder(resume):
-    """The summary folder `resume` names, or a one-line `UserError` when it is none."""
-    folder = Path(resume)
-    if not (folder / "runs.json").is_file():
-        raise UserError(
-            f"{folder} is not a summary folder of an earlier run (no runs.json); "
-            "pass the *-summary folder that the interrupted run printed"
-        )
-    return folder
-
-
-def save_plan(folder, plan):
-    """runs.json (each experiment's values, which --resume reads) and sources.json."""
-    write_json(folder / "runs.json", {name: r.values for name, r in plan.items()})
-    sources = {name: {key: r.source(key) for key in r.values} for name, r in plan.items()}
-    write_json(folder / SOURCES_FILE, sources)
 
 
 def check_parameters(p):

@@ -6,7 +6,8 @@ import os
 
 import unet
 from medlab import plots
-from medlab.app.comparisons import (
+from medlab.app.report import Report
+from medlab.app.segmentation.comparisons import (
     compare_runs,
     comparison_figure,
     comparison_rows,
@@ -14,7 +15,6 @@ from medlab.app.comparisons import (
     select_comparisons,
     with_two_run_default,
 )
-from medlab.app.report import Report
 from medlab.atomic import write_json
 
 # Metrics of the paired comparisons: (per-image score, its words, higher is better).

@@ -102,7 +102,7 @@ def test_the_help_shows_the_default_once_and_what_the_demo_replaces_it_with():
 def test_the_shipped_blocks_hold_the_lab_defaults_of_every_declared_parameter():
     """A fresh clone has no edits: each script's block lists every declared parameter with the
     lab's value, so the table says `lab` (or `demo`) until the user changes a line."""
-    from medlab.app import cam_parameters, transfer_parameters
+    from medlab.app.classification import cam_parameters, transfer_parameters
     from medlab.app.segmentation import parameters as segmentation_parameters
 
     for script, declared in (
@@ -203,7 +203,7 @@ def test_an_edited_epochs_beats_the_demo_of_both_classifiers(script, demo, monke
 def test_the_declared_choices_are_the_ones_the_library_implements():
     """Named in the declarations so that --help answers without TensorFlow; they must agree."""
     import unet
-    from medlab.app.cam_parameters import POOLINGS
+    from medlab.app.classification.cam_parameters import POOLINGS
     from medlab.app.segmentation.parameters import DECLARED as SEGMENTATION
     from medlab.classification import vgg
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from medlab.app.comparisons import (
+from medlab.app.segmentation.comparisons import (
     compare_runs,
     comparisons_markdown,
     paired_difference,
