@@ -22,8 +22,6 @@ in `unet.py`. The command line, run folders, resume, folds and the summary are
 `medlab.app.segmentation`'s, so that this file shows the method.
 """
 
-import sys
-
 from medlab.app import segmentation as segmentation_app
 from medlab.app.runs import run_commands, set_seed
 
@@ -134,7 +132,16 @@ def train_experiments(argv):
     """Load and split the pairs, then build, compile, train, evaluate and save each experiment."""
     # The flags, the plan (each experiment's parameters, printed with their sources) and every
     # check that can fail before TensorFlow starts.
-    run = segmentation_app.start(argv, sys.modules[__name__])
+    run = segmentation_app.start(
+        argv,
+        parameters=PARAMETERS,
+        experiments=EXPERIMENTS,
+        demo=SYNTHETIC_DEMO,
+        comparisons=COMPARISONS,
+        default_experiments=DEFAULT_EXPERIMENTS,
+        commands=COMMANDS,
+        doc=__doc__,
+    )
     import unet  # TensorFlow starts here, so --help and mistyped flags or folders answer at once
 
     # Every pair is decoded once here (a bad file stops the run before any folder is made); with

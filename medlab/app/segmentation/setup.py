@@ -2,6 +2,7 @@
 the saved one of `--resume`) with each value's source, and every check that can fail fast, before
 TensorFlow starts."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -39,22 +40,60 @@ ADDED_PARAMETERS = (
 EXPERIMENT_LAYERS = "the experiment's own settings < flags typed"
 
 
-def start(argv, script):
+@dataclasses.dataclass(frozen=True)
+class Script:
+    """What main_segmentation.py hands to `start`, by keyword: its parameter block, experiments,
+    demo settings, comparisons, the experiments run by default, its subcommands and docstring."""
+
+    parameters: dict
+    experiments: dict
+    demo: dict
+    comparisons: list
+    default_experiments: list
+    commands: dict
+    doc: str
+
+
+def start(
+    argv,
+    *,
+    parameters,
+    experiments,
+    demo,
+    comparisons,
+    default_experiments=None,
+    commands=None,
+    doc="",
+):
     """Everything before the pipeline: the flags, the plan, checks of every parameter and of the
     data folder, then TensorFlow and the distribution strategy.
 
     Args:
         argv: the command line after the script's name.
-        script: main_segmentation.py as a module: its PARAMETERS, EXPERIMENTS, SYNTHETIC_DEMO,
-            COMPARISONS, DEFAULT_EXPERIMENTS, COMMANDS and docstring.
+        parameters: the script's PARAMETERS block (values; an edit differs from the lab default).
+        experiments: {name: the parameters it changes}.
+        demo: the settings of the synthetic demo, with `pairs`, the size of the generated set.
+        comparisons: [(first, second, question)], the paired comparisons always made.
+        default_experiments: the experiments run without --experiments (None: all).
+        commands: {name: function}, the subcommands listed by --help.
+        doc: the script's docstring (its first line and examples go into --help).
     Returns:
         The `SegmentationRun` whose experiments the pipeline trains.
     """
+    script = Script(
+        parameters,
+        experiments,
+        demo,
+        comparisons,
+        list(default_experiments or experiments),
+        commands or {},
+        doc,
+    )
     args = parse_arguments(argv, script)
     flags = typed_flags(args, DECLARED)
     comparisons = [
-        *check_names(script.COMPARISONS, script.EXPERIMENTS, "the COMPARISONS block:"),
-        *parse_compare(args.compare, script.EXPERIMENTS),
+        *check_names(script.comparisons, script.experiments, "the COMPARISONS block:"),
+        *parse_compare(args.compare, script.experiments),
     ]
     plan = resume_plan(args, flags) if args.resume else new_plan(args.experiments, flags, script)
     for resolved in plan.values():
@@ -73,18 +112,18 @@ def start(argv, script):
 
 
 def parse_arguments(argv, script):
-    demo = {k: v for k, v in script.SYNTHETIC_DEMO.items() if k in DECLARED}
+    demo = {k: v for k, v in script.demo.items() if k in DECLARED}
     parser = Parser(
         prog="main_segmentation.py",
-        description=script.__doc__.split("\n")[0],
-        epilog=epilog("main_segmentation.py", script.__doc__, script.COMMANDS, EXPERIMENT_LAYERS),
+        description=script.doc.split("\n")[0],
+        epilog=epilog("main_segmentation.py", script.doc, script.commands, EXPERIMENT_LAYERS),
     )
     runs = parser.add_argument_group("experiments")
-    default = script.DEFAULT_EXPERIMENTS
+    default = script.default_experiments
     runs.add_argument(
         "--experiments",
         metavar="A,B,...",
-        help=f"comma-separated experiments of {', '.join(script.EXPERIMENTS)} "
+        help=f"comma-separated experiments of {', '.join(script.experiments)} "
         f"(default: {', '.join(default)})",
     )
     runs.add_argument(
@@ -107,7 +146,7 @@ def parse_arguments(argv, script):
 def new_plan(names, flags, script):
     """{experiment: its `Resolved` parameters}: lab defaults < demo settings (synthetic data) <
     the edits in PARAMETERS < the experiment's own settings < the flags typed."""
-    block, demo = script.PARAMETERS, script.SYNTHETIC_DEMO
+    block, demo = script.parameters, script.demo
     seed = flags.get("seed", block.get("seed", DECLARED["seed"].default))
     data_dir, demo_settings = locate_data(
         flags.get("data_dir"),
@@ -125,10 +164,10 @@ def new_plan(names, flags, script):
             block,
             flags,
             demo=demo_settings,
-            experiment=script.EXPERIMENTS[name],
+            experiment=script.experiments[name],
             where="PARAMETERS in main_segmentation.py",
         )
-        for name in choose_experiments(names, script.EXPERIMENTS, script.DEFAULT_EXPERIMENTS)
+        for name in choose_experiments(names, script.experiments, script.default_experiments)
     }
 
 
