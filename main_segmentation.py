@@ -17,7 +17,7 @@ medlab/app/segmentation/parameters.py) is an edit: the synthetic demo never repl
 experiment that sets the same parameter (every one sets `loss`) still wins; the table then shows
 the edit as overridden. docs/parameters.md says more.
 
-`train_experiments` below is the whole pipeline, in the order it runs; the functions it calls are
+`train` below is the whole pipeline, in the order it runs; the functions it calls are
 in `unet.py`. The command line, run folders, resume, folds and the summary are
 `medlab.app.segmentation`'s, so that this file shows the method.
 """
@@ -123,12 +123,10 @@ SYNTHETIC_DEMO = {"pairs": 100, "size": 64, "batch_size": 4, "epochs": 16, "lr":
 
 def main(argv=None):
     """Train and score experiments, or `predict` / `evaluate` with a saved model."""
-    return run_commands(
-        argv, {"train": train_experiments, **COMMANDS}, lower=LOWER_ON_OUT_OF_MEMORY
-    )
+    return run_commands(argv, {"train": train, **COMMANDS}, lower=LOWER_ON_OUT_OF_MEMORY)
 
 
-def train_experiments(argv):
+def train(argv):
     """Load and split the pairs, then build, compile, train, evaluate and save each experiment."""
     # The flags, the plan (each experiment's parameters, printed with their sources) and every
     # check that can fail before TensorFlow starts.
@@ -155,39 +153,39 @@ def train_experiments(argv):
         if run.is_complete(experiment):  # --resume: an earlier invocation finished it
             continue
         run.make_folder(experiment)
-        p = experiment.parameters
-        set_seed(p["seed"])
+        params = experiment.parameters
+        set_seed(params["seed"])
         data = unet.split_pairs(pairs, *experiment.split)
         train_data, val_data = unet.experiment_datasets(
-            p, data, run.batch_size(experiment), experiment.cache_dir
+            params, data, run.batch_size(experiment), experiment.cache_dir
         )
-        steps = p["epochs"] * int(train_data.cardinality())
+        steps = params["epochs"] * int(train_data.cardinality())
         # The model's variables on every replica of the strategy, and its data spread over them
         with run.scaling.scope():
             model = unet.build_unet(
-                (p["size"], p["size"], 1),
-                p["base"],
-                p["depth"],
-                p["dropout"],
-                p["batch_norm"],
-                p["normalize"],
+                (params["size"], params["size"], 1),
+                params["base"],
+                params["depth"],
+                params["dropout"],
+                params["batch_norm"],
+                params["normalize"],
             )
             unet.compile_unet(
                 model,
-                p["loss"],
-                unet.learning_rate(p["lr"], p["lr_schedule"], steps),
+                params["loss"],
+                unet.learning_rate(params["lr"], params["lr_schedule"], steps),
                 jit_compile=run.scaling.jit,
             )
             seconds = unet.train(
                 model,
                 train_data,
                 val_data,
-                p["epochs"],
+                params["epochs"],
                 experiment.folder,
                 run.callbacks(experiment),
             )
         scores, shown = unet.evaluate_batches(
-            model, val_data, postprocess=p["postprocess"], tta=p["tta"]
+            model, val_data, postprocess=params["postprocess"], tta=params["tta"]
         )
         run.save(experiment, model, val_data, seconds, scores, shown)
     run.finish()  # folds pooled, summary.md with every experiment and the comparisons

@@ -71,3 +71,28 @@ def xray_folder(root, count=10, size=48):
             (root / "X_ray" / folder).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(root / "X_ray" / folder / f"p{i}.png"), np.uint8(array * 255))
     return root / "X_ray"
+
+
+def script_of(module):
+    """What a classifier script (cam_vgg16 or transfer_vgg16) hands to its application's `start`,
+    for tests that resolve its command lines as a run would."""
+    from medlab.app.classification.script import Script
+
+    return Script(
+        module.__name__.removesuffix("_vgg16"),
+        module.PARAMETERS,
+        module.PRESETS,
+        module.SYNTHETIC_DEMO,
+        module.COMMANDS,
+        module.__doc__,
+        getattr(module, "SHORTCUT_DEMO", None),
+    )
+
+
+def resolved_values(module, argv, demo=None):
+    """The parameters a run of the classifier script `module` with `argv` uses, under `demo`."""
+    from medlab.app.classification.script import command_line, resolve
+
+    script = script_of(module)
+    args, typed = command_line(script, argv)
+    return resolve(script, typed, demo, args.preset).values

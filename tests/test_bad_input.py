@@ -24,7 +24,7 @@ from medlab.synthetic.xray import write_chest_xrays
 
 def segmentation(argv, tmp_path=None):
     out = ["--out", str(tmp_path / "out")] if tmp_path else []
-    ms.train_experiments([*map(str, argv), *out])
+    ms.train([*map(str, argv), *out])
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ import math
 import cv2
 import numpy as np
 import pytest
-from helpers import experiment_in, images_in, tensorboard_events
+from helpers import experiment_in, images_in, resolved_values, script_of, tensorboard_events
 
 import cam_vgg16
-from medlab.app.cli import typed_flags
+from medlab.app.classification import cam_run
 from medlab.classification import cam
+from medlab.classification.markers import marker_outcome, marker_test
 from medlab.synthetic.skin_bone import synthetic_class_set
 
 TINY = "--size 32 --base 2 --epochs 2 --batch-size 8 --grid-images 4 --sanity-images 4".split()
@@ -224,7 +225,13 @@ def test_shortcut_needs_the_synthetic_set(tmp_path, capsys):
 
 
 def demo_model_params(**changes):
-    params = {**cam_vgg16.PARAMETERS, **cam_vgg16.DEMO_SETTINGS, "size": 32, "base": 2, "epochs": 3}
+    params = {
+        **cam_vgg16.PARAMETERS,
+        **cam_vgg16.SYNTHETIC_DEMO,
+        "size": 32,
+        "base": 2,
+        "epochs": 3,
+    }
     return {**params, **changes}
 
 
@@ -285,10 +292,9 @@ def test_pointing_game_leaves_out_images_without_a_region():
 
 def resolve(argv, synthetic):
     """The run's parameters as cam_vgg16.py resolves them from `argv`."""
-    args = cam_vgg16.train_parser().parse_args(argv)
-    typed = typed_flags(args, cam_vgg16.DECLARED)
-    demo = cam_vgg16.demo_settings(args.shortcut) if synthetic else {}
-    return cam_vgg16.run_parameters(typed, demo, args.preset)
+    shortcut = "--shortcut" in argv
+    demo = cam_vgg16.SHORTCUT_DEMO if shortcut else cam_vgg16.SYNTHETIC_DEMO
+    return resolved_values(cam_vgg16, argv, demo if synthetic else None)
 
 
 def test_demo_settings_plain_demo_gets_the_variant_shortcut_demo_the_lab_network():
@@ -310,40 +316,38 @@ def test_marker_test_compares_images_whose_marker_lies_with_the_others():
     marker_classes = labels.copy()
     marker_classes[[0, 1, 2, 3, 20, 21]] = 1 - labels[[0, 1, 2, 3, 20, 21]]  # 6 markers lie
     reads_marker = marker_classes == labels  # right exactly where the marker tells the truth
-    test = cam_vgg16.marker_test(labels, reads_marker, marker_classes)
+    test = marker_test(labels, reads_marker, marker_classes)
     assert test["marker_contradicts"] == {"n": 6, "accuracy": 0.0}
     assert test["marker_agrees"] == {"n": 34, "accuracy": 1.0}
     assert test["p_value"] == pytest.approx(1 / math.comb(40, 6))  # all 6 misses among the 6 liars
-    assert cam_vgg16.marker_outcome(test) == "relies"
-    assert "relies on the text marker" in cam_vgg16.marker_sentence(test)
-    honest = cam_vgg16.marker_test(labels, np.ones(40, bool), marker_classes)
-    assert honest["p_value"] == 1.0 and cam_vgg16.marker_outcome(honest) == "no evidence"
-    assert (
-        cam_vgg16.marker_test(labels, np.ones(40, bool), None) is None
-    )  # real data: no markers known
+    assert marker_outcome(test) == "relies"
+    assert "relies on the text marker" in cam_run.marker_sentence(test)
+    honest = marker_test(labels, np.ones(40, bool), marker_classes)
+    assert honest["p_value"] == 1.0 and marker_outcome(honest) == "no evidence"
+    assert marker_test(labels, np.ones(40, bool), None) is None  # real data: no markers known
 
 
 def test_marker_test_needs_both_groups_and_enough_evidence():
     labels = np.repeat([0, 1], 20)
-    untestable = cam_vgg16.marker_test(labels, np.ones(40, bool), labels)  # no marker lies
-    assert cam_vgg16.marker_outcome(untestable) == "untestable"
-    assert "needs images" in cam_vgg16.marker_sentence(untestable)
+    untestable = marker_test(labels, np.ones(40, bool), labels)  # no marker lies
+    assert marker_outcome(untestable) == "untestable"
+    assert "needs images" in cam_run.marker_sentence(untestable)
     # One wrong image of two liars, at 80% accuracy elsewhere: a gap, but not significant.
     marker_classes = labels.copy()
     marker_classes[[0, 20]] = 1 - labels[[0, 20]]
     correct = np.ones(40, bool)
     correct[[0, 5, 6, 7, 25, 26, 27, 28]] = False
-    weak = cam_vgg16.marker_test(labels, correct, marker_classes)
+    weak = marker_test(labels, correct, marker_classes)
     assert weak["marker_contradicts"]["accuracy"] == 0.5 and weak["p_value"] > 0.01
-    assert cam_vgg16.marker_outcome(weak) == "no evidence"
+    assert marker_outcome(weak) == "no evidence"
 
 
 def test_the_synthetic_banner_shows_the_presets_settings(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no data/Bone here: the synthetic set is chosen
-    monkeypatch.setattr(cam_vgg16, "make_demo_set", lambda dataset, shortcut: tmp_path)
-    folder, demo = cam_vgg16.locate_task_data({"epochs": 3}, "lab")
+    monkeypatch.setattr(cam_run, "make_demo_set", lambda dataset, shortcut: tmp_path)
+    folder, demo = cam_run.locate_data(script_of(cam_vgg16), {"epochs": 3}, "lab")
     banner = capsys.readouterr().out
-    assert folder == tmp_path and demo == cam_vgg16.DEMO_SETTINGS
+    assert folder == tmp_path and demo == cam_vgg16.SYNTHETIC_DEMO
     assert "epochs=3" in banner and "lr=1e-05" in banner and "pooling=flatten" in banner, banner
 
 
@@ -359,3 +363,17 @@ def test_augmentation_strengths_out_of_range_are_refused(flags, message):
 
     with pytest.raises(UserError, match=message):
         resolve(flags, synthetic=False)
+
+
+def test_the_defaults_are_the_handouts_and_the_lab_preset_changes_nothing():
+    """docs/lab.md, Task 3: 128x128x1 pixels in [0, 1] (no centring layer), Flatten, dropout 0.4,
+    Adam 1e-5, batch 8, 80 epochs, rotation 10, shift 0.1, horizontal flip."""
+    real = resolve([], synthetic=False)
+    handout = {"size": 128, "channels": 1, "centre": False, "pooling": "flatten", "dropout": 0.4}
+    handout.update(lr=1e-5, batch_size=8, epochs=80, rotation=10.0, shift=0.1, flip=True)
+    assert {name: real[name] for name in handout} == handout
+    assert resolve(["--preset", "lab"], synthetic=False) == real
+    # On the demo set the lab preset undoes the demo's settings: the handout's network again.
+    assert resolve(["--preset", "lab"], synthetic=True) == real
+    recommended = resolve(["--preset", "recommended"], synthetic=False)
+    assert recommended["centre"] and recommended["batch_norm"]  # the improvements, by name

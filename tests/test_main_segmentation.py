@@ -320,9 +320,7 @@ def test_demo_generates_synthetic_data_and_says_so_and_keeps_an_edited_value(tmp
 def test_nonsense_parameters_are_refused_before_any_work(tmp_path, flags, message):
     data = xray_folder(tmp_path, count=3)
     with pytest.raises(UserError, match=message):
-        main_segmentation.train_experiments(
-            ["--data-dir", str(data), "--out", str(tmp_path / "out"), *flags]
-        )
+        main_segmentation.train(["--data-dir", str(data), "--out", str(tmp_path / "out"), *flags])
     assert not (tmp_path / "out").exists()
 
 
@@ -332,7 +330,7 @@ def test_bad_data_is_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "out"
     for data_dir, message in ((tmp_path / "nowhere", "missing folder"), (data, "do not pair up")):
         with pytest.raises(UserError, match=message):
-            main_segmentation.train_experiments(["--data-dir", str(data_dir), "--out", str(out)])
+            main_segmentation.train(["--data-dir", str(data_dir), "--out", str(out)])
     assert not out.exists()
 
 
@@ -381,7 +379,7 @@ def test_a_model_that_marks_everything_is_called_collapsed_to_the_whole_image(
 
     monkeypatch.setattr(unet, "build_unet", saturated)
     data = xray_folder(tmp_path, count=10)
-    main_segmentation.train_experiments(
+    main_segmentation.train(
         [
             "--data-dir",
             str(data),

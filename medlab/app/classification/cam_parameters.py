@@ -23,11 +23,10 @@ DECLARED = {
         choices=DATASETS,
     ),
     "data_dir": Param(
-        None,
+        "",
         "a two-class image folder in the lab layout (Set/{train,validation}/{A,B}/) or flat "
-        "(Set/{A,B}/); overrides --dataset",
+        "(Set/{A,B}/) (empty: --dataset); wins over --dataset",
         "data",
-        type=str,
     ),
     "shortcut": Param(
         False, "the synthetic set with a text marker that gives the class away", "data"
@@ -36,7 +35,10 @@ DECLARED = {
     "channels": Param(1, "1 (grayscale) or 3 (RGB) input channels", "model", choices=(1, 3)),
     "base": Param(8, "filters of the first VGG block (then 2x, 4x, 8x, 8x)", "model", 1),
     "centre": Param(
-        True, "pixels [0, 1] -> [-2, 2] inside the model (--no-centre: the lab's [0, 1])", "model"
+        False,
+        "pixels [0, 1] -> [-2, 2] inside the model (not in the lab's, which takes [0, 1]; "
+        "--preset recommended sets it)",
+        "model",
     ),
     "colour_constancy": Param(
         False,

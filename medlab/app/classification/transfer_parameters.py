@@ -70,13 +70,18 @@ DECLARED = {
         32,
     ),
     "scratch_channels": Param(
-        3, "input channels of the from-scratch model: 1 (grayscale) or 3", "model", choices=(1, 3)
+        1,
+        "input channels of the from-scratch model: 1 (grayscale, the lab's) or 3 (--preset "
+        "recommended)",
+        "model",
+        choices=(1, 3),
     ),
     "scratch_base": Param(8, "filters of the from-scratch model's first block", "model", 1),
     "scratch_centre": Param(
-        True,
+        False,
         "from-scratch model: pixels [0, 1] -> [-2, 2] inside the model; without batch norm the "
-        "plain VGG otherwise stalls at loss 0.693 (--no-scratch-centre: the lab's [0, 1])",
+        "plain VGG otherwise stalls at loss 0.693 (the lab's takes [0, 1]; --preset recommended "
+        "sets it)",
         "model",
     ),
     "scratch_batch_norm": Param(
