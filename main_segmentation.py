@@ -144,9 +144,8 @@ def train(argv):
 
     # Every pair is decoded once here (a bad file stops the run before any folder is made); with
     # --cache none or disk only the file paths are kept, and the pairs are decoded while training.
-    first = run.first
     pairs = unet.load_every_pair(
-        first["data_dir"], first["size"], first["cache"], first["memory_budget_gb"]
+        run.first["data_dir"], run.first["size"], run.first["cache"], run.first["memory_budget_gb"]
     )
     # One experiment at a time (one fold at a time with --folds).
     for experiment in run.open_folders(pairs):
@@ -160,6 +159,7 @@ def train(argv):
             params, data, run.batch_size(experiment), experiment.cache_dir
         )
         steps = params["epochs"] * int(train_data.cardinality())
+        learning_rate = unet.learning_rate(params["lr"], params["lr_schedule"], steps)
         # The model's variables on every replica of the strategy, and its data spread over them
         with run.scaling.scope():
             model = unet.build_unet(
@@ -170,12 +170,7 @@ def train(argv):
                 params["batch_norm"],
                 params["normalize"],
             )
-            unet.compile_unet(
-                model,
-                params["loss"],
-                unet.learning_rate(params["lr"], params["lr_schedule"], steps),
-                jit_compile=run.scaling.jit,
-            )
+            unet.compile_unet(model, params["loss"], learning_rate, jit_compile=run.scaling.jit)
             seconds = unet.train(
                 model,
                 train_data,

@@ -28,7 +28,7 @@ from keras import layers
 from scipy import ndimage
 
 from medlab import distribute
-from medlab.augment import augment_pair, augmented_batches
+from medlab.augment import augmented_batches, random_affine, random_intensity
 from medlab.checkpoints import EpochCheckpoint, fit_resumable
 from medlab.checks import check_pairs
 from medlab.errors import UserError
@@ -56,62 +56,10 @@ STANDARDIZE_EPSILON = 1e-4
 NORMALIZATIONS = ("none", "image")
 
 
-# ----------------------------------------------------------------------------- data
-# `find_pairs` (medlab.pairs) lists the pairs of a folder; everything below reads them.
-
-
-def load_images(paths, size):
-    """X-rays as float32 (N, size, size, 1) in [0, 1], whatever their size, depth and channels."""
-    return load_all(
-        paths,
-        lambda p: load_image(p, (size, size), channels=1),
-        (size, size, 1),
-        f"loading {len(paths)} images at {size}x{size}",
-    )
-
-
-def load_mask(path, size, warn=print):
-    """One mask as float32 (size, size, 1) in {0, 1}.
-
-    The mask is scaled by its own maximum (so 0/1 and 0/255 masks both work), resized by area
-    averaging and thresholded at 0.5, which also removes JPEG noise.
-    """
-    mask = to_channels(to_unit_range(decode(path)), 1)[..., 0]
-    peak = float(mask.max())
-    if peak > 0:
-        mask = mask / peak
-        if looks_multi_label(mask):
-            warn(
-                f"warning: mask {path} has several grey levels; it is binarised at half its "
-                "maximum, so check that it is a single lung mask"
-            )
-    # reshape: `resize` returns a mask already at `size` unchanged, without the channel axis
-    return (resize(mask, (size, size)) >= THRESHOLD).astype(np.float32).reshape(size, size, 1)
-
-
-def looks_multi_label(mask):
-    middle = mask[(mask > 0.15) & (mask < 0.85)]
-    if middle.size < MULTI_LABEL_SHARE * mask.size:
-        return False
-    levels = np.bincount(np.round(middle * 20).astype(int))
-    return levels.max() >= MULTI_LABEL_SHARE * mask.size
-
-
-def load_masks(paths, size):
-    """Masks in the same order as `paths`, as float32 (N, size, size, 1) in {0, 1}."""
-    return load_all(
-        paths,
-        lambda p: load_mask(p, size),
-        (size, size, 1),
-        f"loading {len(paths)} masks at {size}x{size}",
-    )
-
-
-def load_pairs(data_dir, size, val_fraction, seed, cache="memory", memory_budget_gb=4.0):
-    """The pairs of `data_dir` split into training and validation: decoded at `size` (cache memory),
-    or as file paths for `pairs_dataset` to stream (cache none or disk; auto picks by size)."""
-    every = load_every_pair(data_dir, size, cache, memory_budget_gb)
-    return split_pairs(every, *split_indices(len(every["names"]), val_fraction, seed))
+# ------------------------------------------------------------------------- data
+# What main_segmentation.py calls, in its order: every pair of a folder loaded once, one split
+# of them, and the training and validation batches of an experiment. The internals follow the
+# augmentation.
 
 
 def load_every_pair(data_dir, size, cache="memory", memory_budget_gb=4.0, note=print):
@@ -142,7 +90,7 @@ def load_every_pair(data_dir, size, cache="memory", memory_budget_gb=4.0, note=p
 
 
 def split_pairs(every, train_idx, val_idx):
-    """The data of `load_pairs` for one split of `load_every_pair`'s pairs."""
+    """One split of `load_every_pair`'s pairs: their "train" and "val" parts, and its facts."""
     parts = {
         part: tuple(
             list(array[idx]) if array.dtype == object else array[idx] for array in every["pairs"]
@@ -159,28 +107,87 @@ def split_pairs(every, train_idx, val_idx):
     }
 
 
-def split_indices(count, val_fraction, seed):
-    """A seeded train/validation split of `count` pairs, the same for every experiment."""
-    order = np.random.default_rng(seed).permutation(count)
-    n_val = validation_count(count, val_fraction)
-    if n_val >= count:
-        raise UserError(
-            f"only {count} image/mask pair(s): too few to keep {val_fraction:.0%} for "
-            "validation; add pairs or hold out a smaller share"
-        )
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+def experiment_datasets(params, data, batch_size, cache_dir=None):
+    """Training (shuffled, augmented when asked) and validation batches of `batch_size` pairs."""
+    return (
+        pairs_dataset(
+            data,
+            "train",
+            batch_size,
+            shuffle=True,
+            augment={"geometry": params["augment"], "intensity": params["augment_intensity"]},
+            seed=params["seed"],
+            cache_dir=cache_dir,
+        ),
+        pairs_dataset(data, "val", batch_size, cache_dir=cache_dir),
+    )
 
 
-def fold_indices(count, folds, seed):
-    """`folds` seeded (train, held-out) index pairs; every pair is held out by exactly one fold."""
-    if folds > count:
-        raise UserError(
-            f"{folds} folds need at least {folds} image/mask pairs, but there are {count}; "
-            "use fewer folds or add pairs"
+# ----------------------------------------------------------------- augmentation
+# The handout's augmentation generator: each training batch gets one random transform per pair,
+# the same for the image and its mask (rotation, shift, zoom, flip), drawn from a seed that
+# differs from batch to batch and epoch to epoch yet repeats with --seed.
+
+
+def augment_pair(image, mask, seed, geometry=True, intensity=False, **options):
+    """Transform images and masks together (one or a batch); masks come back binary (>= 0.5).
+
+    `geometry`: the same `random_affine` of image and mask (`options` are its ranges);
+    `intensity`: then `random_intensity` of the image alone, from a seed of its own.
+    """
+    if geometry:
+        channels = tf.shape(image)[-1]
+        stacked = random_affine(tf.concat([image, mask], axis=-1), seed, **options)
+        mask = tf.cast(stacked[..., channels:] >= 0.5, mask.dtype)
+        image = stacked[..., :channels]
+    if intensity:
+        image = random_intensity(image, tf.random.experimental.stateless_split(seed, 2)[1])
+    return image, mask
+
+
+def pair_transform(augment):
+    """The transform of each training batch: None, or `augment_pair` with `augment`'s options.
+
+    `augment` is False, True (geometry: rotation, shift, zoom, flip) or a dict of `augment_pair`'s
+    switches, {"geometry": bool, "intensity": bool}.
+    """
+    if augment is True:
+        augment = {"geometry": True}
+    if not augment or not any(augment.values()):
+        return None
+    return functools.partial(augment_pair, **augment)
+
+
+def batched(pairs, batch_size, augment, seed):
+    """Batches of pairs, with one shared random transform per pair when `augment` is set."""
+    dataset = augmented_batches(pairs, batch_size, pair_transform(augment), seed)
+    options = tf.data.Options()
+    # Pairs come from arrays or decoded file names, not from files TensorFlow can split between
+    # workers, so each worker of a multi-worker run keeps its share of the elements.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------- data internals
+# Preloaded arrays or files streamed through tf.data; decoding, caches and splits.
+
+
+def pairs_dataset(data, part, batch_size, shuffle=False, augment=False, seed=0, cache_dir=None):
+    """Batches of `data[part]` ("train" or "val") from `split_pairs`: preloaded or streamed."""
+    if data["cache"] == "memory":
+        return make_dataset(*data[part], batch_size, shuffle, augment, seed)
+    if data["cache"] == "disk":
+        return stream_dataset(
+            *data[part],
+            data["size"],
+            batch_size,
+            shuffle,
+            augment,
+            seed,
+            cache_file=Path(cache_dir) / part,
+            shuffle_buffer=data["shuffle_buffer"],
         )
-    fold_of = np.empty(count, dtype=int)
-    fold_of[np.random.default_rng(seed).permutation(count)] = np.arange(count) % folds
-    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(folds)]
+    return stream_dataset(*data[part], data["size"], batch_size, shuffle, augment, seed)
 
 
 def make_dataset(images, masks, batch_size, shuffle=False, augment=False, seed=0):
@@ -231,29 +238,6 @@ def shuffled(dataset, buffer, seed):
     return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
 
-def batched(pairs, batch_size, augment, seed):
-    """Batches of pairs, with one shared random transform per pair when `augment` is set."""
-    dataset = augmented_batches(pairs, batch_size, pair_transform(augment), seed)
-    options = tf.data.Options()
-    # Pairs come from arrays or decoded file names, not from files TensorFlow can split between
-    # workers, so each worker of a multi-worker run keeps its share of the elements.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-def pair_transform(augment):
-    """The transform of each training batch: None, or `augment_pair` with `augment`'s options.
-
-    `augment` is False, True (geometry: rotation, shift, zoom, flip) or a dict of `augment_pair`'s
-    switches, {"geometry": bool, "intensity": bool}.
-    """
-    if augment is True:
-        augment = {"geometry": True}
-    if not augment or not any(augment.values()):
-        return None
-    return functools.partial(augment_pair, **augment)
-
-
 def decoded(paths, size):
     """(image path, mask path) elements -> (image, mask) arrays, decoded in parallel by the loaders
     of `load_images`/`load_masks`, so every format they read streams too."""
@@ -283,11 +267,6 @@ def warn_once(message):
         print(message)
 
 
-def decoded_gb(count, size):
-    """GiB of `count` image/mask pairs decoded to float32 at size x size."""
-    return count * size * size * 2 * 4 / 2**30
-
-
 def choose_cache(mode, count, size, budget_gb, note=print):
     """`mode`, or for auto: memory when preloading fits `budget_gb`, else streaming (none); the
     reason for the choice goes to `note`."""
@@ -303,38 +282,80 @@ def choose_cache(mode, count, size, budget_gb, note=print):
     return choice
 
 
-def pairs_dataset(data, part, batch_size, shuffle=False, augment=False, seed=0, cache_dir=None):
-    """Batches of `data[part]` ("train" or "val") from `load_pairs`: preloaded or streamed."""
-    if data["cache"] == "memory":
-        return make_dataset(*data[part], batch_size, shuffle, augment, seed)
-    if data["cache"] == "disk":
-        return stream_dataset(
-            *data[part],
-            data["size"],
-            batch_size,
-            shuffle,
-            augment,
-            seed,
-            cache_file=Path(cache_dir) / part,
-            shuffle_buffer=data["shuffle_buffer"],
-        )
-    return stream_dataset(*data[part], data["size"], batch_size, shuffle, augment, seed)
+def decoded_gb(count, size):
+    """GiB of `count` image/mask pairs decoded to float32 at size x size."""
+    return count * size * size * 2 * 4 / 2**30
 
 
-def experiment_datasets(p, data, batch_size, cache_dir=None):
-    """Training (shuffled, augmented when asked) and validation batches of `batch_size` pairs."""
-    return (
-        pairs_dataset(
-            data,
-            "train",
-            batch_size,
-            shuffle=True,
-            augment={"geometry": p["augment"], "intensity": p["augment_intensity"]},
-            seed=p["seed"],
-            cache_dir=cache_dir,
-        ),
-        pairs_dataset(data, "val", batch_size, cache_dir=cache_dir),
+def load_images(paths, size):
+    """X-rays as float32 (N, size, size, 1) in [0, 1], whatever their size, depth and channels."""
+    return load_all(
+        paths,
+        lambda p: load_image(p, (size, size), channels=1),
+        (size, size, 1),
+        f"loading {len(paths)} images at {size}x{size}",
     )
+
+
+def load_mask(path, size, warn=print):
+    """One mask as float32 (size, size, 1) in {0, 1}.
+
+    The mask is scaled by its own maximum (so 0/1 and 0/255 masks both work), resized by area
+    averaging and thresholded at 0.5, which also removes JPEG noise.
+    """
+    mask = to_channels(to_unit_range(decode(path)), 1)[..., 0]
+    peak = float(mask.max())
+    if peak > 0:
+        mask = mask / peak
+        if looks_multi_label(mask):
+            warn(
+                f"warning: mask {path} has several grey levels; it is binarised at half its "
+                "maximum, so check that it is a single lung mask"
+            )
+    # reshape: `resize` returns a mask already at `size` unchanged, without the channel axis
+    return (resize(mask, (size, size)) >= THRESHOLD).astype(np.float32).reshape(size, size, 1)
+
+
+def looks_multi_label(mask):
+    middle = mask[(mask > 0.15) & (mask < 0.85)]
+    if middle.size < MULTI_LABEL_SHARE * mask.size:
+        return False
+    levels = np.bincount(np.round(middle * 20).astype(int))
+    return levels.max() >= MULTI_LABEL_SHARE * mask.size
+
+
+def load_masks(paths, size):
+    """Masks in the same order as `paths`, as float32 (N, size, size, 1) in {0, 1}."""
+    return load_all(
+        paths,
+        lambda p: load_mask(p, size),
+        (size, size, 1),
+        f"loading {len(paths)} masks at {size}x{size}",
+    )
+
+
+def split_indices(count, val_fraction, seed):
+    """A seeded train/validation split of `count` pairs, the same for every experiment."""
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = validation_count(count, val_fraction)
+    if n_val >= count:
+        raise UserError(
+            f"only {count} image/mask pair(s): too few to keep {val_fraction:.0%} for "
+            "validation; add pairs or hold out a smaller share"
+        )
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fold_indices(count, folds, seed):
+    """`folds` seeded (train, held-out) index pairs; every pair is held out by exactly one fold."""
+    if folds > count:
+        raise UserError(
+            f"{folds} folds need at least {folds} image/mask pairs, but there are {count}; "
+            "use fewer folds or add pairs"
+        )
+    fold_of = np.empty(count, dtype=int)
+    fold_of[np.random.default_rng(seed).permutation(count)] = np.arange(count) % folds
+    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(folds)]
 
 
 def user_error_from_pipeline(error):
@@ -345,7 +366,113 @@ def user_error_from_pipeline(error):
     return error
 
 
-# ----------------------------------------------------------------------------- metrics and losses
+# ------------------------------------------------------------------------ model
+
+
+def build_unet(
+    input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_norm=False, normalize="none"
+):
+    """The lab's U-Net: `depth` levels of base * 2**level filters, a bottleneck of base * 2**depth.
+
+    Dropout (when > 0) follows every pooling and every skip concatenation; the decoder upsamples
+    with Conv2DTranspose; the output is one sigmoid channel. `normalize` "image" standardises
+    each input image first (`StandardizeImage`); "none" feeds the [0, 1] pixels as loaded.
+    """
+    size = input_shape[0]
+    if size % 2**depth or input_shape[1] % 2**depth:
+        raise UserError(
+            f"image size {input_shape[0]}x{input_shape[1]} must be divisible by "
+            f"2**depth = {2**depth}; choose a size of {size - size % 2**depth or 2**depth}"
+        )
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = StandardizeImage(name="standardize")(inputs) if normalize == "image" else inputs
+    skips = []
+    for level in range(depth):
+        x = conv_block(x, base * 2**level, batch_norm, f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
+        if dropout > 0:
+            x = layers.Dropout(dropout, name=f"down{level}_dropout")(x)
+    x = conv_block(x, base * 2**depth, batch_norm, "bottleneck")
+    for level in reversed(range(depth)):
+        x = layers.Conv2DTranspose(
+            base * 2**level, 2, strides=2, padding="same", name=f"up{level}_transpose"
+        )(x)
+        x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
+        if dropout > 0:
+            x = layers.Dropout(dropout, name=f"up{level}_dropout")(x)
+        x = conv_block(x, base * 2**level, batch_norm, f"up{level}")
+    # float32 even under a mixed-precision policy, so probabilities and losses keep full precision.
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+    return keras.Model(inputs, outputs, name=f"unet_base{base}")
+
+
+def conv_block(x, filters, batch_norm, name):
+    """Two 3x3 convolutions, each followed by (batch norm and) ReLU."""
+    for i in (1, 2):
+        x = layers.Conv2D(
+            filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv{i}"
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="medlab")
+class StandardizeImage(layers.Layer):
+    """Each image to zero mean and unit variance over its pixels (nnU-Net's normalisation of
+    images whose grey levels have no fixed meaning), so that films of another exposure and
+    contrast reach the first convolution alike. Inside the model, so that predict does it too."""
+
+    def call(self, images):
+        mean, variance = keras.ops.moments(images, axes=(1, 2, 3), keepdims=True)
+        return (images - mean) * keras.ops.rsqrt(variance + STANDARDIZE_EPSILON)
+
+
+# --------------------------------------------------------------------- training
+# `learning_rate` (medlab.schedules, imported above) is the step size: constant or cosine.
+
+
+def compile_unet(model, loss, lr, jit_compile=False):
+    """Adam and the chosen loss; XLA only when asked (Keras' "auto" would turn it on for one GPU).
+    `lr` is a number or a schedule from `learning_rate`."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=LOSSES[loss],
+        jit_compile=jit_compile,
+        metrics=[dice_coefficient, "binary_accuracy"],  # the same curves for every loss
+    )
+    return model
+
+
+def train(model, train_data, val_data, epochs, run_dir, callbacks=(), verbose=None):
+    """Fit `model`, logging `history.csv`, keeping the best checkpoint (validation Dice) as
+    `best.keras`, and committing weights, optimizer state and history after every epoch
+    (`medlab.checkpoints`), so a run killed at any moment resumes from its last complete epoch.
+
+    Args:
+        callbacks: more Keras callbacks (e.g. a TensorBoard logger), called after the checkpoint.
+        verbose: Keras' verbosity; by default a progress bar on a terminal, a line per epoch in a
+            log file.
+    Returns:
+        The training time in seconds, over every run of this experiment when it was resumed.
+    Raises:
+        UserError: a streamed file failed to decode.
+    """
+    checkpoint = EpochCheckpoint(run_dir, monitor="val_dice_coefficient", mode="max")
+    options = {} if verbose is None else {"verbose": verbose}
+    try:
+        seconds = fit_resumable(
+            model, train_data, val_data, epochs, checkpoint, callbacks, **options
+        )
+    except tf.errors.OpError as error:
+        raise user_error_from_pipeline(error) from None
+    distribute.to_this_process(model)  # evaluation and saving then need no other process
+    return seconds
+
+
+# ----------------------------------------------------------- metrics and losses
 # Per-image scores with the semantics of the module docstring; `METRICS` are those every run
 # reports (mean and standard deviation over images, `score_summary`).
 
@@ -448,112 +575,40 @@ LOSSES = {
 }
 
 
-# ----------------------------------------------------------------------------- model
+# ------------------------------------------------------------------- evaluation
 
 
-def conv_block(x, filters, batch_norm, name):
-    """Two 3x3 convolutions, each followed by (batch norm and) ReLU."""
-    for i in (1, 2):
-        x = layers.Conv2D(
-            filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv{i}"
-        )(x)
-        if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
-        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
-    return x
+def evaluate_batches(model, batches, keep=8, postprocess=False, tta=False):
+    """`evaluate` over a dataset of (images, masks) batches, holding one batch at a time.
 
-
-@keras.saving.register_keras_serializable(package="medlab")
-class StandardizeImage(layers.Layer):
-    """Each image to zero mean and unit variance over its pixels (nnU-Net's normalisation of
-    images whose grey levels have no fixed meaning), so that films of another exposure and
-    contrast reach the first convolution alike. Inside the model, so that predict does it too."""
-
-    def call(self, images):
-        mean, variance = keras.ops.moments(images, axes=(1, 2, 3), keepdims=True)
-        return (images - mean) * keras.ops.rsqrt(variance + STANDARDIZE_EPSILON)
-
-
-def build_unet(
-    input_shape=(256, 256, 1), base=8, depth=4, dropout=0.0, batch_norm=False, normalize="none"
-):
-    """The lab's U-Net: `depth` levels of base * 2**level filters, a bottleneck of base * 2**depth.
-
-    Dropout (when > 0) follows every pooling and every skip concatenation; the decoder upsamples
-    with Conv2DTranspose; the output is one sigmoid channel. `normalize` "image" standardises
-    each input image first (`StandardizeImage`); "none" feeds the [0, 1] pixels as loaded.
+    Returns the per-image scores and the first `keep` images, masks and predictions (for figures).
+    Raises `UserError` when a streamed file fails to decode.
     """
-    size = input_shape[0]
-    if size % 2**depth or input_shape[1] % 2**depth:
-        raise UserError(
-            f"image size {input_shape[0]}x{input_shape[1]} must be divisible by "
-            f"2**depth = {2**depth}; choose a size of {size - size % 2**depth or 2**depth}"
-        )
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = StandardizeImage(name="standardize")(inputs) if normalize == "image" else inputs
-    skips = []
-    for level in range(depth):
-        x = conv_block(x, base * 2**level, batch_norm, f"down{level}")
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"down{level}_pool")(x)
-        if dropout > 0:
-            x = layers.Dropout(dropout, name=f"down{level}_dropout")(x)
-    x = conv_block(x, base * 2**depth, batch_norm, "bottleneck")
-    for level in reversed(range(depth)):
-        x = layers.Conv2DTranspose(
-            base * 2**level, 2, strides=2, padding="same", name=f"up{level}_transpose"
-        )(x)
-        x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
-        if dropout > 0:
-            x = layers.Dropout(dropout, name=f"up{level}_dropout")(x)
-        x = conv_block(x, base * 2**level, batch_norm, f"up{level}")
-    # float32 even under a mixed-precision policy, so probabilities and losses keep full precision.
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
-    return keras.Model(inputs, outputs, name=f"unet_base{base}")
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def compile_unet(model, loss, lr, jit_compile=False):
-    """Adam and the chosen loss; XLA only when asked (Keras' "auto" would turn it on for one GPU).
-    `lr` is a number or a schedule from `learning_rate`."""
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=LOSSES[loss],
-        jit_compile=jit_compile,
-        metrics=[dice_coefficient, "binary_accuracy"],  # the same curves for every loss
-    )
-    return model
-
-
-def train(model, train_data, val_data, epochs, run_dir, callbacks=(), verbose=None):
-    """Fit `model`, logging `history.csv`, keeping the best checkpoint (validation Dice) as
-    `best.keras`, and committing weights, optimizer state and history after every epoch
-    (`medlab.checkpoints`), so a run killed at any moment resumes from its last complete epoch.
-
-    Args:
-        callbacks: more Keras callbacks (e.g. a TensorBoard logger), called after the checkpoint.
-        verbose: Keras' verbosity; by default a progress bar on a terminal, a line per epoch in a
-            log file.
-    Returns:
-        The training time in seconds, over every run of this experiment when it was resumed.
-    Raises:
-        UserError: a streamed file failed to decode.
-    """
-    checkpoint = EpochCheckpoint(run_dir, monitor="val_dice_coefficient", mode="max")
-    options = {} if verbose is None else {"verbose": verbose}
+    scores, shown = {}, ([], [], [])
     try:
-        seconds = fit_resumable(
-            model, train_data, val_data, epochs, checkpoint, callbacks, **options
-        )
+        for images, masks in batches:
+            images, masks = images.numpy(), masks.numpy()
+            batch_scores, predictions = evaluate(
+                model, images, masks, len(images), postprocess, tta
+            )
+            for metric, values in batch_scores.items():
+                scores.setdefault(metric, []).append(values)
+            for kept, arrays in zip(shown, (images, masks, predictions)):
+                kept.extend(arrays[: keep - len(kept)])
     except tf.errors.OpError as error:
         raise user_error_from_pipeline(error) from None
-    distribute.to_this_process(model)  # evaluation and saving then need no other process
-    return seconds
+    return {metric: np.concatenate(values) for metric, values in scores.items()}, tuple(
+        map(np.array, shown)
+    )
 
 
-# ----------------------------------------------------------------------------- evaluation
+def evaluate(model, images, masks, batch_size=8, postprocess=False, tta=False):
+    """Per-image Dice, IoU, precision, recall and HD95 of `model` (or of several models averaged,
+    mirrored with `tta`: `predict_masks`) on `images` against `masks`."""
+    predictions = predict_masks(model, images, batch_size, postprocess, tta)
+    scores = similarity_scores(masks, predictions)
+    scores["hd95"] = np.array([hd95(t[..., 0], p[..., 0]) for t, p in zip(masks, predictions)])
+    return scores, predictions
 
 
 def predict_probabilities(models, images, tta=False, batch_size=8):
@@ -623,39 +678,6 @@ def keep_lungs(masks, keep=2):
     return cleaned
 
 
-def evaluate(model, images, masks, batch_size=8, postprocess=False, tta=False):
-    """Per-image Dice, IoU, precision, recall and HD95 of `model` (or of several models averaged,
-    mirrored with `tta`: `predict_masks`) on `images` against `masks`."""
-    predictions = predict_masks(model, images, batch_size, postprocess, tta)
-    scores = similarity_scores(masks, predictions)
-    scores["hd95"] = np.array([hd95(t[..., 0], p[..., 0]) for t, p in zip(masks, predictions)])
-    return scores, predictions
-
-
-def evaluate_batches(model, batches, keep=8, postprocess=False, tta=False):
-    """`evaluate` over a dataset of (images, masks) batches, holding one batch at a time.
-
-    Returns the per-image scores and the first `keep` images, masks and predictions (for figures).
-    Raises `UserError` when a streamed file fails to decode.
-    """
-    scores, shown = {}, ([], [], [])
-    try:
-        for images, masks in batches:
-            images, masks = images.numpy(), masks.numpy()
-            batch_scores, predictions = evaluate(
-                model, images, masks, len(images), postprocess, tta
-            )
-            for metric, values in batch_scores.items():
-                scores.setdefault(metric, []).append(values)
-            for kept, arrays in zip(shown, (images, masks, predictions)):
-                kept.extend(arrays[: keep - len(kept)])
-    except tf.errors.OpError as error:
-        raise user_error_from_pipeline(error) from None
-    return {metric: np.concatenate(values) for metric, values in scores.items()}, tuple(
-        map(np.array, shown)
-    )
-
-
 def collapsed(scores, masks_empty=False):
     """What the model collapsed to, judged on every validation image (not only those kept for the
     figures): "empty mask" when it finds no lung pixel in any image (recall 0 everywhere), "whole
@@ -667,7 +689,8 @@ def collapsed(scores, masks_empty=False):
     return None
 
 
-# ----------------------------------------------------------------------------- figures
+# ---------------------------------------------------------------------- figures
+
 
 # Characters of a file name that fit above one 3.2-inch overlay panel at font size 8.
 TITLE_CHARS = 36

@@ -24,10 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cam_vgg16  # noqa: E402
-from medlab import quiet_tensorflow  # noqa: E402
 from medlab.app import runs  # noqa: E402
-from medlab.app.cli import typed_flags  # noqa: E402
-from medlab.classification.data import load_class_split  # noqa: E402
+from medlab.app.classification import cam_run  # noqa: E402
 from medlab.classification.metrics import binary_metrics, bootstrap_metrics  # noqa: E402
 
 SHOWN = ("accuracy", "balanced_accuracy", "auc")
@@ -96,16 +94,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="cam_seed_spread.py", add_help=False, allow_abbrev=False)
     parser.add_argument("--seeds", type=seed_list, default=[0, 1, 2, 3])
     ours, rest = parser.parse_known_args(argv)
-    args = cam_vgg16.train_parser().parse_args(rest)
-    typed = typed_flags(args, cam_vgg16.DECLARED)
-    folder, demo = cam_vgg16.locate_task_data(typed, args.preset)
-    params = cam_vgg16.run_parameters(typed, demo, args.preset)
+    # The flags, the data, the parameters, the split and the checks, as cam_vgg16.py's run.
+    run = cam_run.start(
+        rest,
+        parameters=cam_vgg16.PARAMETERS,
+        presets=cam_vgg16.PRESETS,
+        demo=cam_vgg16.SYNTHETIC_DEMO,
+        shortcut_demo=cam_vgg16.SHORTCUT_DEMO,
+        commands=cam_vgg16.COMMANDS,
+        doc=cam_vgg16.__doc__,
+    )
+    params, split = run.params, run.split
     if params["strategy"] == "multiworker":  # one strategy per process, and it trains several
         raise runs.UserError("the bench trains one model after another; leave out --strategy")
-    split = load_class_split(folder, seed=params["seed"])
-    print(split.describe())
-    quiet_tensorflow()
-    train_images, val_images = cam_vgg16.load_data(split, params)
+    train_images, val_images = run.load_images()
     scores, metrics, lines = {}, {}, []
     for seed in ours.seeds:
         start = time.perf_counter()
@@ -114,7 +116,8 @@ def main(argv=None):
         metrics[seed] = binary_metrics(split.val_labels, scores[seed])
         lines.append(row(f"training seed {seed}", metrics[seed], minutes))
         print(lines[-1], flush=True)
-    heading = f"{len(split.val_labels)} validation images of {folder} (split seed {params['seed']})"
+    images = f"{len(split.val_labels)} validation images of {run.data_folder}"
+    heading = f"{images} (split seed {params['seed']})"
     print_table(split.val_labels, scores, metrics, lines, heading)
 
 

@@ -1,9 +1,10 @@
 """Random augmentation for `tf.data`: geometry shared by every channel, and the look of a film.
 
-The segmentation pipeline stacks image and mask along the channel axis before calling
-`random_affine`, so both receive exactly the same rotation, shift, zoom and flip; the mask is then
-re-thresholded to stay binary. A single projective resampling replaces the four separate
-interpolations that a chain of Keras Random* layers would apply, which keeps images sharper.
+The segmentation pipeline (`unet.augment_pair`) stacks image and mask along the channel axis
+before calling `random_affine`, so both receive exactly the same rotation, shift, zoom and flip;
+the mask is then re-thresholded to stay binary. A single projective resampling replaces the four
+separate interpolations that a chain of Keras Random* layers would apply, which keeps images
+sharper.
 `random_intensity` then changes the image alone (never the mask), as X-ray films of other
 hospitals differ: exposure, contrast, gamma, sharpness and noise.
 """
@@ -130,22 +131,6 @@ def gaussian_blur(images, sigma=BLUR_SIGMA):
     kernel = tf.tile((taps[:, None] * taps[None, :])[:, :, None, None], [1, 1, channels, 1])
     padded = tf.pad(images, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="REFLECT")
     return tf.nn.depthwise_conv2d(padded, kernel, [1, 1, 1, 1], "VALID")
-
-
-def augment_pair(image, mask, seed, geometry=True, intensity=False, **options):
-    """Transform images and masks together (one or a batch); masks come back binary (>= 0.5).
-
-    `geometry`: the same `random_affine` of image and mask (`options` are its ranges);
-    `intensity`: then `random_intensity` of the image alone, from a seed of its own.
-    """
-    if geometry:
-        channels = tf.shape(image)[-1]
-        stacked = random_affine(tf.concat([image, mask], axis=-1), seed, **options)
-        mask = tf.cast(stacked[..., channels:] >= 0.5, mask.dtype)
-        image = stacked[..., :channels]
-    if intensity:
-        image = random_intensity(image, tf.random.experimental.stateless_split(seed, 2)[1])
-    return image, mask
 
 
 def augmented_batches(pairs, batch_size, transform=None, seed=0):

@@ -13,6 +13,7 @@ import cam_vgg16
 import main_segmentation as ms
 import transfer_vgg16 as tv
 import unet
+from medlab.app.classification import transfer_run
 from medlab.app.runs import main_guard
 from medlab.app.segmentation import predict_command
 from medlab.app.segmentation.setup import unet_activations, unet_weights
@@ -175,20 +176,18 @@ def test_predict_and_explain_check_everything_before_making_a_folder(xrays, tmp_
             predict_command([*map(str, argv), "--out", str(out)], ms.PARAMETERS)
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(UserError, match="--out .*taken is a file"):
-        cam_vgg16.run_explain([str(classifier), str(image), "--out", str(tmp_path / "taken")])
+        cam_vgg16.explain([str(classifier), str(image), "--out", str(tmp_path / "taken")])
     with pytest.raises(UserError, match="missing.png does not exist"):
-        cam_vgg16.run_explain([str(classifier), str(tmp_path / "missing.png")])
+        cam_vgg16.explain([str(classifier), str(tmp_path / "missing.png")])
     assert not out.exists()
 
 
 def test_transfer_checks_cache_dir_weights_folder_and_class_counts(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match="--cache-dir .* is not a writable folder"):
-        tv.train_command(
-            ["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "file" / "cache")]
-        )
+        tv.train(["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "file" / "cache")])
     with pytest.raises(UserError, match="--weights .* is a folder"):
-        tv.check_weights(str(tmp_path))
+        transfer_run.check_weights(str(tmp_path))
     from medlab.classification.data import stratified_split
 
     with pytest.raises(UserError, match="class dogs has only 1 image.*lower --val-fraction"):

@@ -11,6 +11,7 @@ import pytest
 
 import cam_vgg16
 import transfer_vgg16 as tv
+from medlab.app.classification import transfer_run as transfer_app
 from medlab.classification import transfer
 
 
@@ -37,7 +38,7 @@ def transfer_run(tmp_path_factory):
     head = transfer.build_head(backbone.output_shape[1:], 4, 0.0)
     p = {**tv.PARAMETERS, "image_size": 32, "scratch_size": 32, "scratch_base": 1}
     kept = {"head": head, "scratch": tv.build_scratch(p)}
-    tv.save_models(run_dir, kept, backbone, p, ["Mel", "Nevi"], 0)
+    transfer_app.save_models(run_dir, kept, backbone, p, ["Mel", "Nevi"], 0)
     return run_dir
 
 

@@ -12,6 +12,7 @@ from helpers import ROOT, experiment_in, tensorboard_events
 
 import transfer_vgg16 as tv
 from medlab.classification import transfer
+from medlab.classification.metrics import positive_label
 from medlab.synthetic.skin_bone import synthetic_class_set
 
 TINY = "--weights none --epochs 2 --image-size 32 --scratch-size 32 --bootstrap 200".split()
@@ -251,8 +252,8 @@ def test_flat_folder_is_split_with_the_seed(tmp_path, capsys):
 
     split = load_class_split(flat, 0.2, seed=0)
     assert split.layout == "flat" and len(split.val_paths) == 2
-    assert tv.positive_label(split.class_names, "auto") == 1  # no Mel/AFF: class 1 is positive
-    assert tv.positive_label(["AFF", "NFF"], "auto") == 0
+    assert positive_label(split.class_names, "auto") == 1  # no Mel/AFF: class 1 is positive
+    assert positive_label(["AFF", "NFF"], "auto") == 0
 
 
 def test_scratch_model_cosine_schedule_spans_its_own_epochs_and_batches(tmp_path):

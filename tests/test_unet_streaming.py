@@ -14,6 +14,13 @@ from medlab.errors import UserError
 SIZE = 32
 
 
+def load_pairs(data_dir, size, val_fraction, seed, cache="memory", memory_budget_gb=4.0):
+    """The pairs of `data_dir` split into training and validation, as main_segmentation.py
+    loads them (`unet.load_every_pair`, then `unet.split_pairs` of one seeded split)."""
+    every = unet.load_every_pair(data_dir, size, cache, memory_budget_gb)
+    return unet.split_pairs(every, *unet.split_indices(len(every["names"]), val_fraction, seed))
+
+
 def mixed_format_folder(root, count=10):
     """Pairs in several formats (8/16-bit, RGB, JPEG masks): streaming must use the same loaders."""
     data = xray_folder(root, count=count)
@@ -36,7 +43,7 @@ def batches(dataset, epochs=1):
 
 
 def pipelines(data_dir, cache, cache_dir, augment=False):
-    data = unet.load_pairs(data_dir, SIZE, 0.3, seed=1, cache=cache)
+    data = load_pairs(data_dir, SIZE, 0.3, seed=1, cache=cache)
     train, val = unet.experiment_datasets(
         {"augment": augment, "augment_intensity": False, "seed": 4},
         data,
@@ -77,14 +84,11 @@ def test_streamed_datasets_yield_the_batches_of_preloaded_arrays(tmp_path, cache
 def test_auto_streams_when_preloading_would_exceed_the_memory_budget(tmp_path, capsys):
     data_dir = xray_folder(tmp_path, count=4)
     assert (
-        unet.load_pairs(data_dir, SIZE, 0.25, 0, cache="auto", memory_budget_gb=1.0)["cache"]
-        == "memory"
+        load_pairs(data_dir, SIZE, 0.25, 0, cache="auto", memory_budget_gb=1.0)["cache"] == "memory"
     )
     pair_gb = unet.PRELOAD_COPIES * unet.decoded_gb(1, SIZE)
     assert (
-        unet.load_pairs(data_dir, SIZE, 0.25, 0, cache="auto", memory_budget_gb=3.5 * pair_gb)[
-            "cache"
-        ]
+        load_pairs(data_dir, SIZE, 0.25, 0, cache="auto", memory_budget_gb=3.5 * pair_gb)["cache"]
         == "none"
     )
     assert "over the" in capsys.readouterr().out
@@ -94,7 +98,7 @@ def test_streaming_refuses_an_unreadable_file_before_any_work(tmp_path):
     data_dir = xray_folder(tmp_path, count=4)
     (data_dir / "Mask" / "p2.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="cannot read image .*p2.png"):
-        unet.load_pairs(data_dir, SIZE, 0.25, 0, cache="none")
+        load_pairs(data_dir, SIZE, 0.25, 0, cache="none")
 
 
 def test_a_disk_cached_run_writes_its_outputs_and_removes_the_cache(tmp_path):

@@ -5,7 +5,8 @@
 import numpy as np
 import tensorflow as tf
 
-from medlab.augment import augment_pair, gaussian_blur, random_colour, random_intensity
+from medlab.augment import gaussian_blur, random_colour, random_intensity
+from unet import augment_pair
 
 SEED = tf.constant([3, 4], tf.int64)
 

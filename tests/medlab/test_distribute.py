@@ -132,15 +132,16 @@ def test_jit_reaches_the_compiled_model():
 def test_transfer_and_cam_take_the_same_flags_and_refuse_unknown_values():
     import cam_vgg16
     import transfer_vgg16
-    from medlab.app.classification import cam_parameters, transfer_parameters
+    from medlab.app.classification import cam_parameters, transfer_parameters, transfer_run
     from medlab.app.segmentation import parameters as segmentation_parameters
+    from medlab.parameters import check_values
 
     for declared in (cam_parameters, transfer_parameters, segmentation_parameters):
         assert {n: declared.DECLARED[n] for n in distribute.SCALING} == distribute.SCALING
     with pytest.raises(UserError, match="--strategy tpu is unknown"):
-        transfer_vgg16.check_parameters({**transfer_vgg16.PARAMETERS, "strategy": "tpu"})
+        transfer_run.check_parameters({**transfer_vgg16.PARAMETERS, "strategy": "tpu"})
     with pytest.raises(UserError, match="--mixed-precision fp8 is unknown"):
-        cam_vgg16.check_parameters({**cam_vgg16.PARAMETERS, "mixed_precision": "fp8"})
+        check_values({**cam_vgg16.PARAMETERS, "mixed_precision": "fp8"}, cam_parameters.DECLARED)
 
 
 def test_each_process_takes_its_own_slice_of_every_global_batch():

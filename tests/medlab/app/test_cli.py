@@ -188,16 +188,26 @@ def test_an_abbreviated_flag_is_refused_with_the_flag_it_resembles():
 
 @pytest.mark.parametrize(
     "script, demo",
-    [(cam_vgg16, cam_vgg16.DEMO_SETTINGS), (transfer_vgg16, transfer_vgg16.SYNTHETIC_DEMO)],
+    [(cam_vgg16, cam_vgg16.SYNTHETIC_DEMO), (transfer_vgg16, transfer_vgg16.SYNTHETIC_DEMO)],
 )
 def test_an_edited_epochs_beats_the_demo_of_both_classifiers(script, demo, monkeypatch, capsys):
-    assert script.resolve_parameters({}, demo, None).cell("epochs") == f"{demo['epochs']} (demo)"
+    from helpers import script_of
+
+    from medlab.app.classification.script import print_parameters, resolve
+
+    def resolve_parameters(typed, demo, preset):  # as a run does: resolved, then printed
+        resolved = resolve(script_of(script), typed, demo, preset)
+        print_parameters(script_of(script), resolved, preset)
+        return resolved
+
+    assert resolve_parameters({}, demo, None).cell("epochs") == f"{demo['epochs']} (demo)"
     monkeypatch.setitem(script.PARAMETERS, "epochs", 2)
-    resolved = script.resolve_parameters({}, demo, None)
+    resolved = resolve_parameters({}, demo, None)
     assert resolved.values["epochs"] == 2 and resolved.cell("epochs") == "2 (edited)"
     assert "2 (edited)" in capsys.readouterr().out  # the table every run prints
-    flagged = script.resolve_parameters({"epochs": 3}, demo, "recommended")
+    flagged = resolve_parameters({"epochs": 3}, demo, "recommended")
     assert flagged.cell("epochs") == "3 (flag; edited 2 overridden)"
+    assert "value (source; --preset recommended)" in capsys.readouterr().out  # the preset named
 
 
 def test_the_declared_choices_are_the_ones_the_library_implements():

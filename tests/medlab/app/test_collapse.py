@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import resolved_values
 
 import cam_vgg16
 import transfer_vgg16 as tv
-from medlab.app.cli import typed_flags
+from medlab.app.classification import cam_run, transfer_run
 from medlab.app.collapse import learning_check, not_learnt_sentence, suggested_command, try_instead
 from medlab.classification import cam
 from medlab.classification.train import class_weights
@@ -84,8 +85,8 @@ def test_transfer_reports_which_of_its_models_has_not_learnt():
         }
     ]
     params = {**tv.PARAMETERS, "preset": None}
-    checks, advice = tv.learning_checks(
-        runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], params, {"lr": 1e-5}
+    checks, advice = transfer_run.learning_checks(
+        runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], params, {"lr": 1e-5}, tv.PRESETS
     )
     assert (
         checks["transfer"]["predicts_one_class"]
@@ -96,17 +97,15 @@ def test_transfer_reports_which_of_its_models_has_not_learnt():
     )
     assert not checks["scratch"]["not_learnt"]
     assert advice == "Try instead: `python transfer_vgg16.py --lr 1e-05 --preset recommended`."
-    _, advice = tv.learning_checks(
-        runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], {**params, "weights": "none"}, {}
+    _, advice = transfer_run.learning_checks(
+        runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], {**params, "weights": "none"}, {}, tv.PRESETS
     )
     assert advice.endswith("use --weights imagenet.")
 
 
 def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
-    args = cam_vgg16.train_parser().parse_args(["--preset", "lab"])
-    typed = typed_flags(args, cam_vgg16.DECLARED)
     # On the synthetic set too: the preset beats the demo settings.
-    params = cam_vgg16.run_parameters(typed, cam_vgg16.DEMO_SETTINGS, args.preset)
+    params = resolved_values(cam_vgg16, ["--preset", "lab"], cam_vgg16.SYNTHETIC_DEMO)
     assert (params["lr"], params["epochs"], params["batch_size"], params["class_weight"]) == (
         1e-5,
         80,
@@ -129,8 +128,7 @@ def test_lab_preset_builds_exactly_the_handout_network_and_scaling():
     assert model.layers[-1].activation.__name__ == "softmax"
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
     assert model.loss == "categorical_crossentropy"
-    args = cam_vgg16.train_parser().parse_args(["--preset", "lab", "--epochs", "3"])
-    flags = cam_vgg16.run_parameters(typed_flags(args, cam_vgg16.DECLARED), {}, args.preset)
+    flags = resolved_values(cam_vgg16, ["--preset", "lab", "--epochs", "3"])
     assert flags["epochs"] == 3 and flags["lr"] == 1e-5  # flags win over the preset
 
 
@@ -197,15 +195,14 @@ def test_a_model_that_predicts_one_class_is_reported(tmp_path, monkeypatch, caps
 
 
 def test_recommended_preset_builds_colour_constancy_and_recolours_training_photos():
-    args = cam_vgg16.train_parser().parse_args(["--preset", "recommended", "--channels", "3"])
-    params = cam_vgg16.run_parameters(typed_flags(args, cam_vgg16.DECLARED), {}, args.preset)
+    params = resolved_values(cam_vgg16, ["--preset", "recommended", "--channels", "3"])
     params = {**params, "size": 32, "base": 2}
     model = cam.build_model(params, steps_per_epoch=1)
     assert model.layers[1].name == "colour_constancy" and model.layers[2].name == "centre_pixels"
     flat = np.full((4, 32, 32, 3), 0.5, np.float32)  # geometry cannot change a flat image
     (batch, _), *_ = cam.training_dataset(flat, np.array([0, 1, 0, 1]), params)
     assert np.ptp(batch.numpy().reshape(4, -1).mean(axis=1)) > 0.01  # each its own brightness
-    described = cam_vgg16.describe_augmentation(params)
+    described = cam_run.describe_augmentation(params)
     assert "zoom 0.2" in described and "colour jitter 0.2" in described
-    assert "colour constancy" in cam_vgg16.describe_network(params)
-    assert "colour constancy" not in cam_vgg16.describe_network({**params, "channels": 1})
+    assert "colour constancy" in cam_run.describe_network(params)
+    assert "colour constancy" not in cam_run.describe_network({**params, "channels": 1})

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import transfer_vgg16 as tv
+from medlab.app.classification import transfer_run
 from medlab.classification.metrics import binary_metrics, bootstrap_metrics, roc_auc, roc_curve
 from medlab.classification.train import stratified_folds
 
@@ -47,13 +47,15 @@ def test_bootstrap_interval_separates_a_real_difference_and_not_noise():
 
 def test_verdict_words_follow_the_interval():
     base = {"val_accuracy": 0.1}
-    assert "transfer learning is more accurate" in tv.verdict(
+    assert "transfer learning is more accurate" in transfer_run.difference_verdict(
         {**base, "val_accuracy_ci": [0.02, 0.2]}
     )
-    assert "from scratch is more accurate" in tv.verdict(
+    assert "from scratch is more accurate" in transfer_run.difference_verdict(
         {"val_accuracy": -0.1, "val_accuracy_ci": [-0.2, -0.01]}
     )
-    assert "no accuracy difference" in tv.verdict({**base, "val_accuracy_ci": [-0.05, 0.2]})
+    assert "no accuracy difference" in transfer_run.difference_verdict(
+        {**base, "val_accuracy_ci": [-0.05, 0.2]}
+    )
 
 
 def test_stratified_folds_cover_every_image_once_with_both_classes():
@@ -68,5 +70,7 @@ def test_stratified_folds_cover_every_image_once_with_both_classes():
 
 
 def test_positive_class_flips_labels_and_scores():
-    labels, scores = tv.oriented(np.array([0, 1, 1]), np.array([0.2, 0.9, 0.4]), positive=0)
+    labels, scores = transfer_run.oriented(
+        np.array([0, 1, 1]), np.array([0.2, 0.9, 0.4]), positive=0
+    )
     assert labels.tolist() == [1, 0, 0] and scores.tolist() == pytest.approx([0.8, 0.1, 0.6])

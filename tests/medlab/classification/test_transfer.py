@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import transfer_vgg16 as tv
+from medlab.app.classification import transfer_run
 from medlab.classification import transfer
 from medlab.classification.data import load_class_split
 from medlab.distribute import single_device
@@ -197,4 +198,4 @@ def test_predict_names_a_damaged_class_file_in_one_line(tmp_path):
     model.write_bytes(b"unused: the class file is read first")
     model.with_suffix(".json").write_text("{not json")
     with pytest.raises(UserError, match="scratch_vgg16.json is damaged"):
-        tv.load_saved_model(model)
+        transfer_run.load_saved_model(model)
