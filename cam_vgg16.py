@@ -111,11 +111,10 @@ SYNTHETIC_DEMO = {
     "dropout": 0.0,
 }
 SHORTCUT_DEMO = {"centre": True, "epochs": 20, "lr": 3e-4}
-LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"  # what to lower when memory runs out
 
 
 def main(argv=None):
-    return run_commands(argv, {"train": train, **COMMANDS}, lower=LOWER_ON_OUT_OF_MEMORY)
+    return run_commands(argv, {"train": train, **COMMANDS}, lower=cam_run.LOWER_ON_OUT_OF_MEMORY)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def print_table(labels, scores, metrics, lines, heading):
     print(f"| average of the {len(scores)} models' probabilities | " + " | ".join(cells) + " | |")
 
 
-@functools.partial(runs.main_guard, lower=cam_vgg16.LOWER_ON_OUT_OF_MEMORY)
+@functools.partial(runs.main_guard, lower=cam_run.LOWER_ON_OUT_OF_MEMORY)
 def main(argv=None):
     if {"-h", "--help"} & set(argv if argv is not None else sys.argv[1:]):
         print(__doc__)
