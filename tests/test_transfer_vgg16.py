@@ -261,7 +261,7 @@ def test_scratch_model_cosine_schedule_spans_its_own_epochs_and_batches(tmp_path
 
     from medlab.distribute import single_device
 
-    p = {**tv.PARAMETERS, "scratch_size": 32, "scratch_base": 2, "epochs": 5}
+    p = {**tv.PARAMETERS, "scratch_size": 32, "scratch_base": 2, "scratch_channels": 3, "epochs": 5}
     p.update(scratch_epochs=2, scratch_batch_size=4, scratch_lr=1e-3, scratch_lr_schedule="cosine")
     images = np.random.default_rng(0).random((10, 32, 32, 3), dtype=np.float32)
     labels = np.array([0, 1] * 5)

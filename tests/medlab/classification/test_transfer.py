@@ -183,13 +183,13 @@ def test_scratch_model_is_flat_and_centres_its_pixels():
     import keras
 
     params = {**tv.PARAMETERS, "scratch_size": 32, "scratch_channels": 1}
-    model = tv.build_scratch(params)
+    model = tv.build_scratch({**params, "scratch_centre": True})
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)
     assert model.get_layer("Last_ConvLayer") is not None and model.output_shape == (None, 1)
     pixels = np.array([[[[0.0]], [[0.5]]], [[[0.75]], [[1.0]]]], np.float32).reshape(1, 2, 2, 1)
     centred = np.asarray(model.get_layer("centre_pixels")(pixels)).ravel()
     np.testing.assert_allclose(centred, [-2.0, 0.0, 1.0, 2.0])
-    lab = tv.build_scratch({**params, "scratch_centre": False})
+    lab = tv.build_scratch(params)  # the default is the handout's: [0, 1] pixels as they are
     assert "centre_pixels" not in [layer.name for layer in lab.layers]
 
 
