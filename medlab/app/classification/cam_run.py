@@ -35,6 +35,20 @@ from medlab.classification.metrics import binary_metrics, positive_label, roc_au
 from medlab.errors import UserError
 from medlab.images import decode, decode_for_display, load_image, to_channels, to_unit_range
 
+# The built-in synthetic sets: enough training images for the fracture; for the shortcut as few as
+# the course had, since with more the lab's network, once the marker has got it going, goes on to
+# learn the faint cracks too.
+SYNTHETIC_SET = {"n_train": 600, "n_val": 80, "size": 256, "seed": 0}
+SHORTCUT_SET = {**SYNTHETIC_SET, "n_train": 200}
+DATA_ROOT = Path("data")
+DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}  # the choices of --dataset
+# A map cannot place its maximum more precisely than one cell of the explained layer; a pointing
+# hit may therefore miss the region by up to half a cell (in input pixels).
+POINTING_TOLERANCE_CELLS = 0.5
+# Below this validation AUC the summary warns that the maps of an unlearnt model mean nothing.
+MIN_USEFUL_AUC = 0.7
+LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"  # what to lower when memory runs out
+
 # What `--preset lab` sets: the handout's network and training, as declared (docs/lab.md).
 LAB = lab_preset(
     DECLARED,
@@ -144,27 +158,6 @@ class CamRun(ClassifierRun):
         self.end()
         print(f"results in {run_dir} (summary.md)")
         return metrics
-
-
-SYNTHETIC_SET = {"n_train": 600, "n_val": 80, "size": 256, "seed": 0}
-
-
-SHORTCUT_SET = {**SYNTHETIC_SET, "n_train": 200}
-
-
-DATA_ROOT = Path("data")
-
-
-DATASET_FOLDERS = {"bone": "Bone", "skin": "Skin"}  # the choices of --dataset
-
-
-POINTING_TOLERANCE_CELLS = 0.5
-
-
-MIN_USEFUL_AUC = 0.7
-
-
-LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"
 
 
 def locate_data(script, typed, preset):

@@ -36,6 +36,15 @@ from medlab.errors import UserError
 from medlab.images import load_image
 from medlab.parameters import check_values
 
+DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}  # the choices of --dataset
+# What to lower when a run runs out of memory.
+LOWER_ON_OUT_OF_MEMORY = (
+    "--batch-size, --image-size, --scratch-size, --scratch-batch-size, --scratch-base or "
+    "--dense-units"
+)
+METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
+THRESHOLD = 0.5
+
 # What `--preset lab` sets: the handout's from-scratch model and training, as declared
 # (docs/lab.md); the head's values are the handout's in every preset.
 LAB = lab_preset(
@@ -193,21 +202,6 @@ def tensorboard_logger(csv_path):
     from medlab.app import tensorboard_logs
 
     return tensorboard_logs.epoch_logger(tensorboard_dir(csv_path))
-
-
-DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}  # the choices of --dataset
-
-
-LOWER_ON_OUT_OF_MEMORY = (
-    "--batch-size, --image-size, --scratch-size, --scratch-batch-size, --scratch-base or "
-    "--dense-units"
-)
-
-
-METRICS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
-
-
-THRESHOLD = 0.5
 
 
 def find_data(script, typed, preset=None):
