@@ -98,16 +98,18 @@ class TransferRun(ClassifierRun):
         """The split and the positive class; then TensorFlow, the strategy and the memory check."""
         from medlab.distribute import configure_scaling
 
-        p = self.params
-        check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction
-        self.split = load_class_split(self.data_folder, p["val_fraction"], p["seed"])
+        params = self.params
+        check_writable_folder(params["cache_dir"], "--cache-dir")  # before the slow extraction
+        self.split = load_class_split(self.data_folder, params["val_fraction"], params["seed"])
         print(self.split.describe())
-        self.positive = positive_class(self.split.class_names, p["positive"])
+        self.positive = positive_class(self.split.class_names, params["positive"])
         # TensorFlow starts only now, so that a typo answers at once. The distribution strategy
         # comes before TensorFlow runs anything (the multi-worker one needs that).
         quiet_tensorflow()
-        self.scaling = configure_scaling(p["strategy"], jit=p["jit"], batch_size=p["batch_size"])
-        check_memory(p, len(self.split.train_paths) + len(self.split.val_paths))
+        self.scaling = configure_scaling(
+            params["strategy"], jit=params["jit"], batch_size=params["batch_size"]
+        )
+        check_memory(params, len(self.split.train_paths) + len(self.split.val_paths))
 
     def load_backbone(self):
         """The frozen VGG16 base (--weights)."""
@@ -121,9 +123,9 @@ class TransferRun(ClassifierRun):
 
     def open_folder(self):
         """The run folder (new, or --resume's), with config.json."""
-        p = self.params
+        params = self.params
         self.facts = run_facts(
-            self.data_folder, bool(self.demo), self.split, self.positive, self.data, p
+            self.data_folder, bool(self.demo), self.split, self.positive, self.data, params
         )
         config = {
             "data_dir": str(self.facts["data_dir"]),
@@ -138,9 +140,9 @@ class TransferRun(ClassifierRun):
 
     def evaluations(self):
         """Every (seed, split or fold) to train both models on, announced as it starts."""
-        p = self.params
-        for repeat in range(p["seeds"]):
-            seed = p["seed"] + repeat
+        params = self.params
+        for repeat in range(params["seeds"]):
+            seed = params["seed"] + repeat
             for name, train, val in self.data["evaluations"]:
                 tag = "" if not self.trained else f"-{name}-seed{seed}"
                 sizes = f"{len(train)} training, {len(val)} validation images"
@@ -169,14 +171,14 @@ class TransferRun(ClassifierRun):
 
     def finish(self):
         """Scores with intervals and the verdict, the learning checks, then every output."""
-        p, names, labels = self.params, self.split.class_names, self.data["labels"]
-        metrics, (truth, scores) = summarise(self.trained, labels, self.positive, p)
+        params, names, labels = self.params, self.split.class_names, self.data["labels"]
+        metrics, (truth, scores) = summarise(self.trained, labels, self.positive, params)
         checks, metrics["try_instead"] = learning_checks(
-            self.trained, labels, names, p, self.typed, self.script.presets
+            self.trained, labels, names, params, self.typed, self.script.presets
         )
         for method, check in checks.items():
             metrics[method].update(check)
-        metrics["evaluation"] = evaluation_facts(self.facts, self.data, p)
+        metrics["evaluation"] = evaluation_facts(self.facts, self.data, params)
         self.write_outputs(metrics, truth, scores)
         print(f"\n{metrics['difference']['verdict']}")
         for line in not_learnt_lines(metrics):
@@ -187,14 +189,14 @@ class TransferRun(ClassifierRun):
 
     def write_outputs(self, metrics, truth, scores):
         """metrics.json, TensorBoard, predictions.csv, figures, models and summary.md."""
-        run_dir, p, names = self.folder, self.params, self.split.class_names
+        run_dir, params, names = self.folder, self.params, self.split.class_names
         runs.write_json(run_dir / "metrics.json", metrics)
-        log_hparams(run_dir, p, metrics)
+        log_hparams(run_dir, params, metrics)
         write_predictions(run_dir, self.trained, self.data["paths"], self.data["labels"], names)
         write_figures(run_dir, self.trained, truth, scores, metrics, names, self.positive)
-        save_models(run_dir, self.kept, self.backbone, p, names, self.positive)
+        save_models(run_dir, self.kept, self.backbone, params, names, self.positive)
         table = parameter_table(self.script, self.resolved, self.preset)
-        write_summary(run_dir, metrics, p, self.facts, table)
+        write_summary(run_dir, metrics, params, self.facts, table)
 
 
 def tensorboard_logger(csv_path):
@@ -231,14 +233,14 @@ def synthetic_set(dataset):
     return skin_bone.synthetic_class_set(dataset)
 
 
-def check_parameters(p):
+def check_parameters(params):
     """Every setting against its declaration, and the combinations the declarations cannot say."""
-    check_values(p, DECLARED)
-    if p["folds"] == 1:
+    check_values(params, DECLARED)
+    if params["folds"] == 1:
         raise UserError("--folds 1 is not cross-validation; use 0 (the split) or K >= 2")
-    if p["scratch_size"] % 32:
+    if params["scratch_size"] % 32:
         raise UserError(
-            f"--scratch-size {p['scratch_size']} must be a multiple of 32 (five poolings)"
+            f"--scratch-size {params['scratch_size']} must be a multiple of 32 (five poolings)"
         )
 
 
@@ -272,36 +274,37 @@ def positive_class(class_names, positive):
     return positive_label(class_names, positive)
 
 
-def check_memory(p, images):
+def check_memory(params, images):
     """Refuse, before the backbone is built, settings the machine cannot train: the from-scratch
     model with its images, and the head with the features of every image."""
     from medlab.classification import vgg
 
-    features = (p["image_size"] // 32) ** 2 * 512
-    head_gb = (images * features * 4 + features * p["dense_units"] * 16) / 2**30
+    features = (params["image_size"] // 32) ** 2 * 512
+    head_gb = (images * features * 4 + features * params["dense_units"] * 16) / 2**30
     scratch_gb = vgg.training_gb(
-        p["scratch_size"],
-        p["scratch_channels"],
-        p["scratch_base"],
-        scratch_batch_size(p),
-        p["scratch_batch_norm"],
-        p["scratch_pooling"],
+        params["scratch_size"],
+        params["scratch_channels"],
+        params["scratch_base"],
+        scratch_batch_size(params),
+        params["scratch_batch_norm"],
+        params["scratch_pooling"],
         images,
     )
     what = (
-        f"training at --image-size {p['image_size']} and --scratch-size {p['scratch_size']} "
-        f"with --dense-units {p['dense_units']}"
+        f"training at --image-size {params['image_size']} and "
+        f"--scratch-size {params['scratch_size']} "
+        f"with --dense-units {params['dense_units']}"
     )
     check_fits_in_memory(head_gb + scratch_gb, what, LOWER_ON_OUT_OF_MEMORY)
 
 
-def load_backbone(p):
+def load_backbone(params):
     """The frozen VGG16 base; without internet, the error names the offline alternatives."""
     from medlab.classification import transfer
 
-    check_weights(p["weights"])
+    check_weights(params["weights"])
     try:
-        return transfer.load_backbone(p["weights"], p["image_size"])
+        return transfer.load_backbone(params["weights"], params["image_size"])
     except transfer.WeightsUnavailable as error:
         raise UserError(
             f"{error} or pass --weights PATH (a local VGG16 notop weights file), or --weights "
@@ -309,7 +312,7 @@ def load_backbone(p):
         ) from None
 
 
-def prepare_data(split, backbone, p):
+def prepare_data(split, backbone, params):
     """Features and scratch-model images of train + validation, with their labels, in one order."""
     from medlab.classification import transfer
 
@@ -319,15 +322,15 @@ def prepare_data(split, backbone, p):
     features, cache_hit = transfer.cached_features(
         backbone,
         paths,
-        p["image_size"],
-        p["preprocess"],
-        p["cache_dir"],
+        params["image_size"],
+        params["preprocess"],
+        params["cache_dir"],
         transfer.weights_fingerprint(backbone),
     )
     images = load_arrays(
         paths,
-        (p["scratch_size"],) * 2,
-        p["scratch_channels"],
+        (params["scratch_size"],) * 2,
+        params["scratch_channels"],
         "loading images for the from-scratch model",
     )
     return {
@@ -337,7 +340,7 @@ def prepare_data(split, backbone, p):
         "images": images,
         "cache_hit": cache_hit,
         "extract_seconds": time.perf_counter() - start,
-        "evaluations": plan_evaluations(split, p["folds"], p["seed"]),
+        "evaluations": plan_evaluations(split, params["folds"], params["seed"]),
     }
 
 
@@ -355,13 +358,13 @@ def plan_evaluations(split, folds, seed):
     return [("split", np.arange(n_train), np.arange(n_train, labels.size))]
 
 
-def run_facts(data_dir, synthetic, split, positive, data, p):
+def run_facts(data_dir, synthetic, split, positive, data, params):
     """What config.json, metrics.json and summary.md say about the data and the evaluation."""
     evaluation = (
-        f"stratified {p['folds']}-fold cross-validation on train+validation"
-        if p["folds"] >= 2
+        f"stratified {params['folds']}-fold cross-validation on train+validation"
+        if params["folds"] >= 2
         else f"the {split.layout}-layout validation set"
-    ) + f", {p['seeds']} seed(s)"
+    ) + f", {params['seeds']} seed(s)"
     return {
         "data_dir": data_dir,
         "data_name": Path(data_dir).name + ("-synthetic" if synthetic else ""),
@@ -376,12 +379,12 @@ def run_facts(data_dir, synthetic, split, positive, data, p):
     }
 
 
-def scratch_epochs(p):
-    return p["scratch_epochs"] or p["epochs"]
+def scratch_epochs(params):
+    return params["scratch_epochs"] or params["epochs"]
 
 
-def scratch_batch_size(p):
-    return p["scratch_batch_size"] or p["batch_size"]
+def scratch_batch_size(params):
+    return params["scratch_batch_size"] or params["batch_size"]
 
 
 def oriented(labels, scores, positive):
@@ -398,14 +401,14 @@ def first_seed_predictions(runs, labels, seed):
     return index, labels[index], scores
 
 
-def summarise(runs, labels, positive, p):
+def summarise(runs, labels, positive, params):
     """metrics.json: intervals on the pooled first-seed predictions, spread over all runs."""
-    index, truth, scores = first_seed_predictions(runs, labels, p["seed"])
+    index, truth, scores = first_seed_predictions(runs, labels, params["seed"])
     truth_pos, oriented_scores = None, {}
     for method, values in scores.items():
         truth_pos, oriented_scores[method] = oriented(truth, values, positive)
     intervals = bootstrap_metrics(
-        truth_pos, oriented_scores, p["bootstrap"], p["seed"], 0.95, THRESHOLD
+        truth_pos, oriented_scores, params["bootstrap"], params["seed"], 0.95, THRESHOLD
     )
     per_run = [
         {
@@ -470,10 +473,10 @@ def difference_verdict(difference):
     return f"no accuracy difference larger than the noise: difference {span} includes 0"
 
 
-def learning_checks(runs, labels, class_names, p, typed, presets):
+def learning_checks(runs, labels, class_names, params, typed, presets):
     """Has each model learnt? Checked on the first seed's validation predictions at the threshold;
     returns the counts for the models' metrics entries and the advice (None when both learnt)."""
-    _, truth, scores = first_seed_predictions(runs, labels, p["seed"])
+    _, truth, scores = first_seed_predictions(runs, labels, params["seed"])
     checks = {}
     for method, model in (("transfer", "The transfer head"), ("scratch", "The from-scratch model")):
         check = learning_check(truth, np.asarray(scores[method]) >= THRESHOLD, class_names)
@@ -482,9 +485,11 @@ def learning_checks(runs, labels, class_names, p, typed, presets):
         return checks, None
     # The preset changes the from-scratch model (and both models' class weights), so only its
     # settings can be the likely cause the advice names.
-    effective = p if checks["scratch"]["not_learnt"] else None
-    advice = try_instead("transfer_vgg16.py", typed, presets["recommended"], p["preset"], effective)
-    if checks["transfer"]["not_learnt"] and p["weights"] == "none":  # no preset helps them
+    effective = params if checks["scratch"]["not_learnt"] else None
+    advice = try_instead(
+        "transfer_vgg16.py", typed, presets["recommended"], params["preset"], effective
+    )
+    if checks["transfer"]["not_learnt"] and params["weights"] == "none":  # no preset helps them
         advice += (
             " The head's features come from a random VGG16 (--weights none): "
             "use --weights imagenet."
@@ -504,22 +509,22 @@ def not_learnt_lines(metrics):
     return [f"**{sentence}.**" for sentence in sentences] + [metrics["try_instead"]]
 
 
-def evaluation_facts(facts, data, p):
+def evaluation_facts(facts, data, params):
     """How the models were scored, for metrics.json."""
     return {
         "kind": facts["evaluation"],
         "class_names": facts["class_names"],
         "positive_class": facts["positive_name"],
         "threshold": THRESHOLD,
-        "weights": p["weights"],
-        "preprocess": p["preprocess"],
+        "weights": params["weights"],
+        "preprocess": params["preprocess"],
         "synthetic": facts["synthetic"],
         "feature_cache_hit": facts["cache_hit"],
         "feature_seconds": round(facts["extract_seconds"], 1),
     }
 
 
-def log_hparams(run_dir, p, metrics):
+def log_hparams(run_dir, params, metrics):
     """Both models' parameters and pooled scores for TensorBoard's HParams table, one row each
     (`transfer/<run>/head`, `transfer/<run>/scratch`)."""
     from medlab.app import tensorboard_logs
@@ -527,7 +532,7 @@ def log_hparams(run_dir, p, metrics):
     for model in ("transfer", "scratch"):
         name = TENSORBOARD_NAMES.get(model, model)
         tensorboard_logs.write_hparams(
-            "transfer", run_dir.parent, run_dir, name, p, metrics[model], model=name
+            "transfer", run_dir.parent, run_dir, name, params, metrics[model], model=name
         )
 
 
@@ -573,7 +578,7 @@ def mean_history(paths):
     """Epoch-wise mean of several CSVLogger histories of equal length."""
     from medlab import plots
 
-    histories = [plots.read_history(p) for p in paths]
+    histories = [plots.read_history(path) for path in paths]
     return {key: list(np.mean([h[key] for h in histories], axis=0)) for key in histories[0]}
 
 
@@ -597,16 +602,18 @@ def write_figures(run_dir, runs, truth, scores, metrics, class_names, positive):
     )
 
 
-def save_models(run_dir, kept, backbone, p, class_names, positive):
+def save_models(run_dir, kept, backbone, params, class_names, positive):
     """The exported transfer model, the head and the scratch model; the two that classify images
     get a sidecar with the settings predict needs (`medlab.app.sidecars`)."""
     from medlab.classification import transfer
 
-    full = transfer.export_full_model(backbone, kept["head"], p["preprocess"], p["image_size"])
+    full = transfer.export_full_model(
+        backbone, kept["head"], params["preprocess"], params["image_size"]
+    )
     models = {
-        "transfer_vgg16": (full, 255.0, 3, p["image_size"]),
+        "transfer_vgg16": (full, 255.0, 3, params["image_size"]),
         "transfer_head": (kept["head"], None, None, None),
-        "scratch_vgg16": (kept["scratch"], 1.0, p["scratch_channels"], p["scratch_size"]),
+        "scratch_vgg16": (kept["scratch"], 1.0, params["scratch_channels"], params["scratch_size"]),
     }
     for name, (model, scale, channels, size) in models.items():
         save_model_atomic(model, run_dir / f"{name}.keras")
@@ -632,23 +639,23 @@ def load_saved_model(path):
     return sidecars.load_model_and_settings(path, "transfer_vgg16.py")
 
 
-def write_summary(run_dir, metrics, p, facts, parameter_table):
+def write_summary(run_dir, metrics, params, facts, parameter_table):
     """summary.md: warnings first, then the setup, the compared metrics, the figures and files."""
     report = Report(run_dir, f"Transfer learning vs training from scratch: {facts['data_name']}")
     if facts["synthetic"]:
         report.text("**Synthetic demo data**: the numbers say nothing about real images.")
-    if p["weights"] == "none":
+    if params["weights"] == "none":
         report.text(
             "**Random backbone (`--weights none`)**: the features come from an untrained VGG16, "
             "so this run is a smoke test of the pipeline, not transfer learning."
         )
     report.text("\n".join(not_learnt_lines(metrics)))
-    report.bullets(setup_lines(p, facts))
+    report.bullets(setup_lines(params, facts))
     report.heading("Validation metrics with 95% bootstrap confidence intervals")
     report.text(
         f"Scored on {metrics['scored_images']} validation predictions (first seed"
-        f"{', pooled over folds' if p['folds'] >= 2 else ''}); intervals from "
-        f"{p['bootstrap']} paired bootstrap resamples of the images."
+        f"{', pooled over folds' if params['folds'] >= 2 else ''}); intervals from "
+        f"{params['bootstrap']} paired bootstrap resamples of the images."
     )
     report.table(interval_rows(metrics), ["model", *METRICS])
     report.text(f"**Verdict:** {metrics['difference']['verdict']}.")
@@ -658,7 +665,7 @@ def write_summary(run_dir, metrics, p, facts, parameter_table):
     report.heading("Learning curves").figure(run_dir / "curves.png", "curves")
     report.heading("ROC and confusion matrices")
     report.figure(run_dir / "roc.png", "roc").figure(run_dir / "confusion.png", "confusion")
-    size = f"{p['image_size']}x{p['image_size']}"
+    size = f"{params['image_size']}x{params['image_size']}"
     report.heading("Files").bullets(
         [
             "`transfer_vgg16.keras`: backbone + head, classifies raw 0-255 RGB images "
@@ -673,14 +680,16 @@ def write_summary(run_dir, metrics, p, facts, parameter_table):
     report.write()
 
 
-def setup_lines(p, facts):
+def setup_lines(params, facts):
     """The data, training, backbone and evaluation of the run, one line each."""
     return [
         f"data: `{facts['data_dir']}`; {facts['describe']}",
-        f"training: preset `{p['preset'] or 'none'}`, class weights `{p['class_weight']}` "
-        f"(head and from-scratch model); from-scratch model {describe_scratch(p)}",
-        f"backbone: VGG16 without top, weights `{p['weights']}`, input "
-        f"{p['image_size']}x{p['image_size']}x3, `{p['preprocess']}` preprocessing, features "
+        f"training: preset `{params['preset'] or 'none'}`, "
+        f"class weights `{params['class_weight']}` "
+        f"(head and from-scratch model); from-scratch model {describe_scratch(params)}",
+        f"backbone: VGG16 without top, weights `{params['weights']}`, input "
+        f"{params['image_size']}x{params['image_size']}x3, `{params['preprocess']}` preprocessing, "
+        "features "
         f"{facts['feature_shape']}; extraction "
         f"{'skipped (cache hit)' if facts['cache_hit'] else 'ran'}",
         f"evaluation: {facts['evaluation']}; positive class **{facts['positive_name']}** "
@@ -688,15 +697,16 @@ def setup_lines(p, facts):
     ]
 
 
-def describe_scratch(p):
+def describe_scratch(params):
     """The from-scratch model's settings in words, e.g. for the summary."""
     return (
-        f"{p['scratch_size']}x{p['scratch_size']}x{p['scratch_channels']}, "
-        f"{'centred' if p['scratch_centre'] else '[0, 1]'} pixels, "
-        f"{'batch norm, ' if p['scratch_batch_norm'] else ''}{p['scratch_pooling']} top, dropout "
-        f"{p['scratch_dropout']}, lr {p['scratch_lr']:g} {p['scratch_lr_schedule']}, "
-        f"{scratch_epochs(p)} epochs of batch {scratch_batch_size(p)}"
-        f"{', augmented' if p['augment'] else ''}"
+        f"{params['scratch_size']}x{params['scratch_size']}x{params['scratch_channels']}, "
+        f"{'centred' if params['scratch_centre'] else '[0, 1]'} pixels, "
+        f"{'batch norm, ' if params['scratch_batch_norm'] else ''}{params['scratch_pooling']} top, "
+        f"dropout {params['scratch_dropout']}, "
+        f"lr {params['scratch_lr']:g} {params['scratch_lr_schedule']}, "
+        f"{scratch_epochs(params)} epochs of batch {scratch_batch_size(params)}"
+        f"{', augmented' if params['augment'] else ''}"
     )
 
 
