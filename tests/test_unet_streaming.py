@@ -104,7 +104,7 @@ def test_streaming_refuses_an_unreadable_file_before_any_work(tmp_path):
 def test_a_disk_cached_run_writes_its_outputs_and_removes_the_cache(tmp_path):
     data_dir = xray_folder(tmp_path, count=6)
     flags = "--experiments 4a --epochs 1 --size 32 --depth 2 --base 2 --batch-size 2 --cache disk"
-    main_segmentation.train_experiments(
+    main_segmentation.train(
         ["--data-dir", str(data_dir), *flags.split(), "--out", str(tmp_path / "out")]
     )
     (summary,) = (p for p in (tmp_path / "out").iterdir() if p.name.endswith("-summary"))
