@@ -26,7 +26,14 @@ import numpy as np
 
 from medlab import quiet_tensorflow
 from medlab.app import cli, resume, runs, sidecars
-from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
+from medlab.app.collapse import (
+    learning_check,
+    not_learnt_reason,
+    not_learnt_sentence,
+    print_bold,
+    try_instead,
+)
+from medlab.app.comparisons import unlearnt_verdict
 from medlab.app.data import locate_data
 from medlab.app.report import Report
 from medlab.app.transfer_parameters import DECLARED
@@ -185,6 +192,7 @@ def train_command(argv):
     )
     for method, check in checks.items():
         metrics[method].update(check)
+    withhold_verdict(metrics)
     metrics["evaluation"] = evaluation_facts(facts, data, p)
     # 5. Report: metrics, TensorBoard, predictions, figures, models and summary.md.
     runs.write_json(run_dir / "metrics.json", metrics)
@@ -672,6 +680,18 @@ def verdict(difference):
     if high < 0:
         return f"training from scratch is more accurate: difference {span}, larger than the noise"
     return f"no accuracy difference larger than the noise: difference {span} includes 0"
+
+
+def withhold_verdict(metrics):
+    """No verdict on transfer vs scratch when either model has not learnt: the difference would
+    measure a failed training (`medlab.app.comparisons.unlearnt_verdict`, as every comparison)."""
+    not_learnt = {
+        method: (not_learnt_reason(metrics[method]), metrics["try_instead"])
+        for method in ("transfer", "scratch")
+        if metrics[method]["not_learnt"]
+    }
+    withheld = unlearnt_verdict("transfer", "scratch", not_learnt)
+    metrics["difference"]["verdict"] = withheld or metrics["difference"]["verdict"]
 
 
 def learning_checks(runs, labels, class_names, p, typed):
