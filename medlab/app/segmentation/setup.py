@@ -119,18 +119,24 @@ def new_plan(names, flags, script):
         {k: v for k, v in demo.items() if k != "pairs"},
         flags,
     )
+    names = choose_experiments(names, script.EXPERIMENTS, script.DEFAULT_EXPERIMENTS)
+    own = {name: script.SYNTHETIC_DEMO_EXPERIMENTS.get(name, {}) for name in names}
     if demo_settings:  # the generated set is where the data comes from
         demo_settings["data_dir"] = str(data_dir)
+        for name, settings in own.items():
+            if settings:
+                shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+                print(f"demo settings of {name} alone: {shown} (main_segmentation.py says why)")
     return {
         name: resolve(
             DECLARED,
             block,
             flags,
-            demo=demo_settings,
+            demo={**demo_settings, **own[name]} if demo_settings else demo_settings,
             experiment=script.EXPERIMENTS[name],
             where="PARAMETERS in main_segmentation.py",
         )
-        for name in choose_experiments(names, script.EXPERIMENTS, script.DEFAULT_EXPERIMENTS)
+        for name in names
     }
 
 
