@@ -140,7 +140,10 @@ def unlearnt_verdict(first, second, not_learnt):
     failed = [name for name in dict.fromkeys((first, second)) if name in not_learnt]
     if not failed:
         return None
-    what = "; ".join(f"{name} {not_learnt[name][0]}" for name in failed)
+    what = "; ".join(
+        not_learnt[name][0] if len(failed) == 1 else f"{name}: {not_learnt[name][0]}"
+        for name in failed
+    )
     todo = " ".join(not_learnt[name][1] for name in failed)
     subject = " and ".join(failed)
     return (

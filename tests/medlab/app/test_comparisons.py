@@ -139,11 +139,12 @@ def test_a_pair_with_a_run_that_has_not_learnt_gets_its_numbers_but_no_verdict()
     (result,), _ = compare_runs([("a", "b", "q")], scores, metrics, not_learnt=failed)
     for line in [result["verdict"], *(m["verdict"] for m in result["metrics"].values())]:
         assert "beats" not in line and "larger than the noise" not in line
-        assert line.startswith("no verdict: a has not learnt (a collapsed to the empty mask)")
+        assert line.startswith("no verdict: a has not learnt (collapsed to the empty mask)")
         assert "Rerun a: `python x.py --epochs 20`." in line
     assert result["metrics"]["dice"]["difference"] == pytest.approx(np.mean(first - second))
     text = comparisons_markdown([result], [])
     assert text.count("no verdict: a has not learnt") == 3  # the table's two rows, said once below
     assert unlearnt_verdict("a", "b", {}) is None
     both = unlearnt_verdict("a", "b", {**failed, "b": ("predicts one class", "Fix b.")})
-    assert both.startswith("no verdict: a and b have not learnt") and "Fix b." in both
+    assert both.startswith("no verdict: a and b have not learnt (a: collapsed to the empty mask; b")
+    assert "Fix b." in both

@@ -92,7 +92,7 @@ def test_a_collapsed_run_gets_no_beats_verdict_on_any_surface(tmp_path, capsys):
     for name in reporting:
         text = surfaces[name]
         assert "beats 4d-dice" not in text and "4d-dice beats" not in text, name
-        assert "no verdict: 4d-dice has not learnt (4d-dice collapsed to the empty mask)" in text
+        assert "no verdict: 4d-dice has not learnt (collapsed to the empty mask)" in text
         # What to do: the run's own command (its data, not the default folder), lr lowered.
         assert (
             "python main_segmentation.py --data-dir /lab/my-xrays --epochs 30 --seed 3 "
@@ -123,7 +123,7 @@ def test_transfer_vs_scratch_gets_no_verdict_when_a_model_has_not_learnt():
     tv.withhold_verdict(metrics)
     line = metrics["difference"]["verdict"]
     assert line.startswith(
-        "no verdict: transfer has not learnt (transfer predicts Nevi for 4 of 4 validation images)"
+        "no verdict: transfer has not learnt (predicts Nevi for 4 of 4 validation images)"
     )
     assert "more accurate" not in line and advice in line
     metrics["transfer"]["not_learnt"] = False
