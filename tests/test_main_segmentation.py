@@ -475,6 +475,9 @@ def test_an_experiments_own_demo_setting_applies_to_it_alone_and_a_flag_still_wi
     assert plan["4d-dice"].cell("lr") == "0.00015 (demo)"
     assert plan["4c-dice"].cell("lr") == "0.0007 (demo)"
     assert "demo settings of 4d-dice alone: lr=0.00015" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        setup.parse_arguments(["--help"], main_segmentation)
+    assert "synthetic demo: 0.0007, 4d-dice: 0.00015)" in " ".join(capsys.readouterr().out.split())
     typed = setup.new_plan("4d-dice", {"lr": 1e-3}, main_segmentation)
     assert typed["4d-dice"].cell("lr") == "0.001 (flag)"
     real = setup.new_plan("4d-dice", {"data_dir": str(tmp_path / "X_ray")}, main_segmentation)

@@ -76,6 +76,10 @@ def start(argv, script):
 
 def parse_arguments(argv, script):
     demo = {k: v for k, v in script.SYNTHETIC_DEMO.items() if k in DECLARED}
+    # An experiment's own demo value is shown beside the demo's: "0.0007, 4d-dice: 0.00015".
+    for name, settings in script.SYNTHETIC_DEMO_EXPERIMENTS.items():
+        for key, value in settings.items():
+            demo[key] = f"{demo.get(key, DECLARED[key].default)}, {name}: {value}"
     parser = Parser(
         prog="main_segmentation.py",
         description=script.__doc__.split("\n")[0],
