@@ -25,8 +25,8 @@ from medlab import quiet_tensorflow  # noqa: E402
 
 quiet_tensorflow()  # the summary module loads TensorFlow (unet), which is chatty at start
 
+from medlab.app.comparisons import compare_runs  # noqa: E402
 from medlab.app.runs import main_guard  # noqa: E402
-from medlab.app.segmentation.comparisons import compare_runs  # noqa: E402
 from medlab.app.segmentation.summary import COMPARED  # noqa: E402
 from medlab.errors import UserError  # noqa: E402
 

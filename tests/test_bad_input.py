@@ -123,8 +123,11 @@ def test_data_that_looks_wrong_is_warned_about(xrays):
     assert check_pairs(images, masks, warn=warnings.append) is True
     assert any("all 6 masks are empty" in w for w in warnings), warnings
     # A BCE run is not blamed on Dice loss; with every mask empty, recall 0 is no collapse.
-    bce, dice = (collapse_message("4a", "empty mask", 6, loss) for loss in ("bce", "dice"))
-    assert "lower --lr" in bce and "Dice loss" not in bce and "Dice loss" in dice
+    bce, dice = (
+        collapse_message("4a", "empty mask", 6, {"loss": loss, "epochs": 50, "lr": 3e-4})
+        for loss in ("bce", "dice")
+    )
+    assert "--lr 0.0001" in bce and "Dice loss" not in bce and "Dice loss" in dice
     nothing_found = {"recall": np.zeros(6), "coverage": np.zeros(6)}
     assert unet.collapsed(nothing_found) == "empty mask"
     assert unet.collapsed(nothing_found, masks_empty=True) is None

@@ -1,6 +1,8 @@
 """main_segmentation.py as users run it: outputs, synthetic demo, resume, predict and bad input."""
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ from helpers import ROOT, experiment_in, images_in, run_script, tensorboard_even
 
 import main_segmentation
 import unet
-from medlab.app.segmentation import evaluate_command
+from medlab.app.segmentation import evaluate_command, setup
 from medlab.errors import UserError
 from medlab.synthetic.xray import chest_xray
 
@@ -432,3 +434,49 @@ def test_help_and_a_wrong_data_folder_answer_without_starting_tensorflow(argv, o
         timeout=60,
     )
     assert output in result.stdout and "tensorflow imported: False" in result.stdout, result
+
+
+def test_following_the_collapse_advice_makes_the_run_learn(tmp_path, capsys):
+    """A BCE U-Net stopped after 2 epochs has only learnt the class balance (no lung anywhere):
+    the advice printed for it, the run's own command with the cause fixed, is run as printed and
+    the model then learns."""
+    data = xray_folder(tmp_path, count=16)
+    tiny = "--size 32 --depth 2 --base 4 --batch-size 4 --lr 0.001".split()
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(data), "--experiments", "4a", *tiny, "--epochs", "2"]
+    main_segmentation.train_experiments([*argv, "--out", str(out)])
+    (run,) = folders(out, "-4a")
+    assert json.loads((run / "metrics.json").read_text())["collapsed_to"] == "empty mask"
+    console = capsys.readouterr().out
+    (advice,) = re.findall(r"Rerun it: `python main_segmentation.py ([^`]*)`", console)
+    (summary,) = folders(out, "-summary")
+    assert f"`python main_segmentation.py {advice}`" in (summary / "summary.md").read_text()
+    # The advice keeps every flag of the run (its data above all) and changes only the cause.
+    words = shlex.split(advice)
+    assert dict(zip(words[::2], words[1::2])) == {
+        **dict(zip(argv[::2], argv[1::2])),
+        "--epochs": "20",
+        "--out": str(out),
+    }
+    main_segmentation.train_experiments(shlex.split(advice))
+    (run, rerun) = folders(out, "-4a")
+    metrics = json.loads((rerun / "metrics.json").read_text())
+    assert metrics["collapsed"] is False and metrics["val_dice"] > 0.25 and metrics["epochs"] == 20
+
+
+def test_an_experiments_own_demo_setting_applies_to_it_alone_and_a_flag_still_wins(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # no data/X_ray here: the synthetic demo
+    monkeypatch.setattr(setup, "synthetic_xrays", lambda count, seed: xray_folder(tmp_path, 3))
+    plan = setup.new_plan("4c-dice,4d-dice", {}, main_segmentation)
+    assert plan["4d-dice"].cell("lr") == "0.00015 (demo)"
+    assert plan["4c-dice"].cell("lr") == "0.0007 (demo)"
+    assert "demo settings of 4d-dice alone: lr=0.00015" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        setup.parse_arguments(["--help"], main_segmentation)
+    assert "synthetic demo: 0.0007, 4d-dice: 0.00015)" in " ".join(capsys.readouterr().out.split())
+    typed = setup.new_plan("4d-dice", {"lr": 1e-3}, main_segmentation)
+    assert typed["4d-dice"].cell("lr") == "0.001 (flag)"
+    real = setup.new_plan("4d-dice", {"data_dir": str(tmp_path / "X_ray")}, main_segmentation)
+    assert real["4d-dice"].cell("lr") == "0.0001 (lab)"

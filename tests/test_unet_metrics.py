@@ -87,14 +87,16 @@ def test_collapse_tells_the_empty_mask_from_the_whole_image():
     one_learnt = everything.copy()
     one_learnt[3] = square(0, 0, 9)
     assert unet.collapsed(unet.similarity_scores(truth, one_learnt)) is None
-    empty, full = (collapse_message("4b", kind, 14) for kind in ("empty mask", "whole image"))
+    p = {"loss": "bce", "epochs": 150, "lr": 1e-4}
+    empty, full = (collapse_message("4b", kind, 14, p) for kind in ("empty mask", "whole image"))
     assert "no lung in any of its 14" in empty and "empty mask" in empty
-    assert "whole image as lung in all 14" in full and "--experiments best" in full
+    assert "whole image as lung in all 14" in full and "white on black" in full
     assert "--epochs" not in full and "only" not in empty
+    assert "`python main_segmentation.py --experiments 4b --lr 3.3e-05`" in full
     # After a handful of epochs, too short a training is the cause named, whatever the loss.
     for kind in ("empty mask", "whole image"):
-        short = collapse_message("4b", kind, 14, "dice", epochs=2)
-        assert "After only 2 epoch(s)" in short and "--epochs 20 or more" in short
+        short = collapse_message("4b", kind, 14, {**p, "loss": "dice", "epochs": 2})
+        assert "after only 2 epoch(s)" in short and "--experiments 4b --epochs 20`" in short
         assert "Dice loss" not in short
 
 

@@ -51,16 +51,20 @@ def not_learnt_sentence(check, model="the model"):
     """The plain sentence for summaries and the console; "" for a model that has learnt."""
     if not check["not_learnt"]:
         return ""
+    return f"{model} {not_learnt_reason(check)}: it has not learnt the task"
+
+
+def not_learnt_reason(check):
+    """What a model that has not learnt does: "predicts cat for 30 of 30 validation images"."""
     if check["predicts_one_class"]:
         name = check["majority_prediction"]
         return (
-            f"{model} predicts {name} for {check['predicted_counts'][name]} of {check['n_images']} "
-            "validation images: it has not learnt the task"
+            f"predicts {name} for {check['predicted_counts'][name]} of {check['n_images']} "
+            "validation images"
         )
     return (
-        f"{model} has a balanced accuracy of {check['balanced_accuracy']:.3f} "
-        f"on {check['n_images']} "
-        "validation images, near chance (0.5): it has not learnt the task"
+        f"has a balanced accuracy of {check['balanced_accuracy']:.3f} on {check['n_images']} "
+        "validation images, near chance (0.5)"
     )
 
 

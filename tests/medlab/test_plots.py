@@ -9,7 +9,7 @@ import pytest
 
 import unet
 from medlab import plots
-from medlab.app.segmentation.comparisons import comparison_figure
+from medlab.app.comparisons import comparison_figure
 from medlab.classification import cam, transfer
 
 WARNING = (

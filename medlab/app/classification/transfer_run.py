@@ -25,7 +25,14 @@ from medlab.app.classification.script import (
     resolve,
 )
 from medlab.app.classification.transfer_parameters import DECLARED
-from medlab.app.collapse import learning_check, not_learnt_sentence, print_bold, try_instead
+from medlab.app.collapse import (
+    learning_check,
+    not_learnt_reason,
+    not_learnt_sentence,
+    print_bold,
+    try_instead,
+)
+from medlab.app.comparisons import unlearnt_verdict
 from medlab.app.data import locate_data
 from medlab.app.report import Report
 from medlab.atomic import save_model_atomic
@@ -178,6 +185,7 @@ class TransferRun(ClassifierRun):
         )
         for method, check in checks.items():
             metrics[method].update(check)
+        withhold_verdict(metrics)
         metrics["evaluation"] = evaluation_facts(self.facts, self.data, params)
         self.write_outputs(metrics, truth, scores)
         print(f"\n{metrics['difference']['verdict']}")
@@ -760,3 +768,15 @@ def predict_command(argv):
             f"{path}: {info['class_names'][label]} "
             f"(probability {p_one if label else 1 - p_one:.3f})"
         )
+
+
+def withhold_verdict(metrics):
+    """No verdict on transfer vs scratch when either model has not learnt: the difference would
+    measure a failed training (`unlearnt_verdict`, as every comparison)."""
+    not_learnt = {
+        method: (not_learnt_reason(metrics[method]), metrics["try_instead"])
+        for method in ("transfer", "scratch")
+        if metrics[method]["not_learnt"]
+    }
+    withheld = unlearnt_verdict("transfer", "scratch", not_learnt)
+    metrics["difference"]["verdict"] = withheld or metrics["difference"]["verdict"]

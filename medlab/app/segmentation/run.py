@@ -139,6 +139,12 @@ class SegmentationRun:
             },
         )
 
+    def typed(self):
+        """The parameters typed on the command line (the same for every experiment): a command
+        that reruns an experiment keeps them, so it trains on the same data."""
+        resolved = next(iter(self.plan.values()))
+        return {k: v for k, v in resolved.values.items() if resolved.source(k).startswith("flag")}
+
     def batch_size(self, experiment):
         """The global batch: the per-replica batch times the replicas of the strategy."""
         return self.scaling.global_batch(experiment.parameters["batch_size"])
@@ -193,9 +199,13 @@ class SegmentationRun:
         metrics, history = self.metrics(experiment, model, val_data, seconds, scores)
         if metrics["collapsed"]:
             message = collapse_message(
-                name, metrics["collapsed_to"], len(scores["dice"]), p["loss"], p["epochs"]
+                experiment.experiment,
+                metrics["collapsed_to"],
+                len(scores["dice"]),
+                p,
+                self.typed(),
             )
-            print_bold(f"warning: {message}")
+            print_bold(f"warning: {name}: {message}" if experiment.fold else f"warning: {message}")
         write_per_image(folder / "per_image.csv", val_names, scores)
         plots.plot_curves(
             {name: history},
@@ -273,7 +283,7 @@ class SegmentationRun:
             runs[name] = (*result, folder, resolved.values)
         table = parameter_rows(self.plan, list(DECLARED))
         seed = self.first["seed"]
-        write_summary(self.summary_dir, runs, table, self.comparisons, seed)
+        write_summary(self.summary_dir, runs, table, self.comparisons, seed, self.typed())
         if self.cache_dir is not None:
             # As large as the decoded data set; rebuilt if ever needed.
             shutil.rmtree(self.cache_dir)
@@ -388,6 +398,7 @@ def pooled_folds(name, results):
             "checkpoint, its epoch chosen on the held-out images: optimistic",
         },
         "collapsed": any(fold.get("collapsed", False) for fold, _ in results),
+        "collapsed_to": next((f["collapsed_to"] for f, _ in results if f.get("collapsed")), None),
     }, scores
 
 

@@ -16,9 +16,9 @@ from medlab.app.cli import (
     resolve,
     typed_flags,
 )
+from medlab.app.comparisons import check_names, parse_compare
 from medlab.app.data import locate_data
 from medlab.app.runs import check_saved_parameters
-from medlab.app.segmentation.comparisons import check_names, parse_compare
 from medlab.app.segmentation.folders import SOURCES_FILE, checked_summary_folder
 from medlab.app.segmentation.grouping import check_grouping, check_groups
 from medlab.app.segmentation.parameters import DECLARED
@@ -52,6 +52,7 @@ class Script:
     default_experiments: list
     commands: dict
     doc: str
+    demo_experiments: dict
 
 
 def start(
@@ -64,6 +65,7 @@ def start(
     default_experiments=None,
     commands=None,
     doc="",
+    demo_experiments=None,
 ):
     """Everything before the pipeline: the flags, the plan, checks of every parameter and of the
     data folder, then TensorFlow and the distribution strategy.
@@ -77,6 +79,7 @@ def start(
         default_experiments: the experiments run without --experiments (None: all).
         commands: {name: function}, the subcommands listed by --help.
         doc: the script's docstring (its first line and examples go into --help).
+        demo_experiments: {name: demo settings of that experiment alone, on top of `demo`}.
     Returns:
         The `SegmentationRun` whose experiments the pipeline trains.
     """
@@ -88,6 +91,7 @@ def start(
         list(default_experiments or experiments),
         commands or {},
         doc,
+        demo_experiments or {},
     )
     args = parse_arguments(argv, script)
     flags = typed_flags(args, DECLARED)
@@ -113,6 +117,10 @@ def start(
 
 def parse_arguments(argv, script):
     demo = {k: v for k, v in script.demo.items() if k in DECLARED}
+    # An experiment's own demo value is shown beside the demo's: "0.0007, 4d-dice: 0.00015".
+    for name, settings in script.demo_experiments.items():
+        for key, value in settings.items():
+            demo[key] = f"{demo.get(key, DECLARED[key].default)}, {name}: {value}"
     parser = Parser(
         prog="main_segmentation.py",
         description=script.doc.split("\n")[0],
@@ -156,18 +164,24 @@ def new_plan(names, flags, script):
         {k: v for k, v in demo.items() if k != "pairs"},
         flags,
     )
+    names = choose_experiments(names, script.experiments, script.default_experiments)
+    own = {name: script.demo_experiments.get(name, {}) for name in names}
     if demo_settings:  # the generated set is where the data comes from
         demo_settings["data_dir"] = str(data_dir)
+        for name, settings in own.items():
+            if settings:
+                shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+                print(f"demo settings of {name} alone: {shown} (main_segmentation.py says why)")
     return {
         name: resolve(
             DECLARED,
             block,
             flags,
-            demo=demo_settings,
+            demo={**demo_settings, **own[name]} if demo_settings else demo_settings,
             experiment=script.experiments[name],
             where="PARAMETERS in main_segmentation.py",
         )
-        for name in choose_experiments(names, script.experiments, script.default_experiments)
+        for name in names
     }
 
 

@@ -6,8 +6,8 @@ import os
 
 import unet
 from medlab import plots
-from medlab.app.report import Report
-from medlab.app.segmentation.comparisons import (
+from medlab.app.collapse import command_line
+from medlab.app.comparisons import (
     compare_runs,
     comparison_figure,
     comparison_rows,
@@ -15,6 +15,7 @@ from medlab.app.segmentation.comparisons import (
     select_comparisons,
     with_two_run_default,
 )
+from medlab.app.report import Report
 from medlab.atomic import write_json
 
 # Metrics of the paired comparisons: (per-image score, its words, higher is better).
@@ -29,7 +30,7 @@ CURVE_PANELS = {
 }
 
 
-def write_summary(summary_dir, runs, parameters, comparisons=(), seed=0):
+def write_summary(summary_dir, runs, parameters, comparisons=(), seed=0, typed=None):
     """Compare the experiments of one invocation: summary.csv, summary.md, summary.json, a Dice bar
     chart, and the paired `comparisons` (comparisons.csv and one figure of overlaid curves each).
 
@@ -37,7 +38,9 @@ def write_summary(summary_dir, runs, parameters, comparisons=(), seed=0):
         runs: {experiment: (metrics, per-image scores, run folder, parameters)}.
         parameters: (rows, columns) of the effective-parameter table, one column per experiment
             (`medlab.app.cli.parameter_rows`).
+        typed: the flags the invocation was given, which the advice for a collapsed run keeps.
     """
+    typed = typed or {}
     rows = [summary_row(summary_dir, name, run) for name, run in runs.items()]
     columns = list(dict.fromkeys(column for row in rows for column in row))
     plots.write_csv(summary_dir / "summary.csv", rows, columns)
@@ -48,7 +51,7 @@ def write_summary(summary_dir, runs, parameters, comparisons=(), seed=0):
         "final models, threshold 0.5",
     )
     folds = [c for c in ("folds_dice_mean", "folds_dice_std") if c in columns]
-    compared, comparison_data = write_comparisons(summary_dir, runs, comparisons, seed)
+    compared, comparison_data = write_comparisons(summary_dir, runs, comparisons, seed, typed)
     write_json(
         summary_dir / "summary.json",
         {"runs": {name: run[0] for name, run in runs.items()}, **comparison_data},
@@ -66,8 +69,8 @@ def write_summary(summary_dir, runs, parameters, comparisons=(), seed=0):
                 row["experiment"],
                 row["collapsed_to"],
                 row["validation_images"],
-                runs[row["experiment"]][3]["loss"],
-                runs[row["experiment"]][3]["epochs"],
+                runs[row["experiment"]][3],
+                typed,
             )
             report.bold(f"Collapsed: {message}")
     report.table(rows, summary_columns(folds), summary_formats(folds))
@@ -156,27 +159,44 @@ def collapse_kind(metrics):
 # Fewer epochs than this are the likeliest reason a U-Net predicts one mask everywhere: it first
 # learns the class balance (all background), then the lungs.
 FEW_EPOCHS = 20
+# A collapse at enough epochs: rerun at this fraction of the learning rate.
+LOWER_LR = 1 / 3
+SCRIPT = "main_segmentation.py"
 
 
-def collapse_message(name, kind, count, loss="bce", epochs=None):
-    """The sentence that says what a collapsed experiment predicts, why, and what to run instead."""
-    if epochs is not None and epochs < FEW_EPOCHS:
-        advice = (
-            f"After only {epochs} epoch(s) the likely cause is a training too short: rerun with "
-            f"--epochs {FEW_EPOCHS} or more, or run --experiments best."
+def collapse_cause(kind, p):
+    """Why a run with parameters `p` likely collapsed to `kind`, and the values that fix it."""
+    if p["epochs"] < FEW_EPOCHS:
+        return (
+            f"after only {p['epochs']} epoch(s) the likely cause is a training too short",
+            {"epochs": FEW_EPOCHS},
         )
-    elif kind == "empty mask" and "dice" in loss:
-        advice = (
+    lower = {"lr": float(f"{p['lr'] * LOWER_LR:.2g}")}
+    if kind == "empty mask" and "dice" in p["loss"]:
+        return (
             "Dice loss does this when a high learning rate saturates the sigmoid (its gradient "
-            "then vanishes, unlike BCE's); rerun with a lower --lr, or run --experiments best."
+            "then vanishes, unlike BCE's)",
+            lower,
         )
-    elif kind == "empty mask":
-        advice = "Rerun with a lower --lr or more --epochs, or run --experiments best."
-    else:
-        advice = (
-            "Check that the masks show the lungs white on black (inverted masks teach exactly "
-            "this), then rerun with a lower --lr, or run --experiments best."
-        )
+    if kind == "empty mask":
+        return "the likely cause is a learning rate too high for this model", lower
+    return (
+        "check that the masks show the lungs white on black (inverted masks teach exactly "
+        "this); otherwise the likely cause is a learning rate too high",
+        lower,
+    )
+
+
+def collapse_advice(name, kind, p, typed):
+    """(the likely cause, the command to run instead) of experiment `name` collapsed to `kind`."""
+    cause, fixes = collapse_cause(kind, p)
+    return cause, command_line(SCRIPT, {**typed, "experiments": name, **fixes})
+
+
+def collapse_message(name, kind, count, p, typed=None):
+    """The sentence that says what a collapsed experiment predicts, why, and what to run instead:
+    the run's own command (`typed`, the flags it was given) with the cause fixed."""
+    cause, command = collapse_advice(name, kind, p, typed or {})
     what = (
         f"predicts no lung in any of its {count} validation images: it has collapsed to the "
         "empty mask"
@@ -184,7 +204,18 @@ def collapse_message(name, kind, count, loss="bce", epochs=None):
         else f"marks (almost) the whole image as lung in all {count} validation images: it has "
         "collapsed to the full mask"
     )
-    return f"{name} {what} and has not learnt the task. {advice}"
+    return f"{name} {what} and has not learnt the task; {cause}. Rerun it: `{command}`"
+
+
+def not_learnt_runs(runs, typed):
+    """{experiment: (what it did, what to do)} of the collapsed runs, for the comparisons."""
+    found = {}
+    for name, (metrics, _, _, p) in runs.items():
+        kind = collapse_kind(metrics)
+        if kind:
+            _, command = collapse_advice(name, kind, p, typed)
+            found[name] = (f"collapsed to the {kind}", f"Rerun {name}: `{command}`.")
+    return found
 
 
 def write_per_image(path, names, scores, columns=None):
@@ -197,27 +228,33 @@ def write_per_image(path, names, scores, columns=None):
     )
 
 
-def write_comparisons(summary_dir, runs, comparisons, seed):
-    """The paired comparisons of the runs made: comparisons.csv, a figure each, their Markdown."""
+def write_comparisons(summary_dir, runs, comparisons, seed, typed):
+    """The paired comparisons of the runs made: comparisons.csv, a figure each, their Markdown,
+    and each verdict on the console; a pair with a collapsed run gets no verdict."""
     kept, notes = select_comparisons(with_two_run_default(comparisons, runs), runs)
+    not_learnt = not_learnt_runs(runs, typed)
     results, skipped = compare_runs(
-        kept, {name: run[1] for name, run in runs.items()}, COMPARED, seed
+        kept, {name: run[1] for name, run in runs.items()}, COMPARED, seed, not_learnt=not_learnt
     )
     notes += skipped
     for result in results:
         first, second = result["first"], result["second"]
         result["figure"] = f"compare-{first}-vs-{second}.png"
+        # A run that has not learnt says so in the figure's legend too.
+        shown = {n: f"{n} (has not learnt)" if n in not_learnt else n for n in (first, second)}
         histories = {
-            name: plots.read_history(runs[name][2] / "history.csv") for name in (first, second)
+            shown[name]: plots.read_history(runs[name][2] / "history.csv")
+            for name in (first, second)
         }
         comparison_figure(
             histories,
             summary_dir / result["figure"],
-            first,
-            second,
+            shown[first],
+            shown[second],
             result["question"],
             CURVE_PANELS,
         )
+        print(f"{first} vs {second} ({result['question']}): {result['verdict']}")
     rows = comparison_rows(results)
     if rows:
         plots.write_csv(summary_dir / "comparisons.csv", rows, list(rows[0]))

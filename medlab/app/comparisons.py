@@ -5,6 +5,10 @@ both runs' learning curves on the same axes.
 A comparison is a triple (first, second, question), e.g. ("4a", "4b", "BCE vs Dice loss"); its
 difference is first minus second. As in transfer_vgg16.py a difference is "larger than the noise"
 when its 95% interval excludes 0, and here also only when the Wilcoxon test agrees (p < 0.05).
+
+A pair in which a run has not learnt (a collapsed U-Net, a classifier that predicts one class) gets
+its numbers but no verdict (`unlearnt_verdict`): its difference measures a failed training, not
+the question asked. Every report of a comparison, in every task, takes its verdict from here.
 """
 
 import numpy as np
@@ -126,6 +130,29 @@ def verdict(first, second, result, label, higher_is_better=True):
     return f"{claim}, but {p}: not established, the signed-rank test does not confirm the interval"
 
 
+def unlearnt_verdict(first, second, not_learnt):
+    """The verdict of a pair in which a run has not learnt, or None when both have learnt.
+
+    Args:
+        not_learnt: {run: (what it did, what to do)} for each run that has not learnt, e.g.
+            {"4d-dice": ("collapsed to the empty mask", "rerun it with `python ...`")}.
+    """
+    failed = [name for name in dict.fromkeys((first, second)) if name in not_learnt]
+    if not failed:
+        return None
+    what = "; ".join(
+        not_learnt[name][0] if len(failed) == 1 else f"{name}: {not_learnt[name][0]}"
+        for name in failed
+    )
+    todo = " ".join(not_learnt[name][1] for name in failed)
+    subject = " and ".join(failed)
+    return (
+        f"no verdict: {subject} {'has' if len(failed) == 1 else 'have'} not learnt ({what}), so "
+        f"the difference measures a failed training, not the settings compared. {todo} Then "
+        "compare again."
+    )
+
+
 def aligned(scores, first, second):
     """Both runs' per-image scores in the same image order, or None when the images differ."""
     names_first, names_second = list(scores[first]["image"]), list(scores[second]["image"])
@@ -136,11 +163,13 @@ def aligned(scores, first, second):
     return scores[first], {key: np.asarray(values)[order] for key, values in scores[second].items()}
 
 
-def compare_runs(comparisons, scores, metrics, seed=0, n_resamples=RESAMPLES):
+def compare_runs(comparisons, scores, metrics, seed=0, n_resamples=RESAMPLES, not_learnt=None):
     """Every comparison on every metric of `metrics` ((key, label, higher_is_better) triples).
 
-    `scores` maps a run to its per-image scores, with the image names under "image". Returns the
-    results (one dict per comparison) and notes for those that could not be made.
+    `scores` maps a run to its per-image scores, with the image names under "image";
+    `not_learnt` the runs that have not learnt, as `unlearnt_verdict` takes them: a pair with one
+    gets its numbers and that sentence instead of a verdict. Returns the results (one dict per
+    comparison) and notes for those that could not be made.
     """
     results, notes = [], []
     for first, second, question in comparisons:
@@ -152,11 +181,12 @@ def compare_runs(comparisons, scores, metrics, seed=0, n_resamples=RESAMPLES):
             )
             continue
         entry = {"first": first, "second": second, "question": question, "metrics": {}}
+        withheld = unlearnt_verdict(first, second, not_learnt or {})
         for key, label, higher in metrics:
             result = paired_difference(pair[0][key], pair[1][key], n_resamples, seed)
             entry["metrics"][key] = {
                 **result,
-                "verdict": verdict(first, second, result, label, higher),
+                "verdict": withheld or verdict(first, second, result, label, higher),
             }
         entry["verdict"] = entry["metrics"][metrics[0][0]]["verdict"]
         results.append(entry)
@@ -251,7 +281,8 @@ def comparisons_markdown(results, notes, resamples=RESAMPLES):
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     for r in results:
         lines += [f"### {r['first']} vs {r['second']}: {r['question']}", ""]
-        lines += [f"- {m['verdict']}" for m in r["metrics"].values()]
+        verdicts = dict.fromkeys(m["verdict"] for m in r["metrics"].values())  # withheld: once
+        lines += [f"- {line}" for line in verdicts]
         lines += [""] + (
             [f"![{r['first']} and {r['second']}: learning curves]({r['figure']})", ""]
             if "figure" in r

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from medlab.app.segmentation.comparisons import (
+from medlab.app.comparisons import (
     compare_runs,
     comparisons_markdown,
     paired_difference,
     parse_compare,
     select_comparisons,
+    unlearnt_verdict,
     verdict,
     with_two_run_default,
 )
@@ -124,3 +125,26 @@ def test_a_tiny_difference_is_printed_with_its_digits_not_as_zero():
     second = np.linspace(0.8, 0.9, 20)
     line = verdict("a", "b", paired_difference(second + 0.0002, second), "Dice")
     assert "a beats b by 0.0002 [0.0002, 0.0002] Dice: larger than the noise" in line
+
+
+def test_a_pair_with_a_run_that_has_not_learnt_gets_its_numbers_but_no_verdict():
+    first, second = scores_pair(shift=-0.5)  # "a" far worse: a verdict would say b beats a
+    names = [f"p{i}" for i in range(20)]
+    scores = {
+        name: {"dice": dice, "hd95": 10 * (1 - dice), "image": names}
+        for name, dice in (("a", first), ("b", second))
+    }
+    failed = {"a": ("collapsed to the empty mask", "Rerun a: `python x.py --epochs 20`.")}
+    metrics = [*DICE, ("hd95", "px HD95", False)]
+    (result,), _ = compare_runs([("a", "b", "q")], scores, metrics, not_learnt=failed)
+    for line in [result["verdict"], *(m["verdict"] for m in result["metrics"].values())]:
+        assert "beats" not in line and "larger than the noise" not in line
+        assert line.startswith("no verdict: a has not learnt (collapsed to the empty mask)")
+        assert "Rerun a: `python x.py --epochs 20`." in line
+    assert result["metrics"]["dice"]["difference"] == pytest.approx(np.mean(first - second))
+    text = comparisons_markdown([result], [])
+    assert text.count("no verdict: a has not learnt") == 3  # the table's two rows, said once below
+    assert unlearnt_verdict("a", "b", {}) is None
+    both = unlearnt_verdict("a", "b", {**failed, "b": ("predicts one class", "Fix b.")})
+    assert both.startswith("no verdict: a and b have not learnt (a: collapsed to the empty mask; b")
+    assert "Fix b." in both
