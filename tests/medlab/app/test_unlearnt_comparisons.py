@@ -11,6 +11,7 @@ import main_segmentation
 import transfer_vgg16 as tv
 import unet
 from medlab import plots
+from medlab.app.classification import transfer_run
 from medlab.app.segmentation.summary import write_summary
 
 IMAGES, SIZE = 20, 32
@@ -113,14 +114,16 @@ def test_transfer_vs_scratch_gets_no_verdict_when_a_model_has_not_learnt():
         }
     ]
     params = {**tv.PARAMETERS, "preset": None}
-    checks, advice = tv.learning_checks(runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], params, {})
+    checks, advice = transfer_run.learning_checks(
+        runs, np.array([0, 1, 0, 1]), ["Mel", "Nevi"], params, {}, tv.PRESETS
+    )
     metrics = {
         "transfer": checks["transfer"],
         "scratch": checks["scratch"],
         "try_instead": advice,
         "difference": {"verdict": "training from scratch is more accurate: difference +0.5"},
     }
-    tv.withhold_verdict(metrics)
+    transfer_run.withhold_verdict(metrics)
     line = metrics["difference"]["verdict"]
     assert line.startswith(
         "no verdict: transfer has not learnt (predicts Nevi for 4 of 4 validation images)"
@@ -128,7 +131,7 @@ def test_transfer_vs_scratch_gets_no_verdict_when_a_model_has_not_learnt():
     assert "more accurate" not in line and advice in line
     metrics["transfer"]["not_learnt"] = False
     metrics["difference"]["verdict"] = "kept"
-    tv.withhold_verdict(metrics)
+    transfer_run.withhold_verdict(metrics)
     assert metrics["difference"]["verdict"] == "kept"
 
 
