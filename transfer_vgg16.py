@@ -34,7 +34,7 @@ from medlab.atomic import save_model_atomic
 from medlab.checks import check_fits_in_memory, check_writable_folder
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, bootstrap_metrics, positive_label
-from medlab.distribute import configure_precision, configure_scaling
+from medlab.distribute import check_precision, configure_precision, configure_scaling
 from medlab.errors import UserError
 from medlab.images import load_image
 from medlab.parameters import check_values
@@ -169,6 +169,7 @@ def train_command(argv):
     # never reaches the backbone.
     quiet_tensorflow()
     scaling = configure_scaling(p["strategy"], jit=p["jit"], batch_size=p["batch_size"])
+    check_precision(p["mixed_precision"])  # refused before the slow extraction, not after
     check_memory(p, len(split.train_paths) + len(split.val_paths))
     runs.set_seed(p["seed"])  # a random backbone (--weights none) is then the same in every run
     backbone = load_backbone(p)
