@@ -95,7 +95,7 @@ PARAMETERS = {
     # scaling (docs/scaling.md): batch_size above is per replica
     "strategy": "auto",
     "mixed_precision": "off",
-    "jit": False,
+    "jit": None,  # None: compiled on JAX, not on TensorFlow (docs/scaling.md)
 }
 # Settings that replace the lab defaults on the built-in synthetic sets (not your edits above, a
 # preset or flags). The lab's

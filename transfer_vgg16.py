@@ -52,6 +52,7 @@ PARAMETERS = {
     # model: the frozen VGG16 and its head
     "weights": "imagenet",
     "preprocess": "vgg16",
+    "feature_precision": "float32",
     "image_size": 224,
     "dense_units": 128,
     "dropout": 0.5,
@@ -82,7 +83,7 @@ PARAMETERS = {
     # scaling (docs/scaling.md): batch_size above is per replica
     "strategy": "auto",
     "mixed_precision": "off",
-    "jit": False,
+    "jit": None,  # None: compiled on JAX, not on TensorFlow (docs/scaling.md)
 }
 
 # Without data, a generated set replaces data/Skin or data/Bone, and these settings replace the lab
@@ -363,7 +364,7 @@ def load_backbone(p):
 
     check_weights(p["weights"])
     try:
-        return transfer.load_backbone(p["weights"], p["image_size"])
+        return transfer.load_backbone(p["weights"], p["image_size"], p["feature_precision"])
     except transfer.WeightsUnavailable as error:
         raise UserError(
             f"{error} or pass --weights PATH (a local VGG16 notop weights file), or --weights "

@@ -65,7 +65,12 @@ SCALING = {
         choices=PRECISIONS,
     ),
     "jit": Param(
-        False, "compile the training step with XLA (model.compile(jit_compile=True))", "scaling"
+        None,
+        "compile the training step (model.compile(jit_compile=True): XLA on TensorFlow, jax.jit "
+        "on JAX); not set: compiled on JAX, as Keras does there, and not on TensorFlow, where XLA "
+        "rarely pays on a CPU; --no-jit runs it op by op",
+        "scaling",
+        type=bool,
     ),
 }
 
@@ -148,16 +153,29 @@ def check_scaling(p):
     check_values(p, SCALING)
 
 
-def configure_scaling(strategy="auto", mixed_precision="off", jit=False, batch_size=None):
+def configure_scaling(strategy="auto", mixed_precision="off", jit=None, batch_size=None):
     """Create the strategy and set the precision policy; call once, before any model or dataset.
 
-    Prints the strategy, its replicas and, given the per-replica `batch_size`, the global batch.
+    Prints the strategy, its replicas and, given the per-replica `batch_size`, the global batch,
+    and whether the training step is compiled (`jit`: True, False or None for the backend's
+    default, see `compiles`).
     """
-    scaling = Scaling(make_strategy(strategy, batch_size), bool(jit))
+    scaling = Scaling(make_strategy(strategy, batch_size), compiles(jit))
     configure_precision(mixed_precision)
-    if jit:
-        print("XLA: the training step is compiled with jit_compile=True")
+    if scaling.jit:
+        how = "jax.jit" if on_jax() else "XLA"
+        print(f"{how}: the training step is compiled with jit_compile=True")
     return scaling
+
+
+def compiles(jit):
+    """Whether the training step is compiled: as `--jit`/`--no-jit` say, else (None) on JAX only.
+
+    On JAX, Keras' own default compiles it: uncompiled, JAX runs op by op (a 256 px U-Net step
+    took 1.4x as long). On TensorFlow the step is a graph either way and XLA rarely pays on a CPU,
+    so it stays off unless asked.
+    """
+    return on_jax() if jit is None else bool(jit)
 
 
 def make_strategy(name, batch_size=None):
@@ -308,17 +326,23 @@ def check_precision(mode):
         )
     if mode != "bfloat16":
         return
-    if not (gpu_count() or cpu_supports_bfloat16()):
-        raise UserError(
-            "--mixed-precision bfloat16 needs a GPU or a CPU with AVX512-BF16/AMX and this "
-            "machine has neither; use off"
-        )
+    check_native_bfloat16("--mixed-precision bfloat16", "off")
     error = bfloat16_gradient_error()
     if error > BFLOAT16_GRADIENT_TOLERANCE:
         raise UserError(
             f"--mixed-precision bfloat16 trains with wrong gradients here: {backend_name()}'s "
             f"kernels on this {'GPU' if gpu_count() else 'CPU'} sum a convolution's gradients in "
             f"bfloat16 ({error:.0%} off on a 4x256x256x8 map, docs/scaling.md); use off"
+        )
+
+
+def check_native_bfloat16(setting, instead):
+    """Refuse `setting` in one line where bfloat16 is emulated (slower than float32): it needs a
+    GPU or a CPU with AVX512-BF16/AMX."""
+    if not (gpu_count() or cpu_supports_bfloat16()):
+        raise UserError(
+            f"{setting} needs a GPU or a CPU with AVX512-BF16/AMX and this machine has neither; "
+            f"use {instead}"
         )
 
 

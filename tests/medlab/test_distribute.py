@@ -180,6 +180,22 @@ def test_jit_reaches_the_compiled_model():
     assert compile_classifier(classifier, 1e-3).jit_compile is False
 
 
+def test_the_training_step_is_compiled_as_typed_else_on_jax_only(capsys):
+    # On TensorFlow (this process) not set means not compiled; the JAX side is checked by
+    # test_jax_backend.py, which trains there with the shipped setting.
+    assert distribute.configure_scaling("default", jit=None).jit is False
+    assert distribute.configure_scaling("default", jit=True).jit is True
+    assert "XLA: the training step is compiled" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, value", [([], None), (["--jit"], True), (["--no-jit"], False)])
+def test_jit_keeps_its_flags_and_not_typing_it_leaves_the_backend_to_choose(flags, value):
+    import transfer_vgg16
+
+    assert transfer_vgg16.parse_train_flags(flags).jit is value
+    assert distribute.SCALING["jit"].default is None  # the shipped blocks hold it (test_cli.py)
+
+
 def test_transfer_and_cam_take_the_same_flags_and_refuse_unknown_values():
     import cam_vgg16
     import transfer_vgg16
