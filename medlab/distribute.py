@@ -332,7 +332,7 @@ def check_precision(mode):
         raise UserError(
             f"--mixed-precision bfloat16 trains with wrong gradients here: {backend_name()}'s "
             f"kernels on this {'GPU' if gpu_count() else 'CPU'} sum a convolution's gradients in "
-            f"bfloat16 ({error:.0%} off on a 4x256x256x8 map, docs/scaling.md); use off"
+            f"bfloat16 ({error:.1%} off on a 4x256x256x8 map, docs/scaling.md); use off"
         )
 
 
