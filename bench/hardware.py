@@ -11,10 +11,10 @@ model's layers:
 - the cam_vgg16.py classifier's training step (the lab network: 128 px, one channel, base 8,
   batch 8).
 
-Prints each step's seconds, achieved GFLOP/s and share of the float32 peak, and the load average
-before and after (the figures mean something only on an otherwise idle machine; the ratios printed
-are measured in this one run). Times are the best of `--repeats` calls: the closest the step came to
-the hardware, as the peak is.
+Prints each step's seconds, achieved GFLOP/s and share of the float32 peak measured right before
+it (so that both see the same neighbours), and the load average after each: the absolute figures
+mean something only on an otherwise idle machine. Times are the best of `--repeats` calls, the
+closest the step came to the hardware, as the peak is.
 
     python bench/hardware.py [--repeats 10] [--matrix 2048]
     python bench/hardware.py --repeats 2 --matrix 256 --small    # a quick check that it runs
@@ -170,36 +170,39 @@ def main():
     before = load_average()
     device = "GPU" if gpu_count() else f"{os.cpu_count()} CPU cores"
     native = bool(gpu_count() or cpu_supports_bfloat16())
-    peak = peak_rate(args.matrix, tf.float32, args.repeats)
     bf16_peak = peak_rate(args.matrix, tf.bfloat16, args.repeats)
-    rows = [("U-Net training step", *unet_step(args.repeats, args.small))]
-    *full, features = extraction(args.repeats, args.small, "float32")
-    *half, half_features = extraction(args.repeats, args.small, "bfloat16")
-    rows += [("VGG16 feature extraction", *full), ("VGG16 feature extraction", *half)]
-    rows.append(("cam_vgg16 training step", *cam_step(args.repeats, args.small)))
-    after = load_average()
-
     print(
-        f"\n{device}, TensorFlow {tf.__version__}; load average (1, 5, 15 min) before {before}, "
-        f"after {after}"
+        f"{device}, TensorFlow {tf.__version__}; bfloat16 {args.matrix}x{args.matrix} product: "
+        f"{bf16_peak:.1f} GFLOP/s ({'native' if native else 'emulated: no AVX512-BF16/AMX'})"
     )
+    steps = [
+        ("U-Net training step", lambda: unet_step(args.repeats, args.small)),
+        ("VGG16 feature extraction", lambda: extraction(args.repeats, args.small, "float32")),
+        ("VGG16 feature extraction", lambda: extraction(args.repeats, args.small, "bfloat16")),
+        ("cam_vgg16 training step", lambda: cam_step(args.repeats, args.small)),
+    ]
     print(
-        f"peak: {args.matrix}x{args.matrix} matrix product, best of {args.repeats}: "
-        f"float32 {peak:.1f} GFLOP/s, bfloat16 {bf16_peak:.1f} GFLOP/s "
-        f"({'native' if native else 'emulated: no AVX512-BF16/AMX and no GPU'})\n"
+        "\n| step | input | GFLOP per call | seconds (best) | GFLOP/s | float32 peak just "
+        "before, GFLOP/s | share of it | load average |"
     )
-    print("| step | input | GFLOP per call | seconds (best) | GFLOP/s | share of float32 peak |")
-    print("|---|---|---|---|---|---|")
-    for name, seconds, flops, described in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    features = []
+    for name, step in steps:
+        # The peak is measured right before each step, so that both see the same neighbours.
+        peak = peak_rate(args.matrix, tf.float32, args.repeats)
+        seconds, flops, described, *extracted = step()
+        features += extracted
         rate = flops / seconds / 1e9
         print(
             f"| {name} | {described} | {flops / 1e9:.1f} | {seconds:.3f} | {rate:.1f} | "
-            f"{rate / peak:.0%} |"
+            f"{peak:.1f} | {rate / peak:.0%} | {load_average()} |",
+            flush=True,
         )
-    error = np.sqrt(np.mean((half_features - features) ** 2) / np.mean(features**2))
+    full, half = features
+    error = np.sqrt(np.mean((half - full) ** 2) / np.mean(full**2))
     print(
-        f"\nbfloat16 extraction: {full[0] / half[0]:.2f}x float32's speed; features "
-        f"{error:.2%} RMS from float32's (random weights)"
+        f"\nbfloat16 features {error:.2%} RMS from float32's (random weights); load average "
+        f"(1, 5, 15 min) before {before}, after {load_average()}"
     )
 
 
