@@ -67,7 +67,7 @@ PARAMETERS = {
     # scaling (docs/scaling.md): batch_size above is per replica
     "strategy": "auto",
     "mixed_precision": "off",
-    "jit": False,
+    "jit": None,  # None: compiled on JAX, not on TensorFlow (docs/scaling.md)
 }
 
 # Named settings (--preset), applied over the defaults, the demo settings and your edits, under the

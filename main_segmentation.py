@@ -57,7 +57,7 @@ PARAMETERS = {
     # scaling (docs/scaling.md): batch_size above is per replica
     "strategy": "auto",
     "mixed_precision": "off",
-    "jit": False,
+    "jit": None,  # None: compiled on JAX, not on TensorFlow (docs/scaling.md)
 }
 
 # Each experiment is the parameters it changes from the block above.

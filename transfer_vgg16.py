@@ -38,6 +38,7 @@ PARAMETERS = {
     # model: the frozen VGG16 and its head
     "weights": "imagenet",
     "preprocess": "vgg16",
+    "feature_precision": "float32",
     "image_size": 224,
     "dense_units": 128,
     "dropout": 0.5,
@@ -68,7 +69,7 @@ PARAMETERS = {
     # scaling (docs/scaling.md): batch_size above is per replica
     "strategy": "auto",
     "mixed_precision": "off",
-    "jit": False,
+    "jit": None,  # None: compiled on JAX, not on TensorFlow (docs/scaling.md)
 }
 
 # Named settings for the from-scratch model and the class weights (--preset; over the demo

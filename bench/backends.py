@@ -1,5 +1,6 @@
-"""Benchmark (not a test): one epoch of U-Net training on TensorFlow, on JAX in one process, and on
-JAX in two processes (data-parallel, one CPU core each), measured in one run.
+"""Benchmark (not a test): one epoch of U-Net training on TensorFlow, on JAX in one process
+(compiled, the default, and op by op with --no-jit), and on JAX in two processes (data-parallel,
+one CPU core each), measured in one run.
 
 Each configuration runs in its own fresh process(es) (a backend is chosen before Keras is imported)
 on the same synthetic pairs, model, seed and global batch: a warm-up epoch (graph tracing, XLA
@@ -33,6 +34,7 @@ def parse_arguments():
     parser.add_argument("--batch-size", type=int, default=8, help="the global batch")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs, after one warm-up")
     parser.add_argument("--worker", metavar="STRATEGY", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-jit", choices=("default", "off"), help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -79,14 +81,15 @@ def worker(args):
     from medlab.app.runs import set_seed
     from medlab.distribute import configure_scaling
 
-    scaling = configure_scaling(args.worker)
+    # As the scripts do: --jit not set (compiled on JAX, not on TensorFlow), or --no-jit.
+    scaling = configure_scaling(args.worker, jit=None if args.worker_jit == "default" else False)
     images, masks = synthetic_pairs(args.pairs, args.size)
     data = unet.make_dataset(images, masks, args.batch_size, shuffle=True, seed=0)
     clock = epoch_clock()
     with scaling.scope():
         set_seed(0)
         model = unet.build_unet((args.size, args.size, 1), base=args.base, depth=4)
-        unet.compile_unet(model, "bce", 1e-4)
+        unet.compile_unet(model, "bce", 1e-4, jit_compile=scaling.jit)
         # One fit, so nothing is compiled twice; its first epoch (tracing, compiling) is not timed.
         model.fit(data, epochs=1 + args.epochs, verbose=0, shuffle=False, callbacks=[clock])
     if scaling.writes:
@@ -94,11 +97,13 @@ def worker(args):
         print(json.dumps({"epoch_seconds": seconds, "replicas": scaling.replicas}))
 
 
-def run_configuration(args, backend, strategy, processes=1):
+def run_configuration(args, backend, strategy, processes=1, jit="default"):
     """Start the worker process(es) of one configuration; returns process 0's seconds per epoch.
     Several processes are pinned to one core each."""
-    command = [sys.executable, __file__, "--worker", strategy]
-    command += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "worker"]
+    command = [sys.executable, __file__, "--worker", strategy, "--worker-jit", jit]
+    command += [
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if not k.startswith("worker")
+    ]
     port = free_port()
     started = []
     for index in range(processes):
@@ -136,15 +141,19 @@ def main():
         return worker(args)
     configurations = [
         ("TensorFlow, one process", "tensorflow", "default", 1),
-        ("JAX, one process", "jax", "default", 1),
+        ("JAX, one process (compiled: the default)", "jax", "default", 1),
+        ("JAX, one process, --no-jit (op by op)", "jax", "default", 1, "off"),
         ("JAX, two processes (one core each)", "jax", "multiworker", 2),
     ]
+    before = Path("/proc/loadavg").read_text().split()[:3]
     seconds = {name: run_configuration(args, *rest) for name, *rest in configurations}
+    after = Path("/proc/loadavg").read_text().split()[:3]
     reference = seconds[configurations[0][0]]
     print(
         f"\n{args.pairs} pairs at {args.size}x{args.size}, U-Net base {args.base} depth 4, global "
         f"batch {args.batch_size}, {args.epochs} timed epoch(s) after a warm-up, "
-        f"{os.cpu_count()} CPU cores\n"
+        f"{os.cpu_count()} CPU cores; load average (1, 5, 15 min) before {' '.join(before)}, "
+        f"after {' '.join(after)}\n"
     )
     print("| configuration | seconds per epoch | time / TensorFlow's |")
     print("|---|---|---|")

@@ -40,6 +40,10 @@ BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # The newest Keras (major, minor) seen failing to train on several workers
 # (see check_keras_trains_on_several_workers).
 KERAS_MULTIWORKER_BROKEN_THROUGH = (3, 15)
+# bfloat16 training is refused where one step's gradients on this map are further than this from
+# exact (`bfloat16_gradient_error`); bfloat16's own rounding is 0.4%.
+BFLOAT16_PROBE_SHAPE = (4, 256, 256, 8)
+BFLOAT16_GRADIENT_TOLERANCE = 0.02
 
 # The scaling parameters of every script, declared once (medlab.parameters): each gets a flag in the
 # help's "scaling" group; BATCH_SIZE is per replica.
@@ -55,13 +59,18 @@ SCALING = {
     ),
     "mixed_precision": Param(
         "off",
-        "off, float16 (GPU) or bfloat16 (GPU, or a CPU with AVX512-BF16/AMX); the output layer "
-        "stays float32",
+        "off, float16 (GPU) or bfloat16 (GPU; refused where its gradients come out wrong, as on "
+        "CPUs); the output layer stays float32",
         "scaling",
         choices=PRECISIONS,
     ),
     "jit": Param(
-        False, "compile the training step with XLA (model.compile(jit_compile=True))", "scaling"
+        None,
+        "compile the training step (model.compile(jit_compile=True): XLA on TensorFlow, jax.jit "
+        "on JAX); not set: compiled on JAX, as Keras does there, and not on TensorFlow, where XLA "
+        "rarely pays on a CPU; --no-jit runs it op by op",
+        "scaling",
+        type=bool,
     ),
 }
 
@@ -144,16 +153,29 @@ def check_scaling(p):
     check_values(p, SCALING)
 
 
-def configure_scaling(strategy="auto", mixed_precision="off", jit=False, batch_size=None):
+def configure_scaling(strategy="auto", mixed_precision="off", jit=None, batch_size=None):
     """Create the strategy and set the precision policy; call once, before any model or dataset.
 
-    Prints the strategy, its replicas and, given the per-replica `batch_size`, the global batch.
+    Prints the strategy, its replicas and, given the per-replica `batch_size`, the global batch,
+    and whether the training step is compiled (`jit`: True, False or None for the backend's
+    default, see `compiles`).
     """
-    scaling = Scaling(make_strategy(strategy, batch_size), bool(jit))
+    scaling = Scaling(make_strategy(strategy, batch_size), compiles(jit))
     configure_precision(mixed_precision)
-    if jit:
-        print("XLA: the training step is compiled with jit_compile=True")
+    if scaling.jit:
+        how = "jax.jit" if on_jax() else "XLA"
+        print(f"{how}: the training step is compiled with jit_compile=True")
     return scaling
+
+
+def compiles(jit):
+    """Whether the training step is compiled: as `--jit`/`--no-jit` say, else (None) on JAX only.
+
+    On JAX, Keras' own default compiles it: uncompiled, JAX runs op by op (a 256 px U-Net step
+    took 1.4x as long). On TensorFlow the step is a graph either way and XLA rarely pays on a CPU,
+    so it stays off unless asked.
+    """
+    return on_jax() if jit is None else bool(jit)
 
 
 def make_strategy(name, batch_size=None):
@@ -277,26 +299,105 @@ def configure_precision(mode):
 
     Layers then compute in 16 bits and keep float32 variables; models keep their output layer in
     float32 (`dtype="float32"`) so that probabilities and losses are not rounded to 16 bits.
-    float16 needs a GPU (loss scaling is added by `model.compile`); bfloat16 needs a GPU or a CPU
-    with native bfloat16, since elsewhere TensorFlow emulates it more slowly than float32.
     """
     import keras
 
-    check_scaling({"strategy": "auto", "mixed_precision": mode})
-    if mode == "float16" and not gpu_count():
-        raise UserError(
-            "--mixed-precision float16 needs a GPU and none is visible; use off on this machine"
-        )
-    if mode == "bfloat16" and not (gpu_count() or cpu_supports_bfloat16()):
-        raise UserError(
-            "--mixed-precision bfloat16 needs a GPU or a CPU with AVX512-BF16/AMX and this "
-            "machine has neither; use off"
-        )
+    check_precision(mode)
     policy = POLICIES[mode]
     keras.mixed_precision.set_global_policy(policy)
     if mode != "off":
         print(f"mixed precision: {policy} (16-bit compute, float32 variables and output layer)")
     return policy
+
+
+def check_precision(mode):
+    """Refuse, in one line, a precision this machine cannot train in, or trains wrong in.
+
+    float16 needs a GPU (loss scaling is added by `model.compile`); bfloat16 needs a GPU or a CPU
+    with native bfloat16, since elsewhere TensorFlow emulates it more slowly than float32, and
+    gradients that match exact ones (`bfloat16_gradient_error`): TensorFlow's CPU kernels sum the
+    gradients of a convolution in bfloat16, so a large feature map's bias gradient comes out
+    hundreds of times too small, silently.
+    """
+    check_scaling({"strategy": "auto", "mixed_precision": mode})
+    if mode == "float16" and not gpu_count():
+        raise UserError(
+            "--mixed-precision float16 needs a GPU and none is visible; use off on this machine"
+        )
+    if mode != "bfloat16":
+        return
+    check_native_bfloat16("--mixed-precision bfloat16", "off")
+    error = bfloat16_gradient_error()
+    if error > BFLOAT16_GRADIENT_TOLERANCE:
+        raise UserError(
+            f"--mixed-precision bfloat16 trains with wrong gradients here: {backend_name()}'s "
+            f"kernels on this {'GPU' if gpu_count() else 'CPU'} sum a convolution's gradients in "
+            f"bfloat16 ({error:.1%} off on a 4x256x256x8 map, docs/scaling.md); use off"
+        )
+
+
+def check_native_bfloat16(setting, instead):
+    """Refuse `setting` in one line where bfloat16 is emulated (slower than float32): it needs a
+    GPU or a CPU with AVX512-BF16/AMX."""
+    if not (gpu_count() or cpu_supports_bfloat16()):
+        raise UserError(
+            f"{setting} needs a GPU or a CPU with AVX512-BF16/AMX and this machine has neither; "
+            f"use {instead}"
+        )
+
+
+def bfloat16_gradient_error(shape=BFLOAT16_PROBE_SHAPE):
+    """The largest relative error of one bfloat16 training step's gradients, against exact values.
+
+    A 3x3 convolution plus bias of a map of ones with kernels of ones, as Keras computes a Conv2D
+    layer (`keras.ops.conv` + `keras.ops.add`, which is TensorFlow's BiasAdd), on this backend and
+    device; the loss is the float32 sum of its output, so the bias gradient is the number of
+    output pixels (N*H*W) and each kernel tap's is the number of pixels it sees, both exact in
+    float32. A correct bfloat16 step is within bfloat16's rounding (0.4%) of them.
+    """
+    import numpy as np
+    from keras import ops
+
+    batch, height, width, channels = shape
+    images = ops.ones(shape, "bfloat16")
+    kernel = np.ones((3, 3, channels, channels), np.float32)
+    bias = np.zeros(channels, np.float32)
+
+    def loss(kernel, bias):
+        convolved = ops.conv(images, ops.cast(kernel, "bfloat16"), padding="same")
+        return ops.sum(ops.cast(ops.add(convolved, ops.cast(bias, "bfloat16")), "float32"))
+
+    kernel_gradient, bias_gradient = gradients(loss, kernel, bias)
+    # A tap (i, j) of a "same" 3x3 convolution sees every pixel but one border row/column per
+    # offset from the centre.
+    rows = height - np.abs(np.arange(3) - 1)
+    columns = width - np.abs(np.arange(3) - 1)
+    exact_kernel = batch * np.outer(rows, columns)[:, :, None, None] * np.ones_like(kernel)
+    exact_bias = np.full(channels, batch * height * width, np.float32)
+    return max(
+        float(np.max(np.abs(np.asarray(got, np.float32) - exact) / exact))
+        for got, exact in ((kernel_gradient, exact_kernel), (bias_gradient, exact_bias))
+    )
+
+
+def gradients(loss, *arguments):
+    """The gradients of the scalar `loss(*arguments)` with respect to each argument, on this
+    backend (a tape on TensorFlow, `jax.grad` on JAX)."""
+    if on_jax():
+        import jax
+
+        return jax.grad(loss, argnums=tuple(range(len(arguments))))(*arguments)
+    import tensorflow as tf
+
+    variables = [tf.constant(argument) for argument in arguments]
+    with tf.GradientTape() as tape:
+        tape.watch(variables)
+        value = loss(*variables)
+    return [gradient.numpy() for gradient in tape.gradient(value, variables)]
+
+
+def backend_name():
+    return "JAX" if on_jax() else "TensorFlow"
 
 
 def cpu_supports_bfloat16():

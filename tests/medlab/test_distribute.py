@@ -109,6 +109,7 @@ def test_16_bit_modes_need_hardware_that_runs_them(monkeypatch, restore_policy, 
 
 def test_mixed_precision_keeps_the_output_layers_in_float32(monkeypatch, restore_policy):
     monkeypatch.setattr(distribute, "cpu_supports_bfloat16", lambda: True)
+    monkeypatch.setattr(distribute, "bfloat16_gradient_error", lambda: 0.0)  # as where it is right
     assert distribute.configure_precision("bfloat16") == "mixed_bfloat16"
     model = unet.build_unet((16, 16, 1), base=2, depth=2)
     classifier = build_vgg16_style((32, 32, 1), base=2, dense_units=4, dense_layers=1)
@@ -120,6 +121,56 @@ def test_mixed_precision_keeps_the_output_layers_in_float32(monkeypatch, restore
     assert distribute.configure_precision("off") == "float32"
 
 
+def relative_gradient_error(dtype_policy, reference_policy="float32"):
+    """The relative error (norm) of each gradient of one Conv2D step in `dtype_policy` against the
+    same step in `reference_policy`: same weights, a 4x256x256x8 map of random values."""
+    images = np.random.default_rng(0).uniform(size=(4, 256, 256, 8)).astype(np.float32)
+
+    def step(policy):
+        keras.utils.set_random_seed(0)
+        layer = keras.layers.Conv2D(8, 3, padding="same", dtype=policy)
+        layer.build(images.shape)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.cast(layer(images), tf.float32) ** 2)
+        return [g.numpy() for g in tape.gradient(loss, [layer.kernel, layer.bias])]
+
+    return [
+        float(np.linalg.norm(got - reference) / np.linalg.norm(reference))
+        for got, reference in zip(step(dtype_policy), step(reference_policy))
+    ]
+
+
+def test_bfloat16_training_is_refused_wherever_its_gradients_are_not_float32s(
+    monkeypatch, restore_policy
+):
+    # As on a CPU with AVX512-BF16 (this test must not depend on the CI machine's CPU).
+    monkeypatch.setattr(distribute, "cpu_supports_bfloat16", lambda: True)
+    kernel_error, bias_error = relative_gradient_error("mixed_bfloat16")
+    if max(kernel_error, bias_error) > 0.05:  # e.g. TensorFlow 2.21's CPU BiasAddGrad: 0.99
+        with pytest.raises(UserError, match="bfloat16 trains with wrong gradients") as error:
+            distribute.configure_precision("bfloat16")
+        assert "\n" not in str(error.value) and "use off" in str(error.value)
+        assert keras.mixed_precision.global_policy().name == "float32"
+    else:  # kernels that sum in float32: bfloat16 trains, within its rounding of float32
+        assert distribute.configure_precision("bfloat16") == "mixed_bfloat16"
+    # The probe the refusal rests on agrees with the float32 comparison above.
+    assert (distribute.bfloat16_gradient_error() > distribute.BFLOAT16_GRADIENT_TOLERANCE) == (
+        max(kernel_error, bias_error) > 0.05
+    )
+
+
+def test_the_bfloat16_probe_finds_exact_gradients_where_the_sums_are_right(monkeypatch):
+    # float32 arithmetic in place of bfloat16: the probe's exact values must then be met.
+    from keras import ops
+
+    monkeypatch.setattr(ops, "ones", lambda shape, dtype: keras.ops.zeros(shape, "float32") + 1)
+    real_cast = ops.cast
+    monkeypatch.setattr(
+        ops, "cast", lambda x, dtype: real_cast(x, "float32" if dtype == "bfloat16" else dtype)
+    )
+    assert distribute.bfloat16_gradient_error() < 1e-6
+
+
 def test_jit_reaches_the_compiled_model():
     model = unet.build_unet((16, 16, 1), base=2, depth=2)
     assert unet.compile_unet(model, "bce", 1e-3, jit_compile=True).jit_compile is True
@@ -127,6 +178,22 @@ def test_jit_reaches_the_compiled_model():
     classifier = build_vgg16_style((32, 32, 1), base=2, dense_units=4, dense_layers=1)
     assert compile_classifier(classifier, 1e-3, jit_compile=True).jit_compile is True
     assert compile_classifier(classifier, 1e-3).jit_compile is False
+
+
+def test_the_training_step_is_compiled_as_typed_else_on_jax_only(capsys):
+    # On TensorFlow (this process) not set means not compiled; the JAX side is checked by
+    # test_jax_backend.py, which trains there with the shipped setting.
+    assert distribute.configure_scaling("default", jit=None).jit is False
+    assert distribute.configure_scaling("default", jit=True).jit is True
+    assert "XLA: the training step is compiled" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, value", [([], None), (["--jit"], True), (["--no-jit"], False)])
+def test_jit_keeps_its_flags_and_not_typing_it_leaves_the_backend_to_choose(flags, value):
+    import transfer_vgg16
+
+    assert transfer_vgg16.parse_train_flags(flags).jit is value
+    assert distribute.SCALING["jit"].default is None  # the shipped blocks hold it (test_cli.py)
 
 
 def test_transfer_and_cam_take_the_same_flags_and_refuse_unknown_values():

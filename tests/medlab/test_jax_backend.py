@@ -50,3 +50,5 @@ def test_a_unet_saved_under_either_backend_predicts_the_same_under_the_other(tmp
         jax_model.predict(images, verbose=0), jax["jax_model_on_jax"], atol=1e-5
     )
     assert np.ptp(jax["jax_model_on_jax"]) > 0  # not a constant output
+    # Compiled (jax.jit) by default, as Keras does on JAX; --no-jit still runs op by op.
+    assert jax["compiled_by_default"] and not jax["compiled_with_no_jit"]

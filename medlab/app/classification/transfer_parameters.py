@@ -56,6 +56,14 @@ DECLARED = {
         "model",
         choices=PREPROCESSING,
     ),
+    "feature_precision": Param(
+        "float32",
+        "precision the frozen VGG16 computes the features in: float32, or bfloat16 (needs a GPU "
+        "or a CPU with AVX512-BF16/AMX; about 2x faster there, features cast to float32 before "
+        "the cache, docs/benchmarks.md)",
+        "model",
+        choices=("float32", "bfloat16"),
+    ),
     "image_size": Param(
         224, "backbone input; features are (SIZE/32) x (SIZE/32) x 512", "model", 32
     ),

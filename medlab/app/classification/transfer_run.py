@@ -103,7 +103,7 @@ class TransferRun(ClassifierRun):
 
     def check_data(self):
         """The split and the positive class; then TensorFlow, the strategy and the memory check."""
-        from medlab.distribute import configure_scaling
+        from medlab.distribute import check_precision, configure_scaling
 
         params = self.params
         check_writable_folder(params["cache_dir"], "--cache-dir")  # before the slow extraction
@@ -116,6 +116,7 @@ class TransferRun(ClassifierRun):
         self.scaling = configure_scaling(
             params["strategy"], jit=params["jit"], batch_size=params["batch_size"]
         )
+        check_precision(params["mixed_precision"])  # refused before the slow extraction, not after
         check_memory(params, len(self.split.train_paths) + len(self.split.val_paths))
 
     def load_backbone(self):
@@ -312,7 +313,9 @@ def load_backbone(params):
 
     check_weights(params["weights"])
     try:
-        return transfer.load_backbone(params["weights"], params["image_size"])
+        return transfer.load_backbone(
+            params["weights"], params["image_size"], params["feature_precision"]
+        )
     except transfer.WeightsUnavailable as error:
         raise UserError(
             f"{error} or pass --weights PATH (a local VGG16 notop weights file), or --weights "

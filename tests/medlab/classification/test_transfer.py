@@ -99,6 +99,46 @@ def random_backbone():
     return transfer.load_backbone("none", SIZE)
 
 
+def test_bfloat16_features_are_close_to_float32s_and_cached_apart(tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(transfer, "check_native_bfloat16", lambda *refusal: None)  # as on a GPU
+    paths = [
+        write_image(tmp_path / "img" / f"{i}.png", (20 * i, 90, 200 - 20 * i)) for i in range(4)
+    ]
+    features, hits = {}, {}
+    for precision in ("float32", "bfloat16", "float32", "bfloat16"):
+        keras.utils.set_random_seed(0)  # the same random weights: the same fingerprint
+        backbone = transfer.load_backbone("none", SIZE, precision)
+        assert transfer.feature_precision(backbone) == precision
+        features[precision], hit = transfer.cached_features(
+            backbone, paths, SIZE, "vgg16", tmp_path / "cache", "w"
+        )
+        hits.setdefault(precision, []).append(hit)
+    assert hits == {"float32": [False, True], "bfloat16": [False, True]}  # one cache each
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    assert keras.mixed_precision.global_policy().name == "float32"  # the policy is restored
+    full, half = features["float32"], features["bfloat16"]
+    assert half.dtype == np.float32 and not np.array_equal(half, full)  # really computed in 16 bits
+    assert np.sqrt(np.mean((half - full) ** 2)) < 0.02 * np.sqrt(np.mean(full**2))
+
+
+def test_the_precision_is_in_the_cache_key_and_float32_keys_are_unchanged(tmp_path):
+    paths = [write_image(tmp_path / f"{i}.png", (40 * i, 90, 10)) for i in range(2)]
+    key = lambda *precision: transfer.feature_cache_key(paths, SIZE, "vgg16", "w", *precision)
+    assert key("float32") == key()  # caches written before the option stay valid
+    assert key("bfloat16") != key("float32")
+
+
+def test_bfloat16_features_are_refused_where_bfloat16_is_emulated(monkeypatch):
+    from medlab import distribute
+
+    monkeypatch.setattr(distribute, "gpu_count", lambda: 0)
+    monkeypatch.setattr(distribute, "cpu_supports_bfloat16", lambda: False)
+    with pytest.raises(UserError, match="--feature-precision bfloat16 needs a GPU.*use float32"):
+        transfer.load_backbone("none", SIZE, "bfloat16")
+
+
 def test_head_training_leaves_the_backbone_unchanged_and_export_matches(tmp_path, random_backbone):
     import keras
 
