@@ -190,9 +190,12 @@ def test_the_training_step_is_compiled_as_typed_else_on_jax_only(capsys):
 
 @pytest.mark.parametrize("flags, value", [([], None), (["--jit"], True), (["--no-jit"], False)])
 def test_jit_keeps_its_flags_and_not_typing_it_leaves_the_backend_to_choose(flags, value):
-    import transfer_vgg16
+    from helpers import script_of
 
-    assert transfer_vgg16.parse_train_flags(flags).jit is value
+    import transfer_vgg16
+    from medlab.app.classification.script import command_line
+
+    assert command_line(script_of(transfer_vgg16), flags)[0].jit is value
     assert distribute.SCALING["jit"].default is None  # the shipped blocks hold it (test_cli.py)
 
 
