@@ -181,7 +181,10 @@ LOWER_ON_OUT_OF_MEMORY = "--batch-size, --size or --base"
 # ---------------------------------------------------------------------------------------------
 def main(argv=None):
     return runs.run_commands(
-        argv, {"train": run_training, **COMMANDS}, lower=LOWER_ON_OUT_OF_MEMORY
+        argv,
+        {"train": run_training, **COMMANDS},
+        lower=LOWER_ON_OUT_OF_MEMORY,
+        backends=("tensorflow",),  # Grad-CAM takes TensorFlow's gradients
     )
 
 

@@ -7,6 +7,7 @@ stderr and exit code 2, so users never see a traceback for a mistake they can fi
 import contextlib
 import datetime
 import functools
+import importlib.util
 import io
 import os
 import platform
@@ -139,15 +140,40 @@ class PipeSafe:
         return getattr(self._stream, name)
 
 
-def run_commands(argv, commands, lower):
+def run_commands(argv, commands, lower, backends=("tensorflow", "jax")):
     """The one entry shape of every script: `argv[0]` names a subcommand of `commands` (e.g.
     "predict", "explain", "evaluate"), anything else goes to the first command (training), under
-    `main_guard`. Each command takes the rest of the command line."""
+    `main_guard`. Each command takes the rest of the command line. `backends`: the Keras backends
+    the script runs on; another `KERAS_BACKEND` is refused before anything starts."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next(iter(commands))
     name = argv[0] if argv and argv[0] in commands and argv[0] != first else first
     rest = argv[1:] if name != first else argv
-    return main_guard(commands[name], lower=lower)(rest)
+
+    def command(rest):
+        check_backend(backends)
+        return commands[name](rest)
+
+    return main_guard(functools.wraps(commands[name])(command), lower=lower)(rest)
+
+
+def check_backend(backends):
+    """A one-line `UserError` for a `KERAS_BACKEND` the script cannot run on (misspelt, another
+    backend, or not installed), instead of Keras' traceback at its first import."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend is None:
+        return
+    script = os.path.basename(sys.argv[0]) or "this script"
+    if backend not in backends:
+        raise UserError(
+            f"KERAS_BACKEND={backend!r} is not a backend {script} runs on; set it to "
+            f"{' or '.join(backends)}, or unset it (TensorFlow is the default)"
+        )
+    if importlib.util.find_spec(backend) is None:
+        raise UserError(
+            f"KERAS_BACKEND={backend} but {backend} is not installed; install it (pip install "
+            f"-r requirements-dev.txt) or unset KERAS_BACKEND"
+        )
 
 
 def set_seed(seed):
