@@ -831,12 +831,8 @@ def save_models(run_dir, kept, backbone, p, class_names, positive):
 
 def load_saved_model(path):
     """A model that classifies images and its sidecar (required: it holds the class names)."""
-    if Path(path).is_file() and not sidecars.sidecar_path(path).is_file():
-        raise UserError(
-            f"{sidecars.sidecar_path(path)} is missing; predict needs the class names a run "
-            "writes next to transfer_vgg16.keras and scratch_vgg16.keras"
-        )
-    return sidecars.load_model_and_settings(path, "transfer_vgg16.py")
+    needs = {"class_names": (None, None), "input_scale": (None, None)}
+    return sidecars.load_model_and_settings(path, "transfer_vgg16.py", needs=needs)
 
 
 # ----------------------------------------------------------------------------- summary.md

@@ -74,6 +74,11 @@ def file_bytes(path):
 DISPLAY_MAX_SIDE = 2048
 REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
 REDUCED_COLOUR[8] = cv2.IMREAD_REDUCED_COLOR_8
+REDUCED_GREY_8 = cv2.IMREAD_REDUCED_GRAYSCALE_8
+# `decode` (IMREAD_UNCHANGED) never turns a photo by its EXIF orientation, so the models train and
+# predict on the pixels as stored; the reduced decoding must not turn it either, or a map would be
+# drawn over another picture than the one it was computed on.
+KEEP_ORIENTATION = cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def decode_for_display(path):
@@ -81,14 +86,15 @@ def decode_for_display(path):
     decoding (8-bit colour), so an 8000-pixel photo never sits in memory at full size as floats.
     Call `decode` first: the checks of the full-size pixels (NaN, range) are its job."""
     data = file_bytes(path)
-    probe = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8) if data.size else None
-    if probe is None:
-        raise unreadable(path)
+    probe = cv2.imdecode(data, REDUCED_GREY_8 | KEEP_ORIENTATION) if data.size else None
+    if probe is None:  # no reduced decoding of this format (float TIFF): `decode` reads it
+        return decode(path)
     longest = 8 * max(probe.shape[:2])
     factor = next((f for f in (8, 4, 2) if longest // f >= DISPLAY_MAX_SIDE), 1)
     if factor == 1:
         return decode(path)
-    return check_plausible(path, cv2.imdecode(data, REDUCED_COLOUR[factor]))
+    reduced = cv2.imdecode(data, REDUCED_COLOUR[factor] | KEEP_ORIENTATION)
+    return check_plausible(path, reduced) if reduced is not None else decode(path)
 
 
 def check_file(path):
@@ -167,6 +173,16 @@ def to_unit_range(image):
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0
     return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def mask_levels(image):
+    """A decoded mask as float32 in [0, 1] on its data type's scale, the one rule every reader of
+    masks follows: 0/255 (8-bit), 0/65535 (16-bit) and float masks in [0, 1] mean what they say,
+    and an integer mask whose values are only 0 and 1 is a label mask. Never scaled by its own
+    maximum, which would turn a lung-free JPEG mask's compression noise (0..11) into lung."""
+    if image.dtype.kind in "ui" and image.size and int(image.max()) == 1:
+        return image.astype(np.float32)
+    return to_unit_range(image)
 
 
 def to_channels(image, channels):
