@@ -26,8 +26,8 @@ from pathlib import Path
 import keras
 
 from medlab import distribute
-from medlab.atomic import copy_atomic, replacing, write_json
-from medlab.errors import UserError
+from medlab.atomic import copy_atomic, fingerprint, matches, replacing, write_json
+from medlab.errors import UserError, first_line
 from medlab.faults import crash_point
 from medlab.plots import write_csv
 
@@ -55,7 +55,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         with distribute.model_scope(model):
             # Built first, or Keras skips the saved Adam moments and the resumed run starts cold.
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(self.folder / state["weights"])
+            try:
+                model.load_weights(self.folder / state["weights"])
+            except Exception as error:  # h5py and Keras raise many types for a damaged file
+                raise damaged(self.folder, f"{state['weights']}: {first_line(error)}") from None
             # Keras leaves the random state of dropout out of weight files: restored from here.
             for variable, value in zip(seed_states(model), state.get("seed_states", [])):
                 variable.assign(value)
@@ -89,6 +92,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         with replacing(self.folder / state["weights"]) as temp:
             self.model.save_weights(temp)
             crash_point("checkpoint-write")
+        state["fingerprints"] = {state["weights"]: fingerprint(self.folder / state["weights"])}
         value = logs.get(self.monitor) if self.monitor else None
         best = self.state["best"]
         if (
@@ -103,6 +107,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
             }
             with replacing(self.folder / state["best"]["file"]) as temp:
                 self.model.save(temp)
+        best = state["best"] and state["best"]["file"]
+        if best:  # a best model of an earlier epoch keeps its own fingerprint
+            old = self.state.get("fingerprints", {}).get(best)
+            state["fingerprints"][best] = old or fingerprint(self.folder / best)
         crash_point("before-commit")
         write_json(self.folder / STATE, state)  # the commit
         self.state = state
@@ -139,19 +147,24 @@ def read_state(folder):
         return None
     try:
         state = json.loads(path.read_text())
+        recorded = state.get("fingerprints", {})
         missing = [
             name
             for name in (state["weights"], (state["best"] or {}).get("file"))
-            if name and not (Path(folder) / name).is_file()
+            if name and not matches(Path(folder) / name, recorded.get(name))
         ]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         missing = [STATE]
     if missing:
-        raise UserError(
-            f"the checkpoint in {folder} is damaged ({', '.join(missing)} unreadable or "
-            "missing); delete that folder to train this experiment again from the start"
-        )
+        raise damaged(folder, f"{', '.join(missing)} missing, truncated or altered")
     return state
+
+
+def damaged(folder, what):
+    return UserError(
+        f"the checkpoint in {folder} is damaged ({what}); delete that folder to train this "
+        "experiment again from the start"
+    )
 
 
 def fit_resumable(model, train_data, val_data, epochs, checkpoint, callbacks=(), **fit_options):
