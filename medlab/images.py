@@ -37,10 +37,18 @@ def list_images(folder, note=print):
     return images
 
 
+# The folders this process has listed as data (image folders, class folders, data folders):
+# nothing is written inside one, where the next training would read it as data.
+_data_folders = set()
+
+
 def folder_entries(folder):
-    """The sorted entries of `folder`, or a one-line `UserError` when it cannot be listed."""
+    """The sorted entries of `folder`, or a one-line `UserError` when it cannot be listed; the
+    folder counts as data from now on (`check_outside_data`)."""
     try:
-        return sorted(Path(folder).iterdir())
+        entries = sorted(Path(folder).iterdir())
+        note_data_folder(folder)
+        return entries
     except PermissionError:
         raise UserError(
             f"cannot read folder {folder}: permission denied; make it readable (chmod +rx) or "
@@ -48,6 +56,29 @@ def folder_entries(folder):
         ) from None
     except OSError as error:
         raise UserError(f"cannot read folder {folder}: {error.strerror or error}") from None
+
+
+def check_outside_data(folder, flag):
+    """Refuse an output `folder` inside a folder this process reads data from (a class folder, the
+    data folder): what a command wrote there would be read as data by the next training."""
+    folder = Path(folder).resolve()
+    for data in sorted(_data_folders):
+        if folder == data or data in folder.parents:
+            raise UserError(
+                f"{flag} {folder} is inside {data}, which holds the data read here: what is "
+                f"written there would be read as data next time; pass {flag} outside it"
+            )
+
+
+def note_data_folder(folder):
+    """Count `folder` as data for the rest of this command (`check_outside_data`); returns it."""
+    _data_folders.add(Path(folder).resolve())
+    return Path(folder)
+
+
+def forget_data_folders():
+    """A new command of this process starts with no data folders."""
+    _data_folders.clear()
 
 
 def decode(path):

@@ -23,6 +23,7 @@ import numpy as np
 
 from medlab.atomic import write_json
 from medlab.errors import UserError, disk_full, first_line
+from medlab.images import check_outside_data, forget_data_folders
 
 PACKAGES = (
     "tensorflow",
@@ -152,6 +153,7 @@ def run_commands(argv, commands, lower, backends=("tensorflow", "jax")):
 
     def command(rest):
         check_backend(backends)
+        forget_data_folders()
         return commands[name](rest)
 
     return main_guard(functools.wraps(commands[name])(command), lower=lower)(rest)
@@ -188,6 +190,7 @@ def set_seed(seed):
 def new_run_dir(root, name):
     """Create `root/<timestamp>-<name>/`, a folder no earlier run has used."""
     root = Path(root)
+    check_outside_data(root, "--out")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         suffix = "" if attempt == 0 else f"-{attempt}"
