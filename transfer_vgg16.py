@@ -36,7 +36,7 @@ from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, bootstrap_metrics, positive_label
 from medlab.distribute import configure_precision, configure_scaling
 from medlab.errors import UserError
-from medlab.images import load_image
+from medlab.images import check_outside_data, load_image
 from medlab.parameters import check_values
 
 # These start TensorFlow (or matplotlib) on first use, so --help and typos answer at once.
@@ -161,6 +161,7 @@ def train_command(argv):
     p = {**resolved.values, "preset": args.preset}
     check_writable_folder(p["cache_dir"], "--cache-dir")  # before the slow extraction, not after
     split = load_class_split(data_dir, p["val_fraction"], p["seed"])
+    check_outside_data(p["out"], "--out")  # now that the data is known, before the extraction
     print(split.describe())
     positive = positive_class(split.class_names, p["positive"])
     # 2. The frozen VGG16 backbone and its (cached) features. TensorFlow starts only now, so that
@@ -340,6 +341,9 @@ def check_memory(p, images):
 
     features = (p["image_size"] // 32) ** 2 * 512
     head_gb = (images * features * 4 + features * p["dense_units"] * 16) / 2**30
+    # Extracting the features: batches of 16 images (`transfer.run_backbone`), the first block's
+    # two 64-channel outputs at full size alive at once, in float32.
+    head_gb += 16 * 2 * p["image_size"] ** 2 * 64 * 4 / 2**30
     scratch_gb = vgg.training_gb(
         p["scratch_size"],
         p["scratch_channels"],

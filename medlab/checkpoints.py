@@ -19,6 +19,7 @@ An epoch whose training loss is NaN or infinite is not committed: training stops
 
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 f"{self.state['epoch']} complete epoch(s) before it"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
+        check_free_disk(self.folder, self.model)
         state = {
             **self.state,
             "epoch": epoch + 1,
@@ -133,6 +135,27 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for path in self.folder.iterdir():
             if path.name not in keep:
                 path.unlink()
+
+
+def check_free_disk(folder, model):
+    """Refuse to write an epoch's files on a disk without room for them: HDF5 (h5py) can crash the
+    process outright when a write fails, so the check comes before it. Room for the weights with
+    Adam's two moments, a best model of the same size, and a margin for the small files."""
+    needed = 2 * 3 * 4 * model.count_params() + FREE_MARGIN_BYTES
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < needed:
+        raise UserError(
+            f"the disk is full: {folder} has {free / 2**20:.1f} MB free, and a checkpoint needs "
+            f"about {needed / 2**20:.1f} MB; free space or pass --out on a disk with room. The "
+            f"epochs committed so far are kept"
+        )
+
+
+# Room kept for state.json, history.csv and the like.
+FREE_MARGIN_BYTES = 8 << 20
 
 
 def seed_states(model):
