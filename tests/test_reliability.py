@@ -101,7 +101,7 @@ def test_a_hand_edited_runs_json_of_a_wrong_type_is_one_line(tmp_path, capsys):
         lambda: ms.main(["--resume", str(summary)]),
         r"runs.json is damaged: 'epochs' is 'ten', not a int",
     )
-    one_line_error(capsys, lambda: ms.main(["--experiments", ""]), "names no experiment")
+    one_line_error(capsys, lambda: ms.main(["--experiments", ""]), "--experiments: '' is blank")
 
 
 def write_image(path, pixels):
