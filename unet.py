@@ -32,7 +32,7 @@ from medlab.augment import augment_pair, augmented_batches
 from medlab.checkpoints import EpochCheckpoint, fit_resumable
 from medlab.checks import check_pairs
 from medlab.errors import UserError
-from medlab.images import decode, load_all, load_image, mask_levels, resize, to_channels
+from medlab.images import decode, load_all, load_image, mask_levels, resize
 from medlab.pairs import find_pairs, validation_count
 from medlab.plots import fit_label
 from medlab.schedules import learning_rate  # noqa: F401 (part of this module's training API)
@@ -76,7 +76,7 @@ def load_mask(path, size, warn=print):
     The mask is read on its data type's scale (`mask_levels`: 0/1 and 0/255 masks both work),
     resized by area averaging and thresholded at 0.5, which also removes JPEG noise.
     """
-    mask = to_channels(mask_levels(decode(path)), 1)[..., 0]
+    mask = mask_levels(decode(path))
     if looks_multi_label(mask):
         warn(
             f"warning: mask {path} has several grey levels; it is binarised at half its "

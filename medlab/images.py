@@ -207,13 +207,18 @@ def to_unit_range(image):
 
 
 def mask_levels(image):
-    """A decoded mask as float32 in [0, 1] on its data type's scale, the one rule every reader of
-    masks follows: 0/255 (8-bit), 0/65535 (16-bit) and float masks in [0, 1] mean what they say,
-    and an integer mask whose values are only 0 and 1 is a label mask. Never scaled by its own
-    maximum, which would turn a lung-free JPEG mask's compression noise (0..11) into lung."""
+    """A decoded mask as float32 (height, width) in [0, 1] on its data type's scale, the one rule
+    every reader of masks follows: 0/255 (8-bit), 0/65535 (16-bit) and float masks in [0, 1] mean
+    what they say, and an integer mask whose values are only 0 and 1 is a label mask. Never scaled
+    by its own maximum, which would turn a lung-free JPEG mask's compression noise (0..11) into
+    lung. A colour mask counts its strongest channel (red lungs are lungs, not 30% grey)."""
     if image.dtype.kind in "ui" and image.size and int(image.max()) == 1:
-        return image.astype(np.float32)
-    return to_unit_range(image)
+        levels = image.astype(np.float32)
+    else:
+        levels = to_unit_range(image)
+    if levels.ndim == 3 and levels.shape[2] == 4:
+        levels = levels[..., :3] * levels[..., 3:4]  # transparent is background
+    return levels.max(axis=2) if levels.ndim == 3 else levels
 
 
 def to_channels(image, channels):

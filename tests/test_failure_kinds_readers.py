@@ -41,6 +41,8 @@ def mask_cases():
         kinds = {"faint noise": (faint, False), "full-range lungs": (lungs * top, True)}
         if dtype is not np.float32:
             kinds["0/1 labels"] = (lungs * 1, True)
+            red = np.stack([0 * lungs, 0 * lungs, lungs * top], axis=-1)  # OpenCV's BGR order
+            kinds["red lungs"] = (red, True)
         for extension, (kind, (pixels, lung)) in itertools.product(extensions, kinds.items()):
             yield dtype, extension, kind, pixels.astype(dtype), lung
 
