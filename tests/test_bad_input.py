@@ -185,7 +185,7 @@ def test_transfer_checks_cache_dir_weights_folder_and_class_counts(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match="--cache-dir .* is not a writable folder"):
         tv.train_command(
-            ["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "file" / "cache")]
+            ["--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "file" / "cache")]
         )
     with pytest.raises(UserError, match="--weights .* is a folder"):
         tv.check_weights(str(tmp_path))
