@@ -114,7 +114,12 @@ SHORTCUT_DEMO = {"centre": True, "epochs": 20, "lr": 3e-4}
 
 
 def main(argv=None):
-    return run_commands(argv, {"train": train, **COMMANDS}, lower=cam_run.LOWER_ON_OUT_OF_MEMORY)
+    return run_commands(
+        argv,
+        {"train": train, **COMMANDS},
+        lower=cam_run.LOWER_ON_OUT_OF_MEMORY,
+        backends=("tensorflow",),  # Grad-CAM takes TensorFlow's gradients
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from medlab.augment import augmented_batches, random_affine, random_intensity
 from medlab.checkpoints import EpochCheckpoint, fit_resumable
 from medlab.checks import check_pairs
 from medlab.errors import UserError
-from medlab.images import decode, load_all, load_image, resize, to_channels, to_unit_range
+from medlab.images import decode, load_all, load_image, mask_levels, resize
 from medlab.pairs import find_pairs, validation_count
 from medlab.plots import fit_label
 from medlab.schedules import learning_rate  # noqa: F401 (part of this module's training API)
@@ -300,18 +300,15 @@ def load_images(paths, size):
 def load_mask(path, size, warn=print):
     """One mask as float32 (size, size, 1) in {0, 1}.
 
-    The mask is scaled by its own maximum (so 0/1 and 0/255 masks both work), resized by area
-    averaging and thresholded at 0.5, which also removes JPEG noise.
+    The mask is read on its data type's scale (`mask_levels`: 0/1 and 0/255 masks both work),
+    resized by area averaging and thresholded at 0.5, which also removes JPEG noise.
     """
-    mask = to_channels(to_unit_range(decode(path)), 1)[..., 0]
-    peak = float(mask.max())
-    if peak > 0:
-        mask = mask / peak
-        if looks_multi_label(mask):
-            warn(
-                f"warning: mask {path} has several grey levels; it is binarised at half its "
-                "maximum, so check that it is a single lung mask"
-            )
+    mask = mask_levels(decode(path))
+    if looks_multi_label(mask):
+        warn(
+            f"warning: mask {path} has several grey levels; it is binarised at half its "
+            "type's range, so check that it is a single lung mask"
+        )
     # reshape: `resize` returns a mask already at `size` unchanged, without the channel axis
     return (resize(mask, (size, size)) >= THRESHOLD).astype(np.float32).reshape(size, size, 1)
 

@@ -6,6 +6,7 @@ while writing leaves at most a `*.partial.*` file behind, which no reader ever o
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -87,3 +88,23 @@ def write_json(path, data):
         return value
 
     write_text_atomic(path, json.dumps(clean(jsonable(data)), indent=2) + "\n")
+
+
+def fingerprint(path):
+    """{size, sha256} of a file, recorded when it is written and checked when it is read back."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+
+
+def matches(path, recorded):
+    """Whether `path` is the file `recorded` (a `fingerprint`) describes: not truncated, not
+    altered. Without a fingerprint (a record written before they were kept) it need only exist."""
+    if not recorded:
+        return Path(path).is_file()
+    try:
+        return fingerprint(path) == recorded
+    except OSError:
+        return False

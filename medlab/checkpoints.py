@@ -19,6 +19,7 @@ An epoch whose training loss is NaN or infinite is not committed: training stops
 
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,8 +27,8 @@ from pathlib import Path
 import keras
 
 from medlab import distribute
-from medlab.atomic import copy_atomic, replacing, write_json
-from medlab.errors import UserError
+from medlab.atomic import copy_atomic, fingerprint, matches, replacing, write_json
+from medlab.errors import UserError, first_line
 from medlab.faults import crash_point
 from medlab.plots import write_csv
 
@@ -55,7 +56,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         with distribute.model_scope(model):
             # Built first, or Keras skips the saved Adam moments and the resumed run starts cold.
             model.optimizer.build(model.trainable_variables)
-            model.load_weights(self.folder / state["weights"])
+            try:
+                model.load_weights(self.folder / state["weights"])
+            except Exception as error:  # h5py and Keras raise many types for a damaged file
+                raise damaged(self.folder, f"{state['weights']}: {first_line(error)}") from None
             # Keras leaves the random state of dropout out of weight files: restored from here.
             for variable, value in zip(seed_states(model), state.get("seed_states", [])):
                 variable.assign(value)
@@ -78,6 +82,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 f"{self.state['epoch']} complete epoch(s) before it"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
+        check_free_disk(self.folder, self.model)
         state = {
             **self.state,
             "epoch": epoch + 1,
@@ -89,6 +94,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         with replacing(self.folder / state["weights"]) as temp:
             self.model.save_weights(temp)
             crash_point("checkpoint-write")
+        state["fingerprints"] = {state["weights"]: fingerprint(self.folder / state["weights"])}
         value = logs.get(self.monitor) if self.monitor else None
         best = self.state["best"]
         if (
@@ -103,6 +109,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
             }
             with replacing(self.folder / state["best"]["file"]) as temp:
                 self.model.save(temp)
+        best = state["best"] and state["best"]["file"]
+        if best:  # a best model of an earlier epoch keeps its own fingerprint
+            old = self.state.get("fingerprints", {}).get(best)
+            state["fingerprints"][best] = old or fingerprint(self.folder / best)
         crash_point("before-commit")
         write_json(self.folder / STATE, state)  # the commit
         self.state = state
@@ -127,6 +137,27 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 path.unlink()
 
 
+def check_free_disk(folder, model):
+    """Refuse to write an epoch's files on a disk without room for them: HDF5 (h5py) can crash the
+    process outright when a write fails, so the check comes before it. Room for the weights with
+    Adam's two moments, a best model of the same size, and a margin for the small files."""
+    needed = 2 * 3 * 4 * model.count_params() + FREE_MARGIN_BYTES
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < needed:
+        raise UserError(
+            f"the disk is full: {folder} has {free / 2**20:.1f} MB free, and a checkpoint needs "
+            f"about {needed / 2**20:.1f} MB; free space or pass --out on a disk with room. The "
+            f"epochs committed so far are kept"
+        )
+
+
+# Room kept for state.json, history.csv and the like.
+FREE_MARGIN_BYTES = 8 << 20
+
+
 def seed_states(model):
     """The state variables of the model's random generators (dropout), in a fixed order."""
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
@@ -139,19 +170,24 @@ def read_state(folder):
         return None
     try:
         state = json.loads(path.read_text())
+        recorded = state.get("fingerprints", {})
         missing = [
             name
             for name in (state["weights"], (state["best"] or {}).get("file"))
-            if name and not (Path(folder) / name).is_file()
+            if name and not matches(Path(folder) / name, recorded.get(name))
         ]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         missing = [STATE]
     if missing:
-        raise UserError(
-            f"the checkpoint in {folder} is damaged ({', '.join(missing)} unreadable or "
-            "missing); delete that folder to train this experiment again from the start"
-        )
+        raise damaged(folder, f"{', '.join(missing)} missing, truncated or altered")
     return state
+
+
+def damaged(folder, what):
+    return UserError(
+        f"the checkpoint in {folder} is damaged ({what}); delete that folder to train this "
+        "experiment again from the start"
+    )
 
 
 def fit_resumable(model, train_data, val_data, epochs, checkpoint, callbacks=(), **fit_options):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab.errors import UserError, disk_full
-from medlab.images import decode, to_channels, to_unit_range
+from medlab.images import check_outside_data, decode, mask_levels, to_channels, to_unit_range
 
 # An image whose grey levels spread less than this (standard deviation on [0, 1]) looks blank:
 # a real X-ray spreads over about 0.2, a slightly noisy empty frame over 0.001.
@@ -33,7 +33,7 @@ def unique_stems(paths, folder):
 def check_pairs(image_paths, mask_paths, warn=print):
     """Decode every image and mask once (a bad file stops here with one line) and warn about data
     that looks wrong. Returns True when every mask is empty."""
-    resized, blank, lung = [], [], False
+    resized, blank, faint, lung = [], [], [], False
     from medlab.progress import progress  # Keras' progress bar: TensorFlow starts here
 
     bar = progress(len(image_paths), f"checking {len(image_paths)} image/mask pairs")
@@ -46,7 +46,10 @@ def check_pairs(image_paths, mask_paths, warn=print):
             )
         if float(np.std(to_channels(to_unit_range(image), 1))) < LOW_CONTRAST_STD:
             blank.append(image_path.name)
-        lung = lung or bool(mask.any())
+        levels = mask_levels(mask)
+        if levels.any() and not (levels >= 0.5).any():
+            faint.append(mask_path.name)
+        lung = lung or bool((levels >= 0.5).any())
         bar.update(i + 1)
     show = lambda names: ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     if resized:
@@ -59,6 +62,12 @@ def check_pairs(image_paths, mask_paths, warn=print):
             f"warning: {len(blank)} image(s) have almost no contrast ({show(blank)}); they look "
             "blank, so check them"
         )
+    if faint:
+        warn(
+            f"warning: {len(faint)} mask(s) have only faint values ({show(faint)}), below half "
+            "their type's range (128 of 255): they are read as empty (lung-free). If they mark "
+            "lungs, save them as 0/255 or 0/1"
+        )
     if not lung:
         warn(
             f"warning: all {len(mask_paths)} masks are empty (no lung pixel), so the scores say "
@@ -68,7 +77,9 @@ def check_pairs(image_paths, mask_paths, warn=print):
 
 
 def check_writable_folder(folder, flag):
-    """Create `folder` if needed and prove it is writable, or raise a one-line `UserError`."""
+    """Create `folder` if needed and prove it is writable, or raise a one-line `UserError`; never
+    inside a folder the command reads data from."""
+    check_outside_data(folder, flag)
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder):
@@ -86,9 +97,17 @@ def check_writable_folder(folder, flag):
 
 
 def check_output_folder(folder, flag):
-    """Refuse, without creating anything, a `folder` that cannot be made or written to: a file, a
-    path under a file, a folder without write permission."""
+    """Refuse, without creating anything, a `folder` that cannot be made or written to (a file, a
+    path under a file, a folder without write permission), that already holds files (an earlier
+    invocation's outputs, or images: nothing is overwritten or mixed with data), or that lies
+    inside a folder the command reads data from."""
     folder = Path(folder)
+    check_outside_data(folder, flag)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise UserError(
+            f"{flag} {folder} already holds files (an earlier run's outputs, or data), which "
+            f"this command would overwrite or mix with its own; pass a new or empty folder"
+        )
     existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
     if not existing.is_dir():
         where = "is a file" if existing == folder else f"is under {existing}, which is a file"

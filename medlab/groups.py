@@ -72,7 +72,21 @@ def read_group_table(path):
                 f"{' and '.join(CSV_COLUMNS)}; name its header line {','.join(CSV_COLUMNS)}"
             )
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
-    return {Path(row["image"]).name: row["group"] for row in rows if row["image"]}
+    table, by_stem = {}, {}
+    for line, row in enumerate(rows, start=2):
+        name = Path(row["image"]).name
+        if not name:
+            continue
+        # By stem too: `p1` and `p1.png` name one image (pairing goes by stem).
+        earlier = by_stem.setdefault(Path(name).stem, row["group"])
+        if earlier != row["group"]:
+            # The last row winning would put a pair of a held-out group into training.
+            raise UserError(
+                f"{path} gives {name} two groups ({earlier} and {row['group']}, line "
+                f"{line}); keep one row per image"
+            )
+        table[name] = row["group"]
+    return table
 
 
 def group_sizes(groups):

@@ -37,10 +37,18 @@ def list_images(folder, note=print):
     return images
 
 
+# The folders this process has listed as data (image folders, class folders, data folders):
+# nothing is written inside one, where the next training would read it as data.
+_data_folders = set()
+
+
 def folder_entries(folder):
-    """The sorted entries of `folder`, or a one-line `UserError` when it cannot be listed."""
+    """The sorted entries of `folder`, or a one-line `UserError` when it cannot be listed; the
+    folder counts as data from now on (`check_outside_data`)."""
     try:
-        return sorted(Path(folder).iterdir())
+        entries = sorted(Path(folder).iterdir())
+        note_data_folder(folder)
+        return entries
     except PermissionError:
         raise UserError(
             f"cannot read folder {folder}: permission denied; make it readable (chmod +rx) or "
@@ -48,6 +56,29 @@ def folder_entries(folder):
         ) from None
     except OSError as error:
         raise UserError(f"cannot read folder {folder}: {error.strerror or error}") from None
+
+
+def check_outside_data(folder, flag):
+    """Refuse an output `folder` inside a folder this process reads data from (a class folder, the
+    data folder): what a command wrote there would be read as data by the next training."""
+    folder = Path(folder).resolve()
+    for data in sorted(_data_folders):
+        if folder == data or data in folder.parents:
+            raise UserError(
+                f"{flag} {folder} is inside {data}, which holds the data read here: what is "
+                f"written there would be read as data next time; pass {flag} outside it"
+            )
+
+
+def note_data_folder(folder):
+    """Count `folder` as data for the rest of this command (`check_outside_data`); returns it."""
+    _data_folders.add(Path(folder).resolve())
+    return Path(folder)
+
+
+def forget_data_folders():
+    """A new command of this process starts with no data folders."""
+    _data_folders.clear()
 
 
 def decode(path):
@@ -74,6 +105,11 @@ def file_bytes(path):
 DISPLAY_MAX_SIDE = 2048
 REDUCED_COLOUR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
 REDUCED_COLOUR[8] = cv2.IMREAD_REDUCED_COLOR_8
+REDUCED_GREY_8 = cv2.IMREAD_REDUCED_GRAYSCALE_8
+# `decode` (IMREAD_UNCHANGED) never turns a photo by its EXIF orientation, so the models train and
+# predict on the pixels as stored; the reduced decoding must not turn it either, or a map would be
+# drawn over another picture than the one it was computed on.
+KEEP_ORIENTATION = cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def decode_for_display(path):
@@ -81,14 +117,15 @@ def decode_for_display(path):
     decoding (8-bit colour), so an 8000-pixel photo never sits in memory at full size as floats.
     Call `decode` first: the checks of the full-size pixels (NaN, range) are its job."""
     data = file_bytes(path)
-    probe = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8) if data.size else None
-    if probe is None:
-        raise unreadable(path)
+    probe = cv2.imdecode(data, REDUCED_GREY_8 | KEEP_ORIENTATION) if data.size else None
+    if probe is None:  # no reduced decoding of this format (float TIFF): `decode` reads it
+        return decode(path)
     longest = 8 * max(probe.shape[:2])
     factor = next((f for f in (8, 4, 2) if longest // f >= DISPLAY_MAX_SIDE), 1)
     if factor == 1:
         return decode(path)
-    return check_plausible(path, cv2.imdecode(data, REDUCED_COLOUR[factor]))
+    reduced = cv2.imdecode(data, REDUCED_COLOUR[factor] | KEEP_ORIENTATION)
+    return check_plausible(path, reduced) if reduced is not None else decode(path)
 
 
 def check_file(path):
@@ -167,6 +204,21 @@ def to_unit_range(image):
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0
     return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def mask_levels(image):
+    """A decoded mask as float32 (height, width) in [0, 1] on its data type's scale, the one rule
+    every reader of masks follows: 0/255 (8-bit), 0/65535 (16-bit) and float masks in [0, 1] mean
+    what they say, and an integer mask whose values are only 0 and 1 is a label mask. Never scaled
+    by its own maximum, which would turn a lung-free JPEG mask's compression noise (0..11) into
+    lung. A colour mask counts its strongest channel (red lungs are lungs, not 30% grey)."""
+    if image.dtype.kind in "ui" and image.size and int(image.max()) == 1:
+        levels = image.astype(np.float32)
+    else:
+        levels = to_unit_range(image)
+    if levels.ndim == 3 and levels.shape[2] == 4:
+        levels = levels[..., :3] * levels[..., 3:4]  # transparent is background
+    return levels.max(axis=2) if levels.ndim == 3 else levels
 
 
 def to_channels(image, channels):

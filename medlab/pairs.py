@@ -8,7 +8,7 @@ from pathlib import Path
 
 from medlab.checks import unique_stems
 from medlab.errors import UserError
-from medlab.images import list_images
+from medlab.images import list_images, note_data_folder
 
 
 def find_pairs(data_dir):
@@ -18,6 +18,7 @@ def find_pairs(data_dir):
         UserError: a folder is missing or empty, two files share a stem, or a file has no partner.
     """
     data_dir = Path(data_dir)
+    note_data_folder(data_dir)  # the whole of it is data: no output goes inside
     folders = {name: data_dir / name for name in ("Image", "Mask")}
     for folder in folders.values():
         if not folder.is_dir():

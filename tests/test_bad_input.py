@@ -188,7 +188,9 @@ def test_predict_and_explain_check_everything_before_making_a_folder(xrays, tmp_
 def test_transfer_checks_cache_dir_weights_folder_and_class_counts(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match="--cache-dir .* is not a writable folder"):
-        tv.train(["--data-dir", str(tmp_path), "--cache-dir", str(tmp_path / "file" / "cache")])
+        tv.train(
+            ["--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "file" / "cache")]
+        )
     with pytest.raises(UserError, match="--weights .* is a folder"):
         transfer_run.check_weights(str(tmp_path))
     from medlab.classification.data import stratified_split

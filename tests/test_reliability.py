@@ -53,10 +53,16 @@ def test_explain_reads_a_transfer_models_scale_and_refuses_a_conflicting_one(
     cam_vgg16.main(["explain", str(model), str(image), "--out", str(tmp_path / "maps")])
     explained = re.search(r"predicted (\w+) \(p=([\d.]+)\)", capsys.readouterr().out).groups()
     assert explained == predicted and predicted[0] in ("Mel", "Nevi")
-    bare = tmp_path / "bare.keras"  # the same model without its sidecar: fed [0, 1] pixels
+    bare = tmp_path / "bare.keras"  # the same model without its sidecar: refused, not guessed
     bare.write_bytes(model.read_bytes())
-    cam_vgg16.main(["explain", str(bare), str(image), "--out", str(tmp_path / "bare")])
-    assert re.search(r"\(p=([\d.]+)\)", capsys.readouterr().out).group(1) != predicted[1]
+    one_line_error(
+        capsys,
+        lambda: cam_vgg16.main(["explain", str(bare), str(image), "--out", str(tmp_path / "b")]),
+        r"bare.json are missing, and this command needs their input_scale; .* or pass --scale",
+    )
+    maps = ["--out", str(tmp_path / "bare-maps")]
+    cam_vgg16.main(["explain", str(bare), str(image), "--scale", "255", *maps])
+    assert re.search(r"\(p=([\d.]+)\)", capsys.readouterr().out).group(1) == predicted[1]
     one_line_error(
         capsys,
         lambda: cam_vgg16.main(["explain", str(model), str(image), "--scale", "1"]),
@@ -96,7 +102,7 @@ def test_a_hand_edited_runs_json_of_a_wrong_type_is_one_line(tmp_path, capsys):
         lambda: ms.main(["--resume", str(summary)]),
         r"runs.json is damaged: 'epochs' is 'ten', not a int",
     )
-    one_line_error(capsys, lambda: ms.main(["--experiments", ""]), "names no experiment")
+    one_line_error(capsys, lambda: ms.main(["--experiments", ""]), "--experiments: '' is blank")
 
 
 def write_image(path, pixels):

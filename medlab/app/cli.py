@@ -25,8 +25,9 @@ SOURCES = ("lab", "demo", "edited", "preset", "experiment", "flag")
 
 class Parser(argparse.ArgumentParser):
     """argparse with the project's error contract: a mistake is one `error:` line and exit code 2
-    (through `main_guard`), abbreviations are refused (`--epoch` names `--epochs`), no number typed
-    may be NaN or infinite, and the help keeps the epilog's line breaks."""
+    (through `main_guard`), abbreviations are refused (`--epoch` names `--epochs`), no value typed
+    may be blank ("" or spaces), no number NaN or infinite, and the help keeps the epilog's line
+    breaks."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
@@ -44,6 +45,17 @@ class Parser(argparse.ArgumentParser):
             if close:
                 return f"; did you mean {close[0]}?"
         return ""
+
+    def _get_values(self, action, arg_strings):
+        # The one place every value typed passes through, flags and arguments of every script and
+        # command alike: a blank value means "nothing", and would otherwise fall back to a default
+        # (`--resume ""` starting a whole new run).
+        blank = next((text for text in arg_strings if not text.strip()), None)
+        if blank is not None:
+            name = "/".join(action.option_strings) or action.metavar or action.dest
+            fix = f"give a value, or leave {name} out" if action.option_strings else "give one"
+            self.error(f"argument {name}: {blank!r} is blank; {fix}")
+        return super()._get_values(action, arg_strings)
 
     def parse_args(self, args=None, namespace=None):
         parsed = super().parse_args(args, namespace)

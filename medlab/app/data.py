@@ -3,6 +3,7 @@ else the built-in synthetic demo set, announced in a banner, with the demo's sma
 
 from pathlib import Path
 
+from medlab.images import note_data_folder
 from medlab.synthetic.common import synthetic_banner
 
 
@@ -15,11 +16,11 @@ def locate_data(data_dir, user_folder, make_synthetic, what, demo, typed):
     use, after `typed`: what wins over the demo (a preset, then the flags the user typed).
     """
     if data_dir:
-        return Path(data_dir), {}
+        return note_data_folder(data_dir), {}
     if user_folder is not None and Path(user_folder).exists():
-        return Path(user_folder), {}
-    folder = make_synthetic()
+        return note_data_folder(user_folder), {}
+    folder = note_data_folder(make_synthetic())
     shown = {**demo, **{k: v for k, v in typed.items() if k in demo}}
     why = "" if user_folder is None else f" (no {user_folder} found)"
     synthetic_banner(f"{what}{why}", folder, ", ".join(f"{k}={v}" for k, v in shown.items()))
-    return Path(folder), dict(demo)
+    return folder, dict(demo)

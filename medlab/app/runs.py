@@ -7,6 +7,7 @@ stderr and exit code 2, so users never see a traceback for a mistake they can fi
 import contextlib
 import datetime
 import functools
+import importlib.util
 import io
 import os
 import platform
@@ -22,6 +23,7 @@ import numpy as np
 
 from medlab.atomic import write_json
 from medlab.errors import UserError, disk_full, first_line
+from medlab.images import check_outside_data, forget_data_folders
 
 PACKAGES = (
     "tensorflow",
@@ -139,15 +141,41 @@ class PipeSafe:
         return getattr(self._stream, name)
 
 
-def run_commands(argv, commands, lower):
+def run_commands(argv, commands, lower, backends=("tensorflow", "jax")):
     """The one entry shape of every script: `argv[0]` names a subcommand of `commands` (e.g.
     "predict", "explain", "evaluate"), anything else goes to the first command (training), under
-    `main_guard`. Each command takes the rest of the command line."""
+    `main_guard`. Each command takes the rest of the command line. `backends`: the Keras backends
+    the script runs on; another `KERAS_BACKEND` is refused before anything starts."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next(iter(commands))
     name = argv[0] if argv and argv[0] in commands and argv[0] != first else first
     rest = argv[1:] if name != first else argv
-    return main_guard(commands[name], lower=lower)(rest)
+
+    def command(rest):
+        check_backend(backends)
+        forget_data_folders()
+        return commands[name](rest)
+
+    return main_guard(functools.wraps(commands[name])(command), lower=lower)(rest)
+
+
+def check_backend(backends):
+    """A one-line `UserError` for a `KERAS_BACKEND` the script cannot run on (misspelt, another
+    backend, or not installed), instead of Keras' traceback at its first import."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend is None:
+        return
+    script = os.path.basename(sys.argv[0]) or "this script"
+    if backend not in backends:
+        raise UserError(
+            f"KERAS_BACKEND={backend!r} is not a backend {script} runs on; set it to "
+            f"{' or '.join(backends)}, or unset it (TensorFlow is the default)"
+        )
+    if importlib.util.find_spec(backend) is None:
+        raise UserError(
+            f"KERAS_BACKEND={backend} but {backend} is not installed; install it (pip install "
+            f"-r requirements-dev.txt) or unset KERAS_BACKEND"
+        )
 
 
 def set_seed(seed):
@@ -162,6 +190,7 @@ def set_seed(seed):
 def new_run_dir(root, name):
     """Create `root/<timestamp>-<name>/`, a folder no earlier run has used."""
     root = Path(root)
+    check_outside_data(root, "--out")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         suffix = "" if attempt == 0 else f"-{attempt}"

@@ -81,9 +81,15 @@ def valid_value(key, value):
     return True
 
 
-def load_model_and_settings(model_path, made_by, compile=True):
-    """A saved model and its checked sidecar (None when it has none), or a one-line `UserError`."""
+def load_model_and_settings(model_path, made_by, compile=True, needs=None):
+    """A saved model and its checked sidecar (None when it has none), or a one-line `UserError`.
+
+    The one rule for a model without its sidecar, in every command: it is used only when each
+    setting the command `needs` ({key: (the flag that gives it or None, the value typed or None)})
+    was typed; otherwise it is refused, never run with a guessed setting."""
     settings = read_sidecar(model_path, made_by)  # before the model: a bad sidecar answers at once
+    if settings is None:
+        require_sidecar(model_path, needs or {})
     model = load_keras_model(model_path, made_by, compile=compile)
     if settings is not None:
         check_against_model(settings, model, model_path)
@@ -113,3 +119,17 @@ def setting(settings, key, flag, given, default):
             f"for this model; drop {flag}"
         )
     return settings[key]
+
+
+def require_sidecar(model_path, needs):
+    """Refuse a model without its sidecar when a setting the command needs was not typed."""
+    untyped = {key: flag for key, (flag, given) in needs.items() if given is None}
+    if not untyped:
+        return
+    flags = [flag for flag in untyped.values() if flag]
+    typed_instead = f", or pass {' and '.join(flags)}" if len(flags) == len(untyped) else ""
+    raise UserError(
+        f"model settings {sidecar_path(model_path)} are missing, and this command needs their "
+        f"{', '.join(untyped)}; copy that file from the model's run folder next to the "
+        f"model{typed_instead}"
+    )

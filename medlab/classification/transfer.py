@@ -205,9 +205,9 @@ def cached_features(backbone, paths, image_size, preprocess, cache_dir, backbone
     key = feature_cache_key(paths, image_size, preprocess, backbone_id, feature_precision(backbone))
     cache = Path(cache_dir) / f"{key}.npz"
     names = sorted(str(Path(p).resolve()) for p in paths)
-    if cache.is_file():
-        stored = np.load(cache)
-        features, stored_names = stored["features"], stored["paths"].tolist()
+    stored = read_cache(cache, names) if cache.is_file() else None
+    if stored is not None:
+        features, stored_names = stored
         print(f"feature cache hit: skipped extraction, reusing {cache}")
         hit = True
     else:
@@ -219,6 +219,22 @@ def cached_features(backbone, paths, image_size, preprocess, cache_dir, backbone
         hit = False
     row = {name: i for i, name in enumerate(stored_names)}
     return features[[row[str(Path(p).resolve())] for p in paths]], hit
+
+
+def read_cache(cache, names):
+    """(features, their file names) of a cache, or None, with a note, when it is damaged
+    (truncated, altered: the zip format's checksums fail, or its rows do not match its files): a
+    cache is only a shortcut, so it is removed and rebuilt."""
+    try:
+        with np.load(cache) as stored:
+            features, stored_names = stored["features"], stored["paths"].tolist()
+        if len(features) != len(stored_names) or not set(names) <= set(stored_names):
+            raise ValueError("its rows do not match its files")
+        return features, stored_names
+    except Exception as error:  # zipfile, zlib and NumPy raise many types for a damaged file
+        print(f"note: the feature cache {cache} is damaged ({first_line(error)}); rebuilding it")
+        cache.unlink(missing_ok=True)
+        return None
 
 
 def write_cache(cache, features, names):

@@ -630,7 +630,10 @@ def explain_command(argv, out_root):
     from medlab import plots
     from medlab.classification import gradcam
 
-    model, settings = sidecars.load_model_and_settings(args.model, made_by, compile=False)
+    needs = {"input_scale": ("--scale", args.scale)}
+    model, settings = sidecars.load_model_and_settings(
+        args.model, made_by, compile=False, needs=needs
+    )
     scale = sidecars.setting(settings, "input_scale", "--scale", args.scale, 1.0)
     explainer = gradcam.GradCAM(model, args.layer)
     shape = model.inputs[0].shape

@@ -40,7 +40,7 @@ from medlab.checks import check_fits_in_memory, check_writable_folder
 from medlab.classification.data import load_arrays, load_class_split
 from medlab.classification.metrics import binary_metrics, bootstrap_metrics, positive_label
 from medlab.errors import UserError
-from medlab.images import load_image
+from medlab.images import check_outside_data, load_image
 from medlab.parameters import check_values
 
 DATASETS = {"skin": "data/Skin", "bone": "data/Bone"}  # the choices of --dataset
@@ -108,6 +108,7 @@ class TransferRun(ClassifierRun):
         params = self.params
         check_writable_folder(params["cache_dir"], "--cache-dir")  # before the slow extraction
         self.split = load_class_split(self.data_folder, params["val_fraction"], params["seed"])
+        check_outside_data(params["out"], "--out")  # now that the data is known, before extraction
         print(self.split.describe())
         self.positive = positive_class(self.split.class_names, params["positive"])
         # TensorFlow starts only now, so that a typo answers at once. The distribution strategy
@@ -290,6 +291,9 @@ def check_memory(params, images):
 
     features = (params["image_size"] // 32) ** 2 * 512
     head_gb = (images * features * 4 + features * params["dense_units"] * 16) / 2**30
+    # Extracting the features: batches of 16 images (`transfer.run_backbone`), the first block's
+    # two 64-channel outputs at full size alive at once, in float32.
+    head_gb += 16 * 2 * params["image_size"] ** 2 * 64 * 4 / 2**30
     scratch_gb = vgg.training_gb(
         params["scratch_size"],
         params["scratch_channels"],
@@ -642,12 +646,8 @@ def save_models(run_dir, kept, backbone, params, class_names, positive):
 
 def load_saved_model(path):
     """A model that classifies images and its sidecar (required: it holds the class names)."""
-    if Path(path).is_file() and not sidecars.sidecar_path(path).is_file():
-        raise UserError(
-            f"{sidecars.sidecar_path(path)} is missing; predict needs the class names a run "
-            "writes next to transfer_vgg16.keras and scratch_vgg16.keras"
-        )
-    return sidecars.load_model_and_settings(path, "transfer_vgg16.py")
+    needs = {"class_names": (None, None), "input_scale": (None, None)}
+    return sidecars.load_model_and_settings(path, "transfer_vgg16.py", needs=needs)
 
 
 def write_summary(run_dir, metrics, params, facts, parameter_table):
