@@ -177,11 +177,28 @@ def by_area(first, second, areas, seed):
     return rows
 
 
+def collapse_warnings(runs):
+    """A sentence for each run whose own check found it collapsed (its metrics.json)."""
+    import json
+
+    warnings = []
+    for run in runs:
+        path = Path(run) / "metrics.json"
+        kind = json.loads(path.read_text()).get("collapsed_to") if path.is_file() else None
+        if kind:
+            warnings.append(
+                f"{Path(run).name} has not learnt: it predicts the {kind} for every validation "
+                "image, so its Dice of 0 means no target found, not a worse outline"
+            )
+    return warnings
+
+
 def plot(path, areas, first, second, charged_at, charged, title):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(charged_at * 100, charged[:, 0], label="BCE")
@@ -200,9 +217,12 @@ def plot(path, areas, first, second, charged_at, charged, title):
         xlabel="target area (% of the image)",
         ylabel="validation Dice per image",
         ylim=(-0.03, 1.03),
+        xticks=[v for v in (0.5, 1, 2, 5, 10, 20) if areas.min() * 50 <= v <= areas.max() * 200],
         title=title,
     )
     for ax in (left, right):
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -220,12 +240,14 @@ def main(argv=None):
     from medlab.app.report import Report, markdown_table
     from medlab.plots import write_csv
 
-    out = new_run_dir(args.out, "small-target")
-    save_config(out, vars(args))
-    if args.first:
+    if args.first:  # checked before any folder is made
         data_dir, runs = Path(args.data_dir), [Path(args.first), Path(args.second)]
         title = f"{runs[0].name} vs {runs[1].name}"
-    else:
+        for run in runs:
+            read_scores(run)
+    out = new_run_dir(args.out, "small-target")
+    save_config(out, vars(args))
+    if not args.first:
         data_dir = small_target_set(tempfile.mkdtemp(), args.pairs, args.size, args.seed)
         runs = train_both(data_dir, args, out / "runs")
         title = f"generated set: {args.pairs} pairs, {args.size} px, {args.epochs} epochs"
@@ -247,6 +269,9 @@ def main(argv=None):
     rows = by_area(*dice, areas, args.seed)
     report = Report(out, "Which loss for a small target")
     report.text(f"Runs: `{runs[0]}` (BCE) and `{runs[1]}` (Dice loss); {title}.")
+    for warning in collapse_warnings(runs):
+        report.bold(warning)
+        print(warning)
     report.table(rows, list(rows[0]))
     report.figure(out / "small_target.png", "small target")
     report.write()
