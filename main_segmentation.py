@@ -74,7 +74,7 @@ EXPERIMENTS = {
     # The recipe for real chest X-rays: nnU-Net's defaults that pay for themselves on a CPU,
     # chosen on a source it is not scored on (docs/validation.md): each image standardised, joint
     # geometric and image-only intensity augmentation, BCE + Dice, batches of 4 (twice the steps
-    # for the same CPU time), a cosine decay to 0 over 100 epochs (13 to 17 minutes on 2 cores),
+    # for the same CPU time), a cosine decay to 0 over 100 epochs (12.6 to 17.2 minutes on 2 cores),
     # mirrored test-time augmentation and the two largest lung regions kept.
     "best": {
         "normalize": "image",

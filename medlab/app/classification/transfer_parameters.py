@@ -47,7 +47,7 @@ DECLARED = {
     "weights": Param(
         "imagenet",
         "imagenet, none (a random VGG16: smoke tests only) or the path of a VGG16 notop "
-        ".h5/.weights.h5 file",
+        ".h5, .weights.h5 or .keras file",
         "model",
     ),
     "preprocess": Param(

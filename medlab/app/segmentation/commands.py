@@ -29,7 +29,7 @@ from medlab.app.segmentation.ensemble import (
     split_models,
     validated_indices,
 )
-from medlab.app.segmentation.parameters import DECLARED
+from medlab.app.segmentation.parameters import POSTPROCESS_HELP
 from medlab.app.sidecars import load_model_and_settings, read_sidecar
 from medlab.images import decode, save_image, to_channels, to_unit_range
 
@@ -90,8 +90,7 @@ def add_mask_flags(parser):
         "--postprocess",
         action=BooleanOptionalAction,
         default=None,
-        help=f"{DECLARED['postprocess'].help} (default: as in the experiment, from the model's "
-        ".json)",
+        help=f"{POSTPROCESS_HELP} (default: as in the experiment, from the model's .json)",
     )
     parser.add_argument(
         "--tta",

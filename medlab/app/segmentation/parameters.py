@@ -15,6 +15,11 @@ LOSS_NAMES = ("bce", "dice", "bce_dice")
 NORMALIZATIONS = ("none", "image")
 CACHE_MODES = ("auto", "memory", "disk", "none")
 
+# predict and evaluate take the same flag, without the training run's second set of scores
+POSTPROCESS_HELP = (
+    "keep the two largest connected regions of each predicted mask and fill their holes"
+)
+
 DECLARED = {
     "data_dir": Param(
         "data/X_ray",
@@ -115,8 +120,7 @@ DECLARED = {
     ),
     "postprocess": Param(
         False,
-        "keep the two largest connected regions of each predicted mask and fill their holes "
-        "(metrics.json also reports the scores without it)",
+        f"{POSTPROCESS_HELP} (metrics.json also reports the scores without it)",
         "evaluation",
     ),
     "tta": Param(
