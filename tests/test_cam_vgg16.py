@@ -160,7 +160,9 @@ def test_explain_loads_a_model_with_the_colour_constancy_layer(tmp_path, tiny_se
     model.save(tmp_path / "colour.keras")
     image = next((tiny_set / "validation" / "AFF").iterdir())
     out = tmp_path / "maps"
-    result = run_script("cam_vgg16.py", "explain", tmp_path / "colour.keras", image, "--out", out)
+    # Saved without its settings (.json), so the pixel scale is given (as every command needs).
+    model_file = tmp_path / "colour.keras"
+    result = run_script("cam_vgg16.py", "explain", model_file, image, "--scale", "1", "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / f"{image.stem}_cam.png").is_file()
 

@@ -444,7 +444,7 @@ def test_following_the_collapse_advice_makes_the_run_learn(tmp_path, capsys):
     tiny = "--size 32 --depth 2 --base 4 --batch-size 4 --lr 0.001".split()
     out = tmp_path / "out"
     argv = ["--data-dir", str(data), "--experiments", "4a", *tiny, "--epochs", "2"]
-    main_segmentation.train_experiments([*argv, "--out", str(out)])
+    main_segmentation.train([*argv, "--out", str(out)])
     (run,) = folders(out, "-4a")
     assert json.loads((run / "metrics.json").read_text())["collapsed_to"] == "empty mask"
     console = capsys.readouterr().out
@@ -458,7 +458,7 @@ def test_following_the_collapse_advice_makes_the_run_learn(tmp_path, capsys):
         "--epochs": "20",
         "--out": str(out),
     }
-    main_segmentation.train_experiments(shlex.split(advice))
+    main_segmentation.train(shlex.split(advice))
     (run, rerun) = folders(out, "-4a")
     metrics = json.loads((rerun / "metrics.json").read_text())
     assert metrics["collapsed"] is False and metrics["val_dice"] > 0.25 and metrics["epochs"] == 20
@@ -469,14 +469,30 @@ def test_an_experiments_own_demo_setting_applies_to_it_alone_and_a_flag_still_wi
 ):
     monkeypatch.chdir(tmp_path)  # no data/X_ray here: the synthetic demo
     monkeypatch.setattr(setup, "synthetic_xrays", lambda count, seed: xray_folder(tmp_path, 3))
-    plan = setup.new_plan("4c-dice,4d-dice", {}, main_segmentation)
+    script = segmentation_script()
+    plan = setup.new_plan("4c-dice,4d-dice", {}, script)
     assert plan["4d-dice"].cell("lr") == "0.00015 (demo)"
     assert plan["4c-dice"].cell("lr") == "0.0007 (demo)"
     assert "demo settings of 4d-dice alone: lr=0.00015" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        setup.parse_arguments(["--help"], main_segmentation)
+        setup.parse_arguments(["--help"], script)
     assert "synthetic demo: 0.0007, 4d-dice: 0.00015)" in " ".join(capsys.readouterr().out.split())
-    typed = setup.new_plan("4d-dice", {"lr": 1e-3}, main_segmentation)
+    typed = setup.new_plan("4d-dice", {"lr": 1e-3}, script)
     assert typed["4d-dice"].cell("lr") == "0.001 (flag)"
-    real = setup.new_plan("4d-dice", {"data_dir": str(tmp_path / "X_ray")}, main_segmentation)
+    real = setup.new_plan("4d-dice", {"data_dir": str(tmp_path / "X_ray")}, script)
     assert real["4d-dice"].cell("lr") == "0.0001 (lab)"
+
+
+def segmentation_script():
+    """What main_segmentation.py hands to `segmentation.start`, as `start` packs it."""
+    m = main_segmentation
+    return setup.Script(
+        parameters=m.PARAMETERS,
+        experiments=m.EXPERIMENTS,
+        demo=m.SYNTHETIC_DEMO,
+        comparisons=m.COMPARISONS,
+        default_experiments=m.DEFAULT_EXPERIMENTS,
+        commands=m.COMMANDS,
+        doc=m.__doc__,
+        demo_experiments=m.SYNTHETIC_DEMO_EXPERIMENTS,
+    )
