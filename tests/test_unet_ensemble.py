@@ -96,6 +96,7 @@ def test_evaluate_and_predict_use_every_fold_model_of_an_experiment_folder(tmp_p
     for k, model in zip((2, 10), ensemble_pair()):
         (experiment / f"fold{k}").mkdir(parents=True)
         model.save(experiment / f"fold{k}" / "model.keras")
+        (experiment / f"fold{k}" / "metrics.json").write_text("{}")  # a finished fold
     data = pair_folder(tmp_path / "pairs")
     assert model_files([experiment]) == [
         experiment / "fold2/model.keras",
@@ -197,6 +198,7 @@ def test_held_out_scores_each_image_with_the_fold_model_that_validated_on_it(tmp
     for k, (model, name) in enumerate(zip(ensemble_pair(), ("a.png", "b.png")), 1):
         (experiment / f"fold{k}").mkdir(parents=True)
         model.save(experiment / f"fold{k}" / "model.keras")
+        (experiment / f"fold{k}" / "metrics.json").write_text("{}")  # a finished fold
         (experiment / f"fold{k}" / "per_image.csv").write_text(f"image,dice\n{name},0\n")
     argv = [str(experiment), "--data-dir", str(data), "--held-out", "--out", str(tmp_path / "e")]
     evaluate_command(argv, {"batch_size": 2, "out": "", "memory_budget_gb": 1.0})

@@ -83,6 +83,7 @@ def start(argv, *, parameters, presets, demo, shortcut_demo, commands, doc):
     run = CamRun(script, args, typed, resolved, folder, demo_used)
     run.split = load_class_split(folder, seed=run.params["seed"])  # checked before TF starts
     print(run.split.describe())
+    run.check_resumed_data()
     quiet_tensorflow()  # TensorFlow starts after this, once every input is checked
     check_memory(run.params, len(run.split.train_paths) + len(run.split.val_paths))
     return run

@@ -8,7 +8,7 @@ report."""
 import dataclasses
 from pathlib import Path
 
-from medlab.app import cli, resume
+from medlab.app import cli, data_record, resume
 from medlab.app.classification import cam_parameters, transfer_parameters
 
 DECLARED = {"cam": cam_parameters.DECLARED, "transfer": transfer_parameters.DECLARED}
@@ -127,7 +127,20 @@ class ClassifierRun:
         self.folder = resume.open_run(
             self.args.resume, self.params["out"], name, self.script.name, config
         )
+        if not self.args.resume:
+            data_record.save(self.folder, self.data_record())
         return self.folder
+
+    def data_record(self):
+        """What this run trains and validates on (`medlab.app.data_record`)."""
+        split = self.split
+        files = [*split.train_paths, *split.val_paths]
+        return data_record.describe(self.data_folder, files, [split.val_paths])
+
+    def check_resumed_data(self):
+        """On --resume, the split data is the run's own: refused in one line if it changed."""
+        if self.args.resume:
+            data_record.check_resume(self.args.resume, self.data_record())
 
     def end(self):
         """The run is complete: checkpoints removed, folder marked complete."""

@@ -110,6 +110,7 @@ class TransferRun(ClassifierRun):
         self.split = load_class_split(self.data_folder, params["val_fraction"], params["seed"])
         check_outside_data(params["out"], "--out")  # now that the data is known, before extraction
         print(self.split.describe())
+        self.check_resumed_data()
         self.positive = positive_class(self.split.class_names, params["positive"])
         # TensorFlow starts only now, so that a typo answers at once. The distribution strategy
         # comes before TensorFlow runs anything (the multi-worker one needs that).

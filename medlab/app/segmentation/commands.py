@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medlab import quiet_tensorflow
+from medlab.app import data_record
 from medlab.app.cli import Parser
 from medlab.app.collapse import print_bold
 from medlab.app.outputs import write_output_names
@@ -32,6 +33,7 @@ from medlab.app.segmentation.ensemble import (
 from medlab.app.segmentation.parameters import POSTPROCESS_HELP
 from medlab.app.sidecars import load_model_and_settings, read_sidecar
 from medlab.images import decode, save_image, to_channels, to_unit_range
+from medlab.pairs import find_pairs
 
 
 def predict_command(argv, parameters):
@@ -174,6 +176,9 @@ def evaluate_command(argv, parameters):
         args.data_dir, models[0].input_shape[1], "auto", parameters["memory_budget_gb"]
     )
     held_out = validated_indices(files, every["names"]) if args.held_out else None
+    if held_out:
+        check_validated_unchanged(files, held_out, args.data_dir)
+        warn_partly_scored(sum(map(len, held_out)), len(every["names"]), args.data_dir)
     out_dir = new_run_dir(args.out, "evaluate")  # only once model and data proved good
     used = {"model": describe_models(files, False), "models": [str(f) for f in files]}
     used.update(tta=args.tta, postprocess=args.postprocess, held_out=args.held_out)
@@ -234,6 +239,23 @@ def unseen_scores(scores, keep):
         **unet.score_summary({k: v[keep] for k, v in scores.items()}, prefix=""),
         "images": int(keep.sum()),
     }
+
+
+def warn_partly_scored(scored, pairs, data_dir):
+    if scored < pairs:
+        print_bold(
+            f"warning: --held-out scores {scored} of the {pairs} pairs in {data_dir}; no model "
+            "given validated on the others, so this is not a cross-validated score of the folder "
+            "(pass the experiment's folder to use every fold)"
+        )
+
+
+def check_validated_unchanged(files, held_out, data_dir):
+    """Each model's validation pairs (`held_out` positions) are the files its run recorded."""
+    images, masks = find_pairs(data_dir)
+    for file, indices in zip(files, held_out):
+        pairs = [path for i in indices for path in (images[i], masks[i])]
+        data_record.check_validated(Path(file).parent, pairs, data_dir)
 
 
 def training_images(model_path, data_dir):

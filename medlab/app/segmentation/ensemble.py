@@ -3,6 +3,7 @@ command line (a file, or an experiment's folder, whose fold models are used afte
 run), loaded and checked to take the same images. `unet.predict_probabilities` averages them."""
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -68,7 +69,32 @@ def models_in(folder):
             f"folder {folder} holds no {MODEL_FILE} and no fold*/{MODEL_FILE}; pass a model file "
             "or an experiment's folder (not the run's -summary folder)"
         )
+    unfinished = unfinished_folds(folder)
+    if unfinished:
+        raise UserError(
+            f"{folder} is a --folds experiment whose {', '.join(unfinished)} has no finished "
+            "model (interrupted, or still training), so its models are not the cross-validated "
+            "ensemble; finish the run with --resume, or name the finished folds' model files "
+            "to use only those"
+        )
     return folds
+
+
+def unfinished_folds(folder):
+    """The fold<k> folders of a --folds experiment that have no finished model: all K of them
+    that its config.json names (else those found), a model's run being finished once its
+    metrics.json is written."""
+    counts = set()
+    for config in folder.glob("fold*/config.json"):
+        try:
+            counts.add(int(json.loads(config.read_text())["parameters"]["folds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if counts:
+        names = [f"fold{k}" for k in range(1, max(counts) + 1)]
+    else:
+        names = [path.parent.name for path in folder.glob(f"fold*/{MODEL_FILE}")]
+    return [name for name in names if not (folder / name / "metrics.json").is_file()]
 
 
 def fold_number(path):

@@ -4,9 +4,11 @@ TensorFlow starts (`setup`) and by the run (`run`), so neither imports the other
 
 from pathlib import Path
 
+from medlab.app import data_record
 from medlab.app.resume import lock
 from medlab.app.runs import new_run_dir, resume_with, write_json
 from medlab.errors import UserError
+from medlab.pairs import find_pairs
 
 # Next to runs.json: where each value of the plan came from, for the table of a resumed run.
 SOURCES_FILE = "sources.json"
@@ -37,3 +39,16 @@ def save_plan(folder, plan):
     write_json(folder / "runs.json", {name: r.values for name, r in plan.items()})
     sources = {name: {key: r.source(key) for key in r.values} for name, r in plan.items()}
     write_json(folder / SOURCES_FILE, sources)
+
+
+def pairs_record(p, splits=()):
+    """The data record (`medlab.app.data_record`) of the pairs in p["data_dir"], images and
+    masks, with the images each of `splits` (training, validation indices) validates on."""
+    images, masks = find_pairs(p["data_dir"])
+    groups = str(p.get("groups", "none"))
+    return data_record.describe(
+        p["data_dir"],
+        [*images, *masks],
+        [[images[i] for i in validation] for _, validation in splits],
+        groups if groups.lower().endswith(".csv") else None,
+    )

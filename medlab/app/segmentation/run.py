@@ -21,7 +21,7 @@ import numpy as np
 
 import unet
 from medlab import plots
-from medlab.app import tensorboard_logs
+from medlab.app import data_record, tensorboard_logs
 from medlab.app.cli import parameter_rows
 from medlab.app.collapse import print_bold
 from medlab.app.runs import (
@@ -32,7 +32,12 @@ from medlab.app.runs import (
     save_config,
     write_json,
 )
-from medlab.app.segmentation.folders import checked_summary_folder, save_plan, summary_folder
+from medlab.app.segmentation.folders import (
+    checked_summary_folder,
+    pairs_record,
+    save_plan,
+    summary_folder,
+)
 from medlab.app.segmentation.grouping import group_splits
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
@@ -77,6 +82,11 @@ class SegmentationRun:
         else:
             self.summary_dir = summary_folder(self.first["out"], self.resume)
         self.stamp = self.summary_dir.name.removesuffix("-summary")
+        self.record = pairs_record(self.first, self.splits)
+        if self.resume:
+            data_record.check_resume(self.summary_dir, self.record)
+        else:
+            data_record.save(self.summary_dir, self.record)
         save_plan(self.summary_dir, self.plan)
         disk = pairs["cache"] == "disk"
         self.cache_dir = fresh_folder(self.summary_dir / "cache") if disk else None
@@ -122,6 +132,7 @@ class SegmentationRun:
             mark_incomplete(experiment.folder.parent)
         experiment.folder.mkdir(exist_ok=bool(self.resume))
         mark_incomplete(experiment.folder)
+        data_record.save(experiment.folder, self.record)  # what evaluate --held-out checks
         if experiment.cache_dir is not None and experiment.fold:
             fresh_folder(experiment.cache_dir)
         where = f"{experiment.folder.name}, written by process 0" if self.scratch else None

@@ -18,8 +18,9 @@ from medlab.app.cli import (
 )
 from medlab.app.comparisons import check_names, parse_compare
 from medlab.app.data import locate_data
+from medlab.app.data_record import check_resume
 from medlab.app.runs import check_saved_parameters
-from medlab.app.segmentation.folders import SOURCES_FILE, checked_summary_folder
+from medlab.app.segmentation.folders import SOURCES_FILE, checked_summary_folder, pairs_record
 from medlab.app.segmentation.grouping import check_grouping, check_groups
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.distribute import configure_scaling
@@ -106,6 +107,8 @@ def start(
     first = next(iter(plan.values())).values
     check_split(first, len(find_pairs(first["data_dir"])[0]))  # a wrong folder answers at once
     check_groups(first)
+    if args.resume:  # the split is compared too once it is made; the files already here
+        check_resume(checked_summary_folder(args.resume), pairs_record(first), compare_split=False)
     quiet_tensorflow()
     scaling = configure_scaling(
         first["strategy"], first["mixed_precision"], first["jit"], first["batch_size"]
