@@ -10,7 +10,6 @@ segmentation test here), so the check refuses only what changed."""
 import contextlib
 import importlib
 import io
-import json
 import os
 import shutil
 import signal
@@ -19,7 +18,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from medlab.app import data_record
+from medlab.classification.data import load_class_split
+from medlab.pairs import find_pairs
 from medlab.synthetic.skin_bone import synthetic_class_set
 from medlab.synthetic.xray import write_chest_xrays
 from tests.conftest import run_script
@@ -36,10 +36,14 @@ TINY = {
 KILLED_AT = {"main_segmentation": 3, "cam_vgg16": 1, "transfer_vgg16": 1}
 
 
-def recorded_files(run, root):
-    """The data files the run in `run` reads, as its own record lists them, under `root`."""
-    record = json.loads((run / data_record.RECORD).read_text())
-    return [Path(root) / name for name in sorted(record["files"])]
+def data_files(root):
+    """The data files a run on `root` reads, as the project lists them: every image and mask
+    (segmentation), or every image of the split (classifiers)."""
+    if (Path(root) / "Image").is_dir():
+        images, masks = find_pairs(root)
+        return [*images, *masks]
+    split = load_class_split(root)
+    return [*split.train_paths, *split.val_paths]
 
 
 def by_folder(files):
@@ -135,7 +139,7 @@ def assert_resume_refuses_every_change(module, data, run, capsys):
     pristine, before = data.with_name("pristine"), state(run.parent)
     shutil.copytree(data, pristine)
     failures = []
-    files = recorded_files(run, data)
+    files = data_files(data)
     for change, make in CHANGES.items():
         make(files)
         code, err = outcome(module, ["--resume", str(run)], capsys)
@@ -187,6 +191,6 @@ def test_segmentation_resume_folds_and_held_out_refuse_what_changed(tmp_path, ca
     one_fold = [*held_out[:1], str(experiment / "fold1" / "model.keras"), *held_out[2:]]
     assert outcome(seg, one_fold, capsys)[0] == 0
     assert "--held-out scores 5 of the 10 pairs" in outcome.printed
-    alter(recorded_files(summary, data))
+    alter(data_files(data))
     code, err = outcome(seg, held_out, capsys)
     assert code == 2 and "not those the run" in err and "Image/" in err, err
