@@ -14,6 +14,7 @@ Wilcoxon p-value and a verdict, as the summary's comparisons do.
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ quiet_tensorflow()  # the summary module loads TensorFlow (unet), which is chatt
 
 from medlab.app.comparisons import compare_runs  # noqa: E402
 from medlab.app.runs import main_guard  # noqa: E402
-from medlab.app.segmentation.summary import COMPARED  # noqa: E402
+from medlab.app.segmentation.summary import COMPARED, collapse_kind  # noqa: E402
 from medlab.errors import UserError  # noqa: E402
 
 
@@ -69,11 +70,27 @@ def mean_over_runs(folders):
     }
 
 
+def not_learnt(sides):
+    """{side: (what it did, what to do)} of the sides with a run that collapsed (its
+    metrics.json says so), so that their comparison gets no verdict."""
+    found = {}
+    for side, folders in sides.items():
+        for folder in folders:
+            path = Path(folder) / "metrics.json"
+            kind = collapse_kind(json.loads(path.read_text())) if path.is_file() else None
+            if kind:
+                todo = f"Rerun it with the command its summary.md gives ({folder})."
+                found[side] = (f"{folder} collapsed to the {kind}", todo)
+    return found
+
+
 def main(argv=None):
     args = parse_arguments(argv)
     sides = {side: getattr(args, side).split(",") for side in ("first", "second")}
     scores = {side: mean_over_runs(folders) for side, folders in sides.items()}
-    results, notes = compare_runs([("first", "second", "")], scores, COMPARED, args.seed)
+    results, notes = compare_runs(
+        [("first", "second", "")], scores, COMPARED, args.seed, not_learnt=not_learnt(sides)
+    )
     if notes:
         raise UserError("the two sides scored different images; pass runs of the same images")
     for side, folders in sides.items():

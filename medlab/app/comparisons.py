@@ -209,6 +209,7 @@ def comparison_rows(results):
             "p_value": m["p_value"],
             "images": m["images"],
             "verdict": m["verdict"],
+            "differs": r.get("differs", ""),
         }
         for r in results
         for key, m in r["metrics"].items()
@@ -283,6 +284,8 @@ def comparisons_markdown(results, notes, resamples=RESAMPLES):
         lines += [f"### {r['first']} vs {r['second']}: {r['question']}", ""]
         verdicts = dict.fromkeys(m["verdict"] for m in r["metrics"].values())  # withheld: once
         lines += [f"- {line}" for line in verdicts]
+        if r.get("differs"):
+            lines += [f"- The two runs differ in: {r['differs']}."]
         lines += [""] + (
             [f"![{r['first']} and {r['second']}: learning curves]({r['figure']})", ""]
             if "figure" in r

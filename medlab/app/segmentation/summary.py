@@ -218,6 +218,16 @@ def not_learnt_runs(runs, typed):
     return found
 
 
+def differing_parameters(first, second):
+    """'base 32 vs 8, lr 0.00015 vs 0.0007': every parameter in which two runs differ, so that a
+    comparison says when more than its question differs between them."""
+    return ", ".join(
+        f"{name} {first[name]} vs {second.get(name)}"
+        for name in first
+        if first[name] != second.get(name)
+    )
+
+
 def write_per_image(path, names, scores, columns=None):
     """per_image.csv: each image's name and scores (`unet.METRICS` unless `columns` are given)."""
     columns = columns or unet.METRICS
@@ -240,6 +250,7 @@ def write_comparisons(summary_dir, runs, comparisons, seed, typed):
     for result in results:
         first, second = result["first"], result["second"]
         result["figure"] = f"compare-{first}-vs-{second}.png"
+        result["differs"] = differing_parameters(runs[first][3], runs[second][3])
         # A run that has not learnt says so in the figure's legend too.
         shown = {n: f"{n} (has not learnt)" if n in not_learnt else n for n in (first, second)}
         histories = {

@@ -139,3 +139,36 @@ def test_transfer_vs_scratch_gets_no_verdict_when_a_model_has_not_learnt():
 def test_fabricated_learnt_runs_are_not_collapsed(tmp_path, lost):
     metrics = fabricated_run(tmp_path / "run", "4b", lost, true_masks())[0]
     assert not metrics["collapsed"] and metrics["val_dice"] > 0.5
+
+
+def test_the_comparison_benchmark_gives_no_verdict_on_a_collapsed_run(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "compare_segmentation_scores.py"
+    spec = importlib.util.spec_from_file_location("compare_segmentation_scores", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sides = {}
+    for side, dice, collapsed in (("good", 0.9, False), ("empty", 0.0, True)):
+        folder = tmp_path / side
+        folder.mkdir()
+        rows = "".join(f"p{i}.png,{dice + 0.01 * i},{5 + i}\n" for i in range(8))
+        (folder / "per_image.csv").write_text("image,dice,hd95\n" + rows)
+        (folder / "metrics.json").write_text(json.dumps({"collapsed": collapsed}))
+        sides[side] = folder
+    bench.main(["--first", str(sides["good"]), "--second", str(sides["empty"])])
+    out = capsys.readouterr().out
+    assert "no verdict" in out and "collapsed to the empty mask" in out and "beats" not in out
+    (sides["empty"] / "metrics.json").write_text(json.dumps({"collapsed": False}))
+    bench.main(["--first", str(sides["good"]), "--second", str(sides["empty"])])
+    assert "first beats second" in capsys.readouterr().out  # both learnt: a verdict
+
+
+def test_each_comparison_names_every_parameter_its_runs_differ_in(tmp_path, capsys):
+    summary = reporting_surfaces(tmp_path, capsys)["summary.md"]
+    # 4d-dice vs 4c-dice is asked about capacity; the fabricated runs differ in base only.
+    section = summary.split("### 4d-dice vs 4c-dice")[1].split("###")[0]
+    assert "The two runs differ in: base 32 vs 8." in section
+    section = summary.split("### 4c-dice vs 4b")[1].split("###")[0]
+    assert "The two runs differ in: dropout 0.2 vs 0.0." in section
