@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import sys
+import threading
 
 import jax
 import keras
@@ -129,7 +130,7 @@ def start_processes(environ=os.environ):
     check_process_variables(environ)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes talk over TCP
     try:
-        keras.distribution.initialize()
+        initialize_within(join_timeout(environ), environ)
     except (ValueError, RuntimeError) as error:
         if not any(name in environ for name in (ADDRESS, PROCESSES, PROCESS_ID)):
             raise UserError(
@@ -141,6 +142,53 @@ def start_processes(environ=os.environ):
             f"{environ.get(ADDRESS)} ({first_line(error)}); check {ADDRESS} and that every "
             "process started"
         ) from None
+
+
+JOIN_TIMEOUT = "MEDLAB_JOIN_TIMEOUT_S"  # seconds every process has to start (default 300)
+
+
+def join_timeout(environ):
+    try:
+        return max(1.0, float(environ.get(JOIN_TIMEOUT, 300)))
+    except ValueError:
+        raise UserError(
+            f"{JOIN_TIMEOUT}={environ[JOIN_TIMEOUT]} is not a number of seconds"
+        ) from None
+
+
+def initialize_within(seconds, environ):
+    """`keras.distribution.initialize`, given `seconds` for every process to join. JAX waits in C++,
+    deaf to SIGTERM, and aborts with a stack trace when a process never starts; here it waits in a
+    thread, so this process says what it waits for, stops on SIGTERM or Ctrl-C, and ends in one
+    line when the time is up."""
+    joined, failure = threading.Event(), []
+
+    def join():
+        try:
+            keras.distribution.initialize()
+        except Exception as error:  # noqa: BLE001  (raised again in the calling thread)
+            failure.append(error)
+        finally:
+            joined.set()
+
+    where = environ.get(ADDRESS, "the address the cluster gives")
+    print(f"--strategy multiworker: joining the other processes at {where} (up to {seconds:g} s)")
+    threading.Thread(target=join, daemon=True).start()
+    try:
+        in_time = joined.wait(seconds)
+    except KeyboardInterrupt as stop:  # SIGTERM or Ctrl-C (`runs.main_guard`'s handler)
+        print("interrupted while joining the other processes", file=sys.stderr)
+        exit_now(143 if type(stop).__name__ == "Terminated" else 130)
+    if not in_time:
+        print(
+            f"error: --strategy multiworker: not every process joined at {where} within "
+            f"{seconds:g} s; start all {environ.get(PROCESSES, 'the')} processes with the same "
+            f"{ADDRESS}, or check that address (a longer wait: {JOIN_TIMEOUT})",
+            file=sys.stderr,
+        )
+        exit_now(2)  # JAX's half-made client would hang an ordinary exit
+    if failure:
+        raise failure[0]
 
 
 def check_process_variables(environ):

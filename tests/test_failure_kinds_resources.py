@@ -7,6 +7,7 @@ run whose feature extraction cannot fit in memory is refused before anything is 
 import contextlib
 import errno
 import io
+import os
 
 import numpy as np
 import pytest
@@ -89,3 +90,36 @@ def test_a_feature_extraction_too_large_for_memory_is_refused_up_front(tmp_path,
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and "--image-size 4096" in err and "GB" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_peer_that_never_starts_is_one_line_within_the_join_timeout(tmp_path):
+    import socket
+
+    from tests.conftest import run_script
+
+    with socket.socket() as probe:  # a port nobody listens on: process 0 never starts
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    variables = {
+        "KERAS_BACKEND": "jax",
+        "MEDLAB_JOIN_TIMEOUT_S": "3",
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+        "KERAS_DISTRIBUTION_PROCESS_ID": "1",
+    }
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        result = run_script(
+            "main_segmentation.py",
+            *"--strategy multiworker --epochs 1 --experiments 4a".split(),
+            *["--out", tmp_path / "out"],
+            timeout=120,
+        )
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name) if value is None else os.environ.update({name: value})
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(errors) == 1 and "not every process joined" in errors[0]
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
