@@ -71,7 +71,13 @@ def check_outside_data(folder, flag):
 
 
 def note_data_folder(folder):
-    """Count `folder` as data for the rest of this command (`check_outside_data`); returns it."""
+    """Count `folder` as data for the rest of this command (`check_outside_data`); returns it.
+    A data folder that is a file is refused here, for every command that reads one."""
+    if Path(folder).is_file():
+        raise UserError(
+            f"data folder {folder} is a file, not a folder; pass --data-dir with the folder that "
+            'holds the data (README.md, "Data layouts")'
+        )
     _data_folders.add(Path(folder).resolve())
     return Path(folder)
 
