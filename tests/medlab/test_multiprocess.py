@@ -23,10 +23,7 @@ from medlab.synthetic.xray import write_chest_xrays
 pytestmark = pytest.mark.xdist_group("jax-processes")
 
 # 8 training pairs, 2 validation: with a global batch of 4, two steps an epoch.
-# Op by op (--no-jit): compiling the step is most of a tiny run's time, and what these tests check
-# (the processes' arithmetic, a lost peer) does not depend on it; test_jax_backend.py trains
-# compiled, as the default does.
-TINY = "--size 32 --depth 2 --base 2 --experiments 4a --lr 0.01 --no-jit".split()
+TINY = "--size 32 --depth 2 --base 2 --experiments 4a --lr 0.01".split()
 # Seconds within which a process whose peer died must end (it fails at its next collective step).
 LOST_PEER_TIMEOUT = 120
 
