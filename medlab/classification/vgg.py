@@ -100,14 +100,18 @@ def build_vgg16_style(
 # Bytes per value while training in float32 (as the U-Net's estimate): each layer output is kept
 # for the backward pass (4); each weight has a gradient and Adam's two moments (4 x 4 bytes).
 BYTES_PER_ACTIVATION, BYTES_PER_WEIGHT = 4, 16
+# Training holds each layer output and, as the backward pass reaches it, its gradient: measured
+# peaks grow about twice as fast as the outputs alone (bench/memory_estimate.py).
+HELD_PER_OUTPUT = 2
 
 
 def training_gb(size, channels, base, batch_size, batch_norm=False, pooling=None, images=0):
-    """GiB that training `build_vgg16_style` at `size` takes: the layer outputs of a batch, the
-    weights with their gradients and Adam's state, and `images` decoded images held in memory."""
+    """GiB that training `build_vgg16_style` at `size` takes: the layer outputs of a batch and
+    their gradients, the weights with their gradients and Adam's state, and `images` decoded
+    images held in memory."""
     values, weights = layer_outputs_and_weights(size, channels, base, batch_norm, pooling)
     return (
-        values * batch_size * BYTES_PER_ACTIVATION
+        values * batch_size * BYTES_PER_ACTIVATION * HELD_PER_OUTPUT
         + weights * BYTES_PER_WEIGHT
         + images * size * size * channels * 4
     ) / 2**30
