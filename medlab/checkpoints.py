@@ -78,8 +78,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not math.isfinite(logs.get("loss", 0.0)):
             raise UserError(
                 f"the training loss became {logs['loss']} in epoch {epoch + 1}, so training "
-                f"stopped; lower {self.lr_flag} (or check the data). {self.run_dir} keeps the "
-                f"{self.state['epoch']} complete epoch(s) before it"
+                f"stopped; start a new run with a lower {self.lr_flag} (a third, say) or check "
+                f"the data: --resume would diverge again, and a resumed run keeps its "
+                f"{self.lr_flag}. {self.run_dir} keeps the {self.state['epoch']} complete "
+                "epoch(s) before it"
             )
         self.folder.mkdir(parents=True, exist_ok=True)
         check_free_disk(self.folder, self.model)
