@@ -109,3 +109,34 @@ def test_a_damaged_feature_cache_is_rebuilt_with_a_note(tmp_path, damage, capsys
     assert not hit and np.array_equal(again, first)
     assert "the feature cache" in capsys.readouterr().out
     assert transfer.cached_features(*args)[1]  # rebuilt, so the next run hits it
+
+
+def another_value(value):
+    """A different value of the same JSON type: what a flipped digit or a hand edit leaves."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, list):
+        return list(reversed(value))
+    return value + "x"
+
+
+def test_every_sidecar_value_altered_is_one_line(tmp_path):
+    import json
+
+    from medlab.app import sidecars
+
+    settings = {"input_size": 64, "channels": 1, "input_scale": 255.0, "class_names": ["A", "B"]}
+    settings.update(positive_class="B", postprocess=True, tta=False, made_by="cam_vgg16.py")
+    assert set(settings) == set(sidecars.KEYS)  # every key the project writes is covered
+    model = tmp_path / "model.keras"
+    sidecars.write_sidecar(model, **settings)
+    pristine = sidecars.sidecar_path(model).read_text()
+    assert sidecars.read_sidecar(model, "cam_vgg16.py")["channels"] == 1
+    for key in settings:
+        altered = json.loads(pristine)
+        altered[key] = another_value(altered[key])
+        sidecars.sidecar_path(model).write_text(json.dumps(altered))
+        with pytest.raises(UserError, match=r"do not match their sha256 .*cam_vgg16.py"):
+            sidecars.read_sidecar(model, "cam_vgg16.py")

@@ -14,6 +14,7 @@ the model other pixels than it was trained on. A flag that a sidecar also sets m
 except postprocess and tta: they say how masks are made, not what the model takes.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -41,7 +42,16 @@ def write_sidecar(model_path, **settings):
     unknown = set(settings) - set(KEYS)
     if unknown:
         raise ValueError(f"unknown sidecar keys {sorted(unknown)}")
-    write_json(sidecar_path(model_path), settings)
+    write_json(sidecar_path(model_path), {**settings, DIGEST: settings_digest(settings)})
+
+
+# The SHA-256 of the settings, written with them: a change that still parses as JSON (a flipped
+# digit, a hand edit) is caught when they are read back.
+DIGEST = "sha256"
+
+
+def settings_digest(settings):
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def read_sidecar(model_path, made_by):
@@ -57,6 +67,12 @@ def read_sidecar(model_path, made_by):
         raise UserError(f"model settings {path} is damaged ({error}); {fix}") from None
     if not isinstance(settings, dict):
         raise UserError(f"model settings {path} are not a JSON object; {fix}")
+    recorded = settings.pop(DIGEST, None)  # sidecars written before digests were kept have none
+    if recorded is not None and recorded != settings_digest(settings):
+        raise UserError(
+            f"model settings {path} do not match their {DIGEST} (damaged, or edited by hand); "
+            f"{fix} (or, for an edit you mean, remove the {DIGEST!r} line)"
+        )
     for key, (types, required) in KEYS.items():
         if key not in settings:
             if required:
