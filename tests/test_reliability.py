@@ -2,6 +2,7 @@
 script saved them, outputs never overwrite each other, non-finite pixels are refused, and misuse
 ends in one `error:` line with exit code 2 and no half-made folder."""
 
+import json
 import re
 
 import cv2
@@ -70,11 +71,11 @@ def test_explain_reads_a_transfer_models_scale_and_refuses_a_conflicting_one(
     )
     copied = tmp_path / "copied.keras"  # a sidecar that belongs to another model
     copied.write_bytes(model.read_bytes())
-    (tmp_path / "copied.json").write_text(
-        (transfer_run / "transfer_vgg16.json")
-        .read_text()
-        .replace('"input_size": 32', '"input_size": 64')
-    )
+    from medlab.app.sidecars import DIGEST, write_sidecar
+
+    settings = json.loads((transfer_run / "transfer_vgg16.json").read_text())
+    settings.pop(DIGEST)
+    write_sidecar(copied, **{**settings, "input_size": 64})  # written as the project writes
     one_line_error(
         capsys,
         lambda: cam_vgg16.main(["explain", str(copied), str(image)]),
