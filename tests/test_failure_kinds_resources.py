@@ -7,7 +7,6 @@ run whose feature extraction cannot fit in memory is refused before anything is 
 import contextlib
 import errno
 import io
-import os
 
 import numpy as np
 import pytest
@@ -92,7 +91,7 @@ def test_a_feature_extraction_too_large_for_memory_is_refused_up_front(tmp_path,
     assert not (tmp_path / "out").exists()
 
 
-def test_a_peer_that_never_starts_is_one_line_within_the_join_timeout(tmp_path):
+def test_a_peer_that_never_starts_is_one_line_within_the_join_timeout(tmp_path, monkeypatch):
     import socket
 
     from tests.conftest import run_script
@@ -107,18 +106,14 @@ def test_a_peer_that_never_starts_is_one_line_within_the_join_timeout(tmp_path):
         "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
         "KERAS_DISTRIBUTION_PROCESS_ID": "1",
     }
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        result = run_script(
-            "main_segmentation.py",
-            *"--strategy multiworker --epochs 1 --experiments 4a".split(),
-            *["--out", tmp_path / "out"],
-            timeout=120,
-        )
-    finally:
-        for name, value in saved.items():
-            os.environ.pop(name) if value is None else os.environ.update({name: value})
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)  # run_script passes os.environ to the process
+    result = run_script(
+        "main_segmentation.py",
+        *"--strategy multiworker --epochs 1 --experiments 4a".split(),
+        *["--out", tmp_path / "out"],
+        timeout=120,
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(errors) == 1 and "not every process joined" in errors[0]
