@@ -1,17 +1,20 @@
 """Crash-safe training: a checkpoint after every epoch that a `kill -9` at any moment cannot damage.
 
 The folder `run_dir/backup/` holds
-  epoch-0007.weights.h5  the weights and the optimizer's variables after epoch 7
-  best-0005.keras        the model of the best epoch so far (by the monitored validation metric)
-  state.json             the commit record: last complete epoch, the files above, the history rows,
-                         the best value, the training seconds so far and the state of the model's
-                         random generators (dropout), which weight files leave out
-An epoch's files are written first, then `state.json` is replaced in one step: until that rename the
+  epoch-0007.npz  every variable of the model (its random generators' state included) and of its
+                  optimizer after epoch 7, in the order Keras lists them, with their paths
+  epoch-0005.npz  the same for the best epoch so far (by the monitored validation metric), kept
+  state.json      the commit record: last complete epoch, the files above with their SHA-256, the
+                  history rows, the best epoch and value and the training seconds so far
+An epoch's file is written first, then `state.json` is replaced in one step: until that rename the
 previous state and its files stand, so a resume always finds one complete, consistent epoch. Files
 that no state names (a kill between the two steps) are deleted at the next commit. `history.csv`
-and `best.keras` in the run folder are published copies, rewritten from the state after each commit.
-A run that trains several models names each (`name="transfer"`: `backup/transfer/` and
-`history_transfer.csv`); without a `monitor` no best model is kept.
+in the run folder is rewritten from the state after each commit; `best.keras` is written from the
+best epoch's file when training ends (`write_best`). The variables are written with NumPy rather
+than `model.save_weights`, whose walk over Keras' objects costs 0.3 s per epoch even for a small
+model: most of a synthetic demo epoch. Checkpoints of earlier versions (`.weights.h5`, `.keras`)
+still resume. A run that trains several models names each (`name="transfer"`: `backup/transfer/`
+and `history_transfer.csv`); without a `monitor` no best model is kept.
 
 An epoch whose training loss is NaN or infinite is not committed: training stops there with a
 `UserError` that names the learning-rate flag to lower, and the epochs before it stay committed.
@@ -25,9 +28,10 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from medlab import distribute
-from medlab.atomic import copy_atomic, fingerprint, matches, replacing, write_json
+from medlab.atomic import fingerprint, matches, replacing, save_model_atomic, write_json
 from medlab.errors import UserError, first_line
 from medlab.faults import crash_point
 from medlab.plots import write_csv
@@ -54,13 +58,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if state is None:
             return 0
         with distribute.model_scope(model):
-            # Built first, or Keras skips the saved Adam moments and the resumed run starts cold.
+            # Built first, or the saved Adam moments have no variables to go to.
             model.optimizer.build(model.trainable_variables)
-            try:
-                model.load_weights(self.folder / state["weights"])
-            except Exception as error:  # h5py and Keras raise many types for a damaged file
-                raise damaged(self.folder, f"{state['weights']}: {first_line(error)}") from None
-            # Keras leaves the random state of dropout out of weight files: restored from here.
+            load_variables(model, self.folder, state["weights"])
+            # Keras weight files (before .npz) leave the random state of dropout out.
             for variable, value in zip(seed_states(model), state.get("seed_states", [])):
                 variable.assign(value)
         self.state = state
@@ -88,13 +89,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state = {
             **self.state,
             "epoch": epoch + 1,
-            "weights": f"epoch-{epoch + 1:04d}.weights.h5",
+            "weights": f"epoch-{epoch + 1:04d}.npz",
             "rows": self.state["rows"] + [{"epoch": epoch, **logs}],
-            "seed_states": [v.numpy().tolist() for v in seed_states(self.model)],
             "seconds": self.seconds(),
         }
+        state.pop("seed_states", None)  # in the .npz now
         with replacing(self.folder / state["weights"]) as temp:
-            self.model.save_weights(temp)
+            save_variables(self.model, temp)
             crash_point("checkpoint-write")
         state["fingerprints"] = {state["weights"]: fingerprint(self.folder / state["weights"])}
         value = logs.get(self.monitor) if self.monitor else None
@@ -104,13 +105,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             and math.isfinite(value)
             and (best is None or self.sign * (value - best["value"]) > 0)
         ):
-            state["best"] = {
-                "epoch": epoch + 1,
-                "value": value,
-                "file": f"best-{epoch + 1:04d}.keras",
-            }
-            with replacing(self.folder / state["best"]["file"]) as temp:
-                self.model.save(temp)
+            state["best"] = {"epoch": epoch + 1, "value": value, "file": state["weights"]}
         best = state["best"] and state["best"]["file"]
         if best:  # a best model of an earlier epoch keeps its own fingerprint
             old = self.state.get("fingerprints", {}).get(best)
@@ -121,18 +116,29 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.started = time.perf_counter()  # the seconds up to now are in the state
         self.publish()
 
+    def write_best(self, model):
+        """`best.keras` in the run folder: `model` with the best epoch's variables, saved; `model`
+        then gets its own back. Nothing without a monitored metric or a finite best value."""
+        best = self.state["best"]
+        if best is None:
+            return
+        own = [distribute.host_value(v) for v in training_variables(model)]
+        with distribute.model_scope(model):
+            load_variables(model, self.folder, best["file"])
+            save_model_atomic(model, self.run_dir / "best.keras")
+            for variable, value in zip(training_variables(model), own):
+                variable.assign(value)
+
     def seconds(self):
         """Training seconds of all runs of this experiment, this one up to now included."""
         return self.state["seconds"] + time.perf_counter() - self.started
 
     def publish(self):
-        """history.csv and best.keras from the committed state; files no state names are removed."""
+        """history.csv from the committed state; files no state names are removed."""
         rows = self.state["rows"]
         columns = ["epoch", *sorted({key for row in rows for key in row} - {"epoch"})]
         write_csv(self.history, rows, columns)
         best = self.state["best"]
-        if best is not None:
-            copy_atomic(self.folder / best["file"], self.run_dir / "best.keras")
         keep = {STATE, self.state["weights"], best and best["file"]}
         for path in self.folder.iterdir():
             if path.name not in keep:
@@ -140,9 +146,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def check_free_disk(folder, model):
-    """Refuse to write an epoch's files on a disk without room for them: HDF5 (h5py) can crash the
-    process outright when a write fails, so the check comes before it. Room for the weights with
-    Adam's two moments, a best model of the same size, and a margin for the small files."""
+    """Refuse to write an epoch's files on a disk without room for them: a write that fails half way
+    can crash the process outright (HDF5, in Keras' saving of best.keras), so the check comes
+    first. Room for the variables with Adam's two moments, the same again for best.keras and the
+    final model at the end, and a margin for the small files."""
     needed = 2 * 3 * 4 * model.count_params() + FREE_MARGIN_BYTES
     try:
         free = shutil.disk_usage(folder).free
@@ -158,6 +165,44 @@ def check_free_disk(folder, model):
 
 # Room kept for state.json, history.csv and the like.
 FREE_MARGIN_BYTES = 8 << 20
+
+
+def training_variables(model):
+    """Every variable a resumed run needs, in Keras' own order: the model's (weights, batch-norm
+    statistics, the random generators of dropout) and the optimizer's (step, moments)."""
+    return [*model.variables, *model.optimizer.variables]
+
+
+def save_variables(model, path):
+    """Write `training_variables(model)` to `path` (.npz), each under its index, with their paths
+    (for a reader: they are matched by position and shape)."""
+    variables = training_variables(model)
+    arrays = {f"v{i}": distribute.host_value(v) for i, v in enumerate(variables)}
+    with open(path, "wb") as handle:
+        np.savez(handle, paths=np.array([v.path for v in variables]), **arrays)
+
+
+def load_variables(model, folder, name):
+    """Assign the variables saved in `folder / name` to `model` (built, optimizer built); a file of
+    another model, or one that does not read, is a damaged checkpoint (`UserError`)."""
+    path = Path(folder) / name
+    if not name.endswith(".npz"):  # a checkpoint of an earlier version: .weights.h5 or .keras
+        try:
+            model.load_weights(path)
+        except Exception as error:  # h5py and Keras raise many types for a damaged file
+            raise damaged(folder, f"{name}: {first_line(error)}") from None
+        return
+    variables = training_variables(model)
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            values = [saved[f"v{i}"] for i in range(len(saved["paths"]))]
+    except Exception as error:  # zipfile, NumPy and the OS raise many types for a damaged file
+        raise damaged(folder, f"{name}: {first_line(error)}") from None
+    # By position, as Keras loads weights: a model built twice in one process has other names.
+    if [tuple(v.shape) for v in variables] != [value.shape for value in values]:
+        raise damaged(folder, f"{name} holds the variables of another model")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 def seed_states(model):
@@ -213,6 +258,7 @@ def fit_resumable(model, train_data, val_data, epochs, checkpoint, callbacks=(),
     if done < epochs:
         for _ in range(done):  # each pass moves the shuffling and augmentation seeds on
             iter(train_data)
+        build_training_state(model, train_data)
         model.fit(
             train_data,
             validation_data=val_data,
@@ -222,4 +268,19 @@ def fit_resumable(model, train_data, val_data, epochs, checkpoint, callbacks=(),
             shuffle=False,  # the dataset shuffles itself
             **{"verbose": 1 if sys.stdout.isatty() else 2, **fit_options},
         )
+    checkpoint.write_best(model)
     return checkpoint.seconds()
+
+
+def build_training_state(model, train_data):
+    """Create the optimizer's and the metrics' variables before `fit` traces the training step.
+
+    Without a distribution strategy, Keras on TensorFlow creates them inside the first trace, and
+    TensorFlow then traces the step a second time without them: 4 to 8 s more per model on 2 CPU
+    cores, paid by every experiment (bench/demo_segmentation.py). Keras does this build itself
+    under a strategy and on JAX; its method is private, so a Keras without it just traces twice.
+    """
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    deferred = getattr(model, "_distribute_strategy", "unknown") is None
+    if keras.backend.backend() == "tensorflow" and deferred and symbolic_build:
+        symbolic_build(data_batch=train_data.element_spec)

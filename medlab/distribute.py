@@ -140,6 +140,18 @@ def to_this_process(model):
         localise(model)
 
 
+def host_value(variable):
+    """A variable's value as a NumPy array of this process. Over several JAX processes a
+    replicated value spans them all, and each process holds its full copy."""
+    import keras
+    import numpy as np
+
+    value = variable.value
+    if on_jax() and not getattr(value, "is_fully_addressable", True):
+        return np.asarray(value.addressable_data(0))
+    return keras.ops.convert_to_numpy(value)
+
+
 def model_scope(model):
     """The scope in which `model`'s variables are assigned: its tf.distribute strategy's on
     TensorFlow; on JAX every variable keeps the placement it was created with."""

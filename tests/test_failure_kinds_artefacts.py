@@ -41,7 +41,10 @@ def checkpointed_run(run_dir):
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(16, seed=0).batch(8)
-    checkpoint = EpochCheckpoint(run_dir, "val_accuracy")
+    keras.utils.set_random_seed(0)
+    # The best epoch by the highest training loss is the first (the loss falls), so the
+    # checkpoint keeps two epochs' variables: the last and the best.
+    checkpoint = EpochCheckpoint(run_dir, "loss", mode="max")
     fit_resumable(tiny_model(), data, data, 2, checkpoint, verbose=0)
     return sorted(p for p in (run_dir / "backup").rglob("*") if p.is_file())
 
@@ -61,7 +64,7 @@ def test_every_checkpoint_file_damaged_is_one_line(pristine, tmp_path, index, da
     import shutil
 
     source, files = pristine
-    assert len(files) == 3, files  # state.json, the last weights, the best model
+    assert len(files) == 3, files  # state.json, the last epoch's and the best epoch's variables
     run_dir = tmp_path / "run"
     shutil.copytree(source, run_dir)
     victim = run_dir / files[index].relative_to(source)

@@ -280,7 +280,7 @@ def test_demo_generates_synthetic_data_and_says_so_and_keeps_an_edited_value(tmp
     assert table == {
         "epochs": "1 (edited)",
         "loss": "bce (experiment; edited dice overridden)",
-        "lr": "0.0007 (demo)",
+        "lr": "0.0004 (demo)",
         "base": "2 (flag)",
     }, result.stdout
     (run,) = folders(tmp_path / "out", "-4a")
@@ -472,11 +472,11 @@ def test_an_experiments_own_demo_setting_applies_to_it_alone_and_a_flag_still_wi
     script = segmentation_script()
     plan = setup.new_plan("4c-dice,4d-dice", {}, script)
     assert plan["4d-dice"].cell("lr") == "0.00015 (demo)"
-    assert plan["4c-dice"].cell("lr") == "0.0007 (demo)"
+    assert plan["4c-dice"].cell("lr") == "0.0004 (demo)"
     assert "demo settings of 4d-dice alone: lr=0.00015" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         setup.parse_arguments(["--help"], script)
-    assert "synthetic demo: 0.0007, 4d-dice: 0.00015)" in " ".join(capsys.readouterr().out.split())
+    assert "synthetic demo: 0.0004, 4d-dice: 0.00015)" in " ".join(capsys.readouterr().out.split())
     typed = setup.new_plan("4d-dice", {"lr": 1e-3}, script)
     assert typed["4d-dice"].cell("lr") == "0.001 (flag)"
     real = setup.new_plan("4d-dice", {"data_dir": str(tmp_path / "X_ray")}, script)

@@ -241,7 +241,8 @@ class OverlayLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every and epoch + 1 != self.epochs:
             return
-        predictions = self.model.predict(self.images, verbose=0) > 0.5
+        # A direct call: `predict` would trace a function of its own, seconds for a few images.
+        predictions = keras.ops.convert_to_numpy(self.model(self.images, training=False)) > 0.5
         pictures = [
             outlined(image, mask > 0.5, prediction)
             for image, mask, prediction in zip(self.images, self.masks, predictions)

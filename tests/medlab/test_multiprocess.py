@@ -152,10 +152,12 @@ def test_a_killed_process_ends_its_peer_with_one_error_line_and_the_pair_resumes
     (summary,), (run,) = out.glob("*-summary"), out.glob("*-4a")
     state = read_state(run / "backup")  # raises on a damaged checkpoint
     assert state["epoch"] == 1 and not (run / "metrics.json").exists()
-    unet.load_unet(run / "best.keras")
+    assert state["best"]["epoch"] == 1  # committed, and checked by read_state
+    assert not (run / "best.keras").exists()  # written when training ends
 
     with stopped_at_the_end(start_pair("--resume", summary)) as pair:
         resumed = [finish(process) for process in pair]
     assert all(code == 0 for code, _, _ in resumed), "".join(err for _, _, err in resumed)[-3000:]
     assert all("resuming" in stdout for _, stdout, _ in resumed)
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    unet.load_unet(run / "best.keras")
