@@ -19,7 +19,10 @@ def partial_name(path):
     """`best.keras` -> `best.partial.keras`: suffixes kept (Keras checks `.keras`/`.weights.h5`)."""
     path = Path(path)
     head, dot, tail = path.name.partition(".")
-    return path.with_name(f"{head}.partial{dot}{tail}")
+    return path.with_name(f"{head}{PARTIAL}{dot}{tail}")
+
+
+PARTIAL = ".partial"
 
 
 @contextlib.contextmanager
@@ -53,6 +56,23 @@ def write_text_atomic(path, text):
 def copy_atomic(source, target):
     with replacing(target) as temp:
         shutil.copyfile(source, temp)
+
+
+def copy_folder_being_written(source, target):
+    """Copy a folder that another process may be writing meanwhile: its temporary files
+    (`*.partial.*`) are left out, and a file renamed or removed between the listing and its copy
+    is skipped, since the writer's complete version of it, if any, is copied under its own name."""
+
+    def copy_if_still_there(src, dst):
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copy2(src, dst)
+
+    shutil.copytree(
+        source,
+        target,
+        ignore=shutil.ignore_patterns(f"*{PARTIAL}*"),
+        copy_function=copy_if_still_there,
+    )
 
 
 def save_model_atomic(model, path):

@@ -42,7 +42,7 @@ from medlab.app.segmentation.grouping import group_splits
 from medlab.app.segmentation.parameters import DECLARED
 from medlab.app.segmentation.summary import collapse_message, write_per_image, write_summary
 from medlab.app.sidecars import write_sidecar
-from medlab.atomic import save_model_atomic
+from medlab.atomic import copy_folder_being_written, save_model_atomic
 from medlab.faults import crash_point
 
 OVERLAY_IMAGES = 4  # validation images outlined in TensorBoard every few epochs
@@ -326,7 +326,7 @@ def scratch_copy(out, resume, scratch):
     source = checked_summary_folder(resume)
     stamp = source.name.removesuffix("-summary")
     for folder in source.parent.glob(f"{stamp}-*"):
-        shutil.copytree(folder, scratch / folder.name)
+        copy_folder_being_written(folder, scratch / folder.name)
     return scratch / source.name
 
 
