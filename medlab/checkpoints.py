@@ -11,10 +11,11 @@ previous state and its files stand, so a resume always finds one complete, consi
 that no state names (a kill between the two steps) are deleted at the next commit. `history.csv`
 in the run folder is rewritten from the state after each commit; `best.keras` is written from the
 best epoch's file when training ends (`write_best`). The variables are written with NumPy rather
-than `model.save_weights`, whose walk over Keras' objects costs 0.3 s per epoch even for a small
-model: most of a synthetic demo epoch. Checkpoints of earlier versions (`.weights.h5`, `.keras`)
-still resume. A run that trains several models names each (`name="transfer"`: `backup/transfer/`
-and `history_transfer.csv`); without a `monitor` no best model is kept.
+than `model.save_weights`, whose walk over Keras' objects costs about 0.3 s a call even for a
+small model (a synthetic-demo epoch of base 8 takes 1-2 s). Checkpoints of earlier versions
+(`.weights.h5`, `.keras`) still resume. A run that trains several models names each
+(`name="transfer"`: `backup/transfer/` and `history_transfer.csv`); without a `monitor` no best
+model is kept.
 
 An epoch whose training loss is NaN or infinite is not committed: training stops there with a
 `UserError` that names the learning-rate flag to lower, and the epochs before it stay committed.
